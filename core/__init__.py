@@ -1,0 +1,1 @@
+"""orderpipe core: the validation engine, the pipeline's domain and its AWS adapters."""

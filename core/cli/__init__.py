@@ -1,0 +1,31 @@
+"""The ``orderpipe`` command: one click group, one module per command or subgroup.
+
+Expected failures (bad input, a missing stack, an unreachable endpoint) end as one line on
+stderr and a non-zero exit; tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# Each module defines ``command`` (a click.Command or Group) registered under its own name.
+COMMAND_MODULES = (
+    "validate",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="orderpipe")
+def cli() -> None:
+    """Check, store and explain order files dropped in S3."""
+
+
+for _name in COMMAND_MODULES:
+    _module = importlib.import_module(f"core.cli.{_name}")
+    cli.add_command(_module.command)
+
+
+def main() -> None:
+    cli(prog_name="orderpipe")

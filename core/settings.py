@@ -1,0 +1,150 @@
+"""Typed settings for every orderpipe entry point.
+
+The environment variable names are constants so the CloudFormation template test, the local
+stack and the handlers all read the same list. Settings are built inside a handler call
+(``Settings.from_env()``), never at import time, so tests and the CLI can point one process at
+several stacks.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+# Environment variable names: the template sets exactly these on the functions.
+ENV_BUCKET = "ORDERPIPE_BUCKET"
+ENV_ORDERS_TABLE = "ORDERPIPE_ORDERS_TABLE"
+ENV_FILES_TABLE = "ORDERPIPE_FILES_TABLE"
+ENV_INGEST_QUEUE_URL = "ORDERPIPE_INGEST_QUEUE_URL"
+ENV_NOTIFY_QUEUE_URL = "ORDERPIPE_NOTIFY_QUEUE_URL"
+ENV_ALERTS_TOPIC_ARN = "ORDERPIPE_ALERTS_TOPIC_ARN"
+ENV_SENDER = "ORDERPIPE_SENDER"
+ENV_RECIPIENTS = "ORDERPIPE_RECIPIENTS"
+ENV_WRITE_THREADS = "ORDERPIPE_WRITE_THREADS"
+ENV_FUNCTION_TIMEOUT = "ORDERPIPE_FUNCTION_TIMEOUT"
+ENV_MAX_FILE_BYTES = "ORDERPIPE_MAX_FILE_BYTES"
+ENV_MAX_ROWS = "ORDERPIPE_MAX_ROWS"
+ENV_OUTBOX_DIR = "ORDERPIPE_OUTBOX_DIR"
+
+# Every variable a deployed function may carry; the template test compares against this.
+ALL_ENV_VARS = (
+    ENV_BUCKET,
+    ENV_ORDERS_TABLE,
+    ENV_FILES_TABLE,
+    ENV_INGEST_QUEUE_URL,
+    ENV_NOTIFY_QUEUE_URL,
+    ENV_ALERTS_TOPIC_ARN,
+    ENV_SENDER,
+    ENV_RECIPIENTS,
+    ENV_WRITE_THREADS,
+    ENV_FUNCTION_TIMEOUT,
+    ENV_MAX_FILE_BYTES,
+    ENV_MAX_ROWS,
+)
+
+INCOMING_PREFIX = "incoming/"
+REJECTS_PREFIX = "rejects/"
+REPORTS_PREFIX = "reports/"
+
+# Defaults sized for a 1,769 MB Lambda (one full vCPU).
+DEFAULT_MAX_FILE_BYTES = 512 * 1024 * 1024
+DEFAULT_MAX_ROWS = 20_000_000
+DEFAULT_WRITE_THREADS = 8
+DEFAULT_FUNCTION_TIMEOUT = 300
+
+
+class SettingsError(ValueError):
+    """A required setting is missing or malformed; the message names the variable."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be positive, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    bucket: str = ""
+    orders_table: str = ""
+    files_table: str = ""
+    ingest_queue_url: str = ""
+    notify_queue_url: str = ""
+    alerts_topic_arn: str = ""
+    sender: str = ""
+    recipients: tuple[str, ...] = field(default_factory=tuple)
+    write_threads: int = DEFAULT_WRITE_THREADS
+    function_timeout_s: int = DEFAULT_FUNCTION_TIMEOUT
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    max_rows: int = DEFAULT_MAX_ROWS
+    outbox_dir: str = ""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        recipients = tuple(
+            r.strip() for r in env.get(ENV_RECIPIENTS, "").split(",") if r.strip()
+        )
+        return cls(
+            bucket=env.get(ENV_BUCKET, ""),
+            orders_table=env.get(ENV_ORDERS_TABLE, ""),
+            files_table=env.get(ENV_FILES_TABLE, ""),
+            ingest_queue_url=env.get(ENV_INGEST_QUEUE_URL, ""),
+            notify_queue_url=env.get(ENV_NOTIFY_QUEUE_URL, ""),
+            alerts_topic_arn=env.get(ENV_ALERTS_TOPIC_ARN, ""),
+            sender=env.get(ENV_SENDER, ""),
+            recipients=recipients,
+            write_threads=_int(env, ENV_WRITE_THREADS, DEFAULT_WRITE_THREADS),
+            function_timeout_s=_int(env, ENV_FUNCTION_TIMEOUT, DEFAULT_FUNCTION_TIMEOUT),
+            max_file_bytes=_int(env, ENV_MAX_FILE_BYTES, DEFAULT_MAX_FILE_BYTES),
+            max_rows=_int(env, ENV_MAX_ROWS, DEFAULT_MAX_ROWS),
+            outbox_dir=env.get(ENV_OUTBOX_DIR, ""),
+        )
+
+    def to_env(self) -> dict[str, str]:
+        """The inverse of ``from_env``: what the local stack hands its worker."""
+        env = {
+            ENV_BUCKET: self.bucket,
+            ENV_ORDERS_TABLE: self.orders_table,
+            ENV_FILES_TABLE: self.files_table,
+            ENV_INGEST_QUEUE_URL: self.ingest_queue_url,
+            ENV_NOTIFY_QUEUE_URL: self.notify_queue_url,
+            ENV_ALERTS_TOPIC_ARN: self.alerts_topic_arn,
+            ENV_SENDER: self.sender,
+            ENV_RECIPIENTS: ",".join(self.recipients),
+            ENV_WRITE_THREADS: str(self.write_threads),
+            ENV_FUNCTION_TIMEOUT: str(self.function_timeout_s),
+            ENV_MAX_FILE_BYTES: str(self.max_file_bytes),
+            ENV_MAX_ROWS: str(self.max_rows),
+        }
+        if self.outbox_dir:
+            env[ENV_OUTBOX_DIR] = self.outbox_dir
+        return env
+
+    def require(self, *names: str) -> Settings:
+        """Fail with one clear line when a handler needs a setting that is empty."""
+        by_attr = {
+            "bucket": ENV_BUCKET,
+            "orders_table": ENV_ORDERS_TABLE,
+            "files_table": ENV_FILES_TABLE,
+            "ingest_queue_url": ENV_INGEST_QUEUE_URL,
+            "notify_queue_url": ENV_NOTIFY_QUEUE_URL,
+            "alerts_topic_arn": ENV_ALERTS_TOPIC_ARN,
+            "sender": ENV_SENDER,
+            "recipients": ENV_RECIPIENTS,
+        }
+        missing = [by_attr[n] for n in names if not getattr(self, n)]
+        if missing:
+            raise SettingsError("missing setting(s): " + ", ".join(missing))
+        return self
+
+    def with_(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]

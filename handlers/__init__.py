@@ -1,0 +1,1 @@
+"""Thin AWS entry points: each builds settings and clients, then calls into core."""

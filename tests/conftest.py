@@ -1,0 +1,71 @@
+"""Shared fixtures: a moto server over HTTP for integration tests, one per test session.
+
+Each integration test gets its own stack with unique names on that server, so tests never see
+each other's data and can run in any order.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from core.clients import Clients
+from core.settings import Settings
+from core.stack import StackNames, create_local_stack
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+# Integration tests must never reach a real account, whatever the developer's shell holds.
+for _var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+    os.environ.pop(_var, None)
+os.environ["AWS_ACCESS_KEY_ID"] = "testing"
+os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"  # noqa: S105 - emulator only
+os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
+os.environ.pop("AWS_ENDPOINT_URL", None)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@dataclass
+class LocalStack:
+    endpoint: str
+    clients: Clients
+    names: StackNames
+    settings: Settings
+
+
+@pytest.fixture
+def stack(moto_endpoint: str, tmp_path: Path) -> LocalStack:
+    """A fresh, uniquely named stack on the shared moto server."""
+    names = StackNames.for_env("t" + uuid.uuid4().hex[:10])
+    clients = Clients(endpoint_url=moto_endpoint, max_attempts=2)
+    settings = create_local_stack(clients, names, outbox_dir=str(tmp_path / "outbox"))
+    return LocalStack(moto_endpoint, clients, names, settings)
+
+
+@pytest.fixture
+def fixtures_dir() -> Path:
+    return FIXTURES
