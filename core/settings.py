@@ -90,9 +90,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        recipients = tuple(
-            r.strip() for r in env.get(ENV_RECIPIENTS, "").split(",") if r.strip()
-        )
+        recipients = tuple(r.strip() for r in env.get(ENV_RECIPIENTS, "").split(",") if r.strip())
         return cls(
             bucket=env.get(ENV_BUCKET, ""),
             orders_table=env.get(ENV_ORDERS_TABLE, ""),

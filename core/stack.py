@@ -7,6 +7,7 @@ test, so the two cannot drift apart silently.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -136,15 +137,13 @@ def orders_table_definition(name: str) -> dict[str, Any]:
     }
 
 
-def _queue_with_dlq(
-    sqs: Any, name: str, dlq_name: str, visibility_s: int
-) -> tuple[str, str]:
+def _queue_with_dlq(sqs: Any, name: str, dlq_name: str, visibility_s: int) -> tuple[str, str]:
     dlq_url = sqs.create_queue(
         QueueName=dlq_name, Attributes={"MessageRetentionPeriod": str(DLQ_RETENTION_S)}
     )["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]["QueueArn"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
     url = sqs.create_queue(
         QueueName=name,
         Attributes={
@@ -173,10 +172,8 @@ def create_local_stack(
     """
     s3, sqs, ddb, sns = clients.s3, clients.sqs, clients.dynamodb, clients.sns
 
-    try:
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
         s3.create_bucket(Bucket=names.bucket)
-    except s3.exceptions.BucketAlreadyOwnedByYou:
-        pass
     s3.put_bucket_versioning(Bucket=names.bucket, VersioningConfiguration={"Status": "Enabled"})
 
     ingest_url, _ = _queue_with_dlq(

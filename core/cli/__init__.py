@@ -11,9 +11,7 @@ import importlib
 import click
 
 # Each module defines ``command`` (a click.Command or Group) registered under its own name.
-COMMAND_MODULES = (
-    "validate",
-)
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

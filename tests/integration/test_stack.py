@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import unquote_plus
 
 import pytest
 
@@ -16,10 +17,13 @@ def test_upload_under_incoming_enqueues_one_s3_event(stack) -> None:
     got = sqs.receive_message(
         QueueUrl=stack.settings.ingest_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
     ).get("Messages", [])
+    # The emulator escapes "/" as %2F where AWS does not; both decode the same way.
     keys = [
-        r["s3"]["object"]["key"] for m in got for r in json.loads(m["Body"]).get("Records", [])
+        unquote_plus(r["s3"]["object"]["key"])
+        for m in got
+        for r in json.loads(m["Body"]).get("Records", [])
     ]
-    assert keys == ["incoming/a+b.csv"]
+    assert keys == ["incoming/a b.csv"]
 
 
 def test_ingest_queue_dead_letters_after_five_receives(stack) -> None:
