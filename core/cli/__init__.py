@@ -11,7 +11,9 @@ import importlib
 import click
 
 # Each module defines ``command`` (a click.Command or Group) registered under its own name.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    # one line per module, e.g. "validate",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
