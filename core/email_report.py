@@ -1,0 +1,459 @@
+"""One email for a batch of file notices: what was rejected, why, and the rows themselves.
+
+The message is a ``multipart/mixed`` MIME document: a ``multipart/alternative`` body (plain
+text first, HTML second, carrying the same facts) followed by each file's rejects CSV. SES v1
+refuses messages over 10 MB, so attachments are decided largest first: whatever does not fit
+is linked with a presigned URL instead. Composition reads S3 only through ``RejectsStore``, so
+it is tested with an in-memory store.
+"""
+
+from __future__ import annotations
+
+import html
+import posixpath
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, make_msgid
+from typing import Protocol
+
+from core.notice import FileNotice, SampleRow
+
+# SES v1 (send_raw_email) refuses a message over 10 MB; SES adds its own headers (DKIM,
+# Message-ID, feedback ids) on top of ours, so keep a margin below the hard limit.
+SES_MAX_MESSAGE_BYTES = 10 * 1024 * 1024
+SES_HEADROOM_BYTES = 256 * 1024
+DEFAULT_MAX_BYTES = SES_MAX_MESSAGE_BYTES - SES_HEADROOM_BYTES
+LINK_EXPIRY_S = 7 * 24 * 3600  # the longest a SigV4 presigned URL may live
+CELL_CHARS = 80  # a longer value is cut in the body (the CSV keeps it whole)
+TEXT_CELL_CHARS = 28
+
+STATUS_LABEL = {"PARTIAL": "Partly loaded", "REJECTED": "Rejected, nothing loaded"}
+# Inline styles: many mail clients drop <style> blocks.
+_STATUS_STYLE = {
+    "PARTIAL": "background:#fef3c7;color:#92400e",
+    "REJECTED": "background:#fee2e2;color:#991b1b",
+}
+_TABLE = "border-collapse:collapse;font-size:13px;margin:6px 0 14px"
+_TH = "text-align:left;padding:4px 8px;border-bottom:2px solid #d1d5db;background:#f3f4f6"
+_TD = "padding:4px 8px;border-bottom:1px solid #e5e7eb;vertical-align:top"
+_NUM = _TD + ";text-align:right;font-variant-numeric:tabular-nums"
+
+
+class RejectsStore(Protocol):
+    """Where the rejects CSVs live (S3 in production, a dict in unit tests)."""
+
+    def size(self, bucket: str, key: str) -> int | None:
+        """Bytes of the object, or None when it does not exist."""
+
+    def read(self, bucket: str, key: str) -> bytes: ...
+
+    def presign(self, bucket: str, key: str, expires_s: int) -> str: ...
+
+
+@dataclass
+class Rejects:
+    """How one file's rejects CSV travels: attached, linked, or gone from the bucket."""
+
+    bucket: str
+    key: str
+    filename: str
+    size: int | None  # None: the object is missing
+    content: bytes | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class Section:
+    notice: FileNotice
+    rejects: Rejects | None
+
+
+@dataclass(frozen=True)
+class Composed:
+    message: EmailMessage
+    data: bytes
+    attached: list[str] = field(default_factory=list)  # rejects keys attached
+    linked: list[str] = field(default_factory=list)  # rejects keys sent as links
+
+    @property
+    def message_id(self) -> str:
+        return str(self.message["Message-ID"])
+
+
+def compose(
+    notices: Sequence[FileNotice],
+    store: RejectsStore,
+    *,
+    sender: str,
+    recipients: Sequence[str],
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    now: datetime | None = None,
+    reason_text: Mapping[str, str] | None = None,
+) -> Composed:
+    """Build the batch's email, attaching the largest CSVs that fit and linking the rest."""
+    if not notices:
+        raise ValueError("an email needs at least one notice")
+    now = now or datetime.now(UTC)
+    sections = [Section(n, _rejects_of(n, store, name)) for n, name in _filenames(notices)]
+    present = [s.rejects for s in sections if s.rejects is not None and s.rejects.size is not None]
+    # Estimate from sizes first (nothing downloaded yet), largest first; verify below.
+    draft = _build(
+        sections,
+        msgid="<draft@orderpipe>",
+        sender=sender,
+        recipients=recipients,
+        now=now,
+        reason_text=reason_text,
+    )
+    base = len(draft.as_bytes())
+    budget = max_bytes - base
+    for rejects in sorted(present, key=lambda r: r.size or 0, reverse=True):
+        cost = _attachment_cost(rejects)
+        if cost <= budget:
+            budget -= cost
+            rejects.content = store.read(rejects.bucket, rejects.key)
+        else:
+            rejects.url = store.presign(rejects.bucket, rejects.key, LINK_EXPIRY_S)
+    msgid = make_msgid(domain=_domain(sender))
+    while True:
+        message = _build(
+            sections,
+            msgid=msgid,
+            sender=sender,
+            recipients=recipients,
+            now=now,
+            reason_text=reason_text,
+        )
+        data = message.as_bytes()
+        attached = [r for r in present if r.content is not None]
+        if len(data) <= max_bytes or not attached:
+            break
+        largest = max(attached, key=lambda r: len(r.content or b""))
+        largest.content = None
+        largest.url = store.presign(largest.bucket, largest.key, LINK_EXPIRY_S)
+    return Composed(
+        message=message,
+        data=data,
+        attached=[r.key for r in present if r.content is not None],
+        linked=[r.key for r in present if r.url is not None],
+    )
+
+
+def subject_for(notices: Sequence[FileNotice]) -> str:
+    rows = sum(n.invalid for n in notices)
+    whole = sum(1 for n in notices if n.status == "REJECTED")
+    facts = []
+    if rows:
+        facts.append(f"{rows:,} {_plural(rows, 'row')} rejected")
+    if whole:
+        facts.append(f"{whole:,} {_plural(whole, 'file')} rejected whole")
+    count = len(notices)
+    head = f"{count:,} {_plural(count, 'file')} {'needs' if count == 1 else 'need'} attention"
+    tail = f" ({_basename(notices[0].key)})" if count == 1 else ""
+    return f"orderpipe: {head} - {', '.join(facts) or 'see details'}{tail}"
+
+
+# --- building -------------------------------------------------------------------------------
+
+
+def _build(
+    sections: Sequence[Section],
+    *,
+    sender: str,
+    recipients: Sequence[str],
+    now: datetime,
+    reason_text: Mapping[str, str] | None,
+    msgid: str,
+) -> EmailMessage:
+    notices = [s.notice for s in sections]
+    message = EmailMessage(policy=SMTP)
+    message["Subject"] = subject_for(notices)
+    message["From"] = sender
+    message["To"] = ", ".join(recipients)
+    message["Date"] = format_datetime(now)
+    message["Message-ID"] = msgid
+    message["X-Orderpipe-Files"] = str(len(notices))
+    describe = _describer(reason_text)
+    # Quoted-printable keeps both bodies readable in the raw message and in the .eml outbox.
+    message.set_content(_text_body(sections, now, describe), cte="quoted-printable")
+    message.add_alternative(
+        _html_body(sections, now, describe), subtype="html", cte="quoted-printable"
+    )
+    for section in sections:
+        rejects = section.rejects
+        if rejects is not None and rejects.content is not None:
+            message.add_attachment(
+                rejects.content, maintype="text", subtype="csv", filename=rejects.filename
+            )
+    return message
+
+
+def _rejects_of(notice: FileNotice, store: RejectsStore, filename: str) -> Rejects | None:
+    if not notice.rejects_key:
+        return None
+    size = store.size(notice.bucket, notice.rejects_key)
+    return Rejects(notice.bucket, notice.rejects_key, filename, size)
+
+
+def _attachment_cost(rejects: Rejects) -> int:
+    # base64: 4 bytes per 3, 76-character lines ending in CRLF; plus the part's own headers.
+    encoded = 4 * -(-(rejects.size or 0) // 3)
+    return encoded + 2 * -(-encoded // 76) + 300 + 2 * len(rejects.filename.encode())
+
+
+def _filenames(notices: Sequence[FileNotice]) -> list[tuple[FileNotice, str]]:
+    """A readable, unique attachment name per file: ``<stem>-rejects.csv``."""
+    seen: dict[str, int] = {}
+    out = []
+    for notice in notices:
+        stem = _basename(notice.key).rsplit(".", 1)[0] or "file"
+        name = f"{stem}-rejects.csv"
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            name = f"{stem}-{seen[name]}-rejects.csv"
+        out.append((notice, name))
+    return out
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].strip("> ") or "orderpipe.local"
+
+
+def _basename(key: str) -> str:
+    return posixpath.basename(key.rstrip("/")) or key
+
+
+def _plural(count: int, word: str) -> str:
+    return word if count == 1 else word + "s"
+
+
+def _describer(reason_text: Mapping[str, str] | None) -> Callable[[str], str]:
+    texts = reason_text or {}
+    return lambda code: texts.get(code, "")
+
+
+def _columns(sample: Sequence[SampleRow]) -> list[str]:
+    columns: dict[str, None] = {}
+    for row in sample:
+        columns.update(dict.fromkeys(row.values))
+    return list(columns)
+
+
+def _cut(value: str | None, limit: int) -> str:
+    if value is None:
+        return ""
+    value = value.replace("\r", " ").replace("\n", " ")
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+def _headline(notice: FileNotice) -> str:
+    if notice.status == "REJECTED":
+        why = notice.error or "the file could not be accepted"
+        return f"The whole file was rejected and no orders were stored: {why}"
+    return (
+        f"{notice.valid:,} of {notice.rows:,} {_plural(notice.rows, 'row')} stored; "
+        f"{notice.invalid:,} rejected."
+    )
+
+
+def _sorted_reasons(notice: FileNotice) -> list[tuple[str, int]]:
+    return sorted(notice.reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def _rejects_line(rejects: Rejects | None) -> str:
+    if rejects is None:
+        return "no rejects file"
+    if rejects.size is None:
+        return f"{rejects.key} is no longer in the bucket"
+    if rejects.content is not None:
+        return f"attached as {rejects.filename}"
+    return f"too large to attach ({rejects.size:,} bytes): download within 7 days"
+
+
+# --- plain text -----------------------------------------------------------------------------
+
+
+def _text_body(sections: Sequence[Section], now: datetime, describe: Callable[[str], str]) -> str:
+    notices = [s.notice for s in sections]
+    lines = [subject_for(notices).removeprefix("orderpipe: "), ""]
+    for section in sections:
+        n = section.notice
+        lines += [
+            "-" * 72,
+            f"{n.key}  [{STATUS_LABEL.get(n.status, n.status)}]",
+            "",
+            _headline(n),
+            f"Rows: {n.rows:,}   Stored: {n.valid:,}   Rejected: {n.invalid:,}",
+        ]
+        if n.reasons:
+            lines += ["", "Reasons:"]
+            for code, count in _sorted_reasons(n):
+                text = describe(code)
+                lines.append(f"  {count:>9,}  {code}" + (f"  - {text}" if text else ""))
+        if n.sample:
+            lines += ["", _sample_caption(n), *_text_table(n.sample)]
+        lines += ["", f"Rejected rows: {_rejects_line(section.rejects)}"]
+        if section.rejects is not None and section.rejects.url:
+            lines.append(f"  {section.rejects.url}")
+        lines += [
+            f"Source: s3://{n.bucket}/{n.key} (version {n.version})",
+            f"Finished: {n.finished_at or 'unknown'}",
+            "",
+        ]
+    lines += _text_footer(now)
+    return "\n".join(lines) + "\n"
+
+
+def _text_table(sample: Sequence[SampleRow]) -> list[str]:
+    columns = _columns(sample)
+    header = ["Line", *columns, "Reasons"]
+    rows = [
+        [
+            str(r.line),
+            *(_cut(r.values.get(c), TEXT_CELL_CHARS) for c in columns),
+            ", ".join(r.reasons),
+        ]
+        for r in sample
+    ]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+
+    def fmt(cells: Sequence[str]) -> str:
+        return "  " + "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))
+
+    return [fmt(header).rstrip(), fmt(["-" * w for w in widths]), *(fmt(r).rstrip() for r in rows)]
+
+
+def _reasons(row: SampleRow) -> str:
+    return ", ".join(row.reasons)
+
+
+def _sample_caption(n: FileNotice) -> str:
+    shown = len(n.sample)
+    if shown < n.invalid:
+        return f"First {shown:,} of {n.invalid:,} rejected rows (line = line in the uploaded file):"
+    return f"Rejected {_plural(shown, 'row')} (line = line in the uploaded file):"
+
+
+def _text_footer(now: datetime) -> list[str]:
+    return [
+        "-" * 72,
+        "Rows that were stored stay stored. Correct the rejected rows and upload them",
+        "again under incoming/; a newer upload of an order replaces the older one.",
+        f"Sent by orderpipe at {now.strftime('%Y-%m-%d %H:%M:%S UTC')}.",
+    ]
+
+
+# --- HTML -----------------------------------------------------------------------------------
+
+
+def _html_body(sections: Sequence[Section], now: datetime, describe: Callable[[str], str]) -> str:
+    e = html.escape
+    notices = [s.notice for s in sections]
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>{e(subject_for(notices))}</title></head>",
+        "<body style='font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;"
+        "color:#111827;margin:0;padding:16px;max-width:960px'>",
+        f"<h1 style='font-size:20px;margin:0 0 8px'>"
+        f"{e(subject_for(notices).removeprefix('orderpipe: '))}</h1>",
+        _html_summary(sections),
+    ]
+    for index, section in enumerate(sections, 1):
+        parts.append(_html_section(index, section, describe))
+    parts.append(
+        "<p style='font-size:12px;color:#6b7280;border-top:1px solid #e5e7eb;padding-top:8px'>"
+        "Rows that were stored stay stored. Correct the rejected rows and upload them again "
+        "under <code>incoming/</code>; a newer upload of an order replaces the older one.<br>"
+        f"Sent by orderpipe at {e(now.strftime('%Y-%m-%d %H:%M:%S UTC'))}.</p></body></html>"
+    )
+    return "".join(parts)
+
+
+def _badge(status: str) -> str:
+    style = _STATUS_STYLE.get(status, "background:#e5e7eb;color:#111827")
+    label = html.escape(STATUS_LABEL.get(status, status))
+    return (
+        f"<span style='{style};padding:2px 8px;border-radius:10px;font-size:12px;"
+        f"font-weight:600'>{label}</span>"
+    )
+
+
+def _html_summary(sections: Sequence[Section]) -> str:
+    e = html.escape
+    head = "".join(
+        f"<th style='{_TH}'>{h}</th>"
+        for h in ("File", "Outcome", "Rows", "Stored", "Rejected", "Rejected rows")
+    )
+    rows = []
+    for index, s in enumerate(sections, 1):
+        n = s.notice
+        rows.append(
+            f"<tr><td style='{_TD}'><a href='#f{index}'>{e(n.key)}</a></td>"
+            f"<td style='{_TD}'>{_badge(n.status)}</td>"
+            f"<td style='{_NUM}'>{n.rows:,}</td><td style='{_NUM}'>{n.valid:,}</td>"
+            f"<td style='{_NUM}'>{n.invalid:,}</td>"
+            f"<td style='{_TD}'>{_html_rejects(s.rejects)}</td></tr>"
+        )
+    return f"<table style='{_TABLE}'><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def _html_rejects(rejects: Rejects | None) -> str:
+    e = html.escape
+    if rejects is not None and rejects.url:
+        return (
+            f"<a href='{e(rejects.url, quote=True)}'>download {e(rejects.filename)}</a> "
+            f"({rejects.size or 0:,} bytes, too large to attach; link valid 7 days)"
+        )
+    return e(_rejects_line(rejects))
+
+
+def _html_section(index: int, section: Section, describe: Callable[[str], str]) -> str:
+    e = html.escape
+    n = section.notice
+    out = [
+        f"<h2 id='f{index}' style='font-size:16px;margin:22px 0 4px'>{e(n.key)} "
+        f"{_badge(n.status)}</h2>",
+        f"<p style='margin:4px 0'>{e(_headline(n))}</p>",
+    ]
+    if n.reasons:
+        rows = "".join(
+            f"<tr><td style='{_TD}'><code>{e(code)}</code></td>"
+            f"<td style='{_TD}'>{e(describe(code))}</td><td style='{_NUM}'>{count:,}</td></tr>"
+            for code, count in _sorted_reasons(n)
+        )
+        out.append(
+            f"<table style='{_TABLE}'><tr><th style='{_TH}'>Reason</th><th style='{_TH}'></th>"
+            f"<th style='{_TH}'>Rows</th></tr>{rows}</table>"
+        )
+    if n.sample:
+        columns = _columns(n.sample)
+        head = "".join(f"<th style='{_TH}'>{e(h)}</th>" for h in ("Line", *columns, "Reasons"))
+        body = "".join(_html_sample_row(r, columns) for r in n.sample)
+        out.append(f"<p style='margin:8px 0 0;font-weight:600'>{e(_sample_caption(n))}</p>")
+        out.append(f"<table style='{_TABLE}'><tr>{head}</tr>{body}</table>")
+    out.append(
+        f"<p style='margin:4px 0'>Rejected rows: {_html_rejects(section.rejects)}</p>"
+        f"<p style='font-size:12px;color:#6b7280;margin:4px 0'>"
+        f"s3://{e(n.bucket)}/{e(n.key)} &middot; version {e(n.version)} &middot; "
+        f"finished {e(n.finished_at or 'unknown')}</p>"
+    )
+    return "".join(out)
+
+
+def _html_sample_row(row: SampleRow, columns: Sequence[str]) -> str:
+    e = html.escape
+    cells = "".join(
+        f"<td style='{_TD}'>"
+        + (
+            "<span style='color:#9ca3af'>(empty)</span>"
+            if row.values.get(c) in (None, "")
+            else e(_cut(row.values.get(c), CELL_CHARS))
+        )
+        + "</td>"
+        for c in columns
+    )
+    reasons = "<br>".join(f"<code>{e(r)}</code>" for r in row.reasons)
+    return f"<tr><td style='{_NUM}'>{row.line}</td>{cells}<td style='{_TD}'>{reasons}</td></tr>"
