@@ -1,0 +1,38 @@
+"""Lambda on the notify queue: one email per batch of file notices, failed messages retried."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from core.clients import Clients
+from core.notify import build_notifier, messages_from_event
+from core.settings import Settings
+
+logger = Logger(service="notify")
+tracer = Tracer(service="notify")
+metrics = Metrics(namespace="orderpipe", service="notify")
+# The email covers the whole batch, so a batch where everything failed is reported, not raised.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    settings = Settings.from_env().require("files_table", "sender", "recipients")
+    with tracer.provider.in_subsegment("notify"):
+        report = build_notifier(settings, Clients()).handle(messages_from_event(event))
+    metrics.add_metric("EmailsSent", MetricUnit.Count, report.emails_sent)
+    metrics.add_metric("FilesNotified", MetricUnit.Count, report.files_notified)
+    metrics.add_metric("NoticesFailed", MetricUnit.Count, len(report.failed))
+    metrics.add_metric("AttachmentsLinked", MetricUnit.Count, report.linked)
+    return dict(process_partial_response(event, report.check, processor, context))
