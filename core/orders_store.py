@@ -1,0 +1,277 @@
+"""Writes valid orders to the orders table, fast, once, and never backwards in time.
+
+Each order carries ``source_rank`` (``FileRef.rank``: event time, sequencer, version, file id).
+A row replaces a stored order only when its rank is higher, so a late or replayed upload never
+moves an order back. BatchWriteItem takes no condition, so per slice of up to 100 keys:
+
+1. BatchGetItem (strongly consistent) reads the stored rank and source of those keys;
+2. rows whose stored order is newer are dropped (counted as ``superseded``);
+3. rows with no stored order, or one written by this same file version (an earlier attempt that
+   died; the re-write is identical), go out through BatchWriteItem, 25 per call;
+4. rows replacing an older order from another file use a conditional PutItem, so a newer
+   writer that got there in between wins.
+
+Slices run on a thread pool (``settings.write_threads``); chunks are written in order with a
+barrier between them, and a chunk's keys are de-duplicated (last line wins), so the same key
+never appears twice in one call or in two calls at once. The residual race (two *different*
+object keys writing the same brand-new Order_Id in the same instant) is in docs/pipeline.md.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+from botocore.exceptions import ClientError
+
+from core.events import FileRef
+from core.stack import ORDERS_KEY
+
+BATCH_WRITE_MAX = 25
+BATCH_GET_MAX = 100
+NUMBER_COLUMNS = frozenset({"Order_Total"})  # stored as DynamoDB Numbers, exact decimal text
+MAX_ATTEMPTS = 8
+BACKOFF_BASE_S = 0.05
+BACKOFF_CAP_S = 5.0
+
+
+class WriteThrottled(RuntimeError):
+    """DynamoDB kept refusing items after every retry: an infrastructure failure."""
+
+
+@dataclass
+class WriteStats:
+    written: int = 0  # items put by BatchWriteItem or conditional PutItem
+    superseded: int = 0  # rows skipped because a newer upload holds the order
+    batch_calls: int = 0
+    get_calls: int = 0
+    conditional_puts: int = 0
+    retries: int = 0
+
+    def add(self, other: WriteStats) -> None:
+        self.written += other.written
+        self.superseded += other.superseded
+        self.batch_calls += other.batch_calls
+        self.get_calls += other.get_calls
+        self.conditional_puts += other.conditional_puts
+        self.retries += other.retries
+
+
+class Backoff:
+    """Exponential backoff with full jitter; raises WriteThrottled when attempts run out."""
+
+    def __init__(
+        self,
+        what: str,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        rand: Callable[[], float] = random.random,
+        attempts: int = MAX_ATTEMPTS,
+    ) -> None:
+        self._what, self._sleep, self._rand, self._attempts = what, sleep, rand, attempts
+        self.tries = 0
+
+    def wait(self, left: int) -> None:
+        self.tries += 1
+        if self.tries >= self._attempts:
+            raise WriteThrottled(
+                f"DynamoDB left {left} {self._what} unprocessed after {self._attempts} attempts"
+            )
+        self._sleep(self._rand() * min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**self.tries))
+
+
+def order_items(frame: pl.DataFrame, source: FileRef, ingested_at: str) -> list[dict[str, Any]]:
+    """Valid rows (``line`` + schema columns as text) as DynamoDB items, keys de-duplicated."""
+    frame = frame.unique(subset=[ORDERS_KEY], keep="last", maintain_order=True)
+    columns = [c for c in frame.columns if c != "line"]
+    stamp = {
+        "source_file_id": {"S": source.file_id},
+        "source_key": {"S": source.key},
+        "source_version": {"S": source.version_tag},
+        "source_event_time": {"S": source.event_time},
+        "source_rank": {"S": source.rank},
+        "ingested_at": {"S": ingested_at},
+    }
+    kinds = ["N" if c in NUMBER_COLUMNS else "S" for c in columns]
+    items: list[dict[str, Any]] = []
+    for line, *values in frame.select("line", *columns).iter_rows():
+        item = {c: {k: v} for c, k, v in zip(columns, kinds, values, strict=True) if v is not None}
+        item.update(stamp)
+        item["source_line"] = {"N": str(line)}
+        items.append(item)
+    return items
+
+
+class OrdersWriter:
+    """The orders table through an injected DynamoDB client."""
+
+    def __init__(
+        self,
+        client: Any,
+        table: str,
+        *,
+        threads: int = 8,
+        sleep: Callable[[float], None] = time.sleep,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._ddb = client
+        self._table = table
+        self._threads = max(1, threads)
+        self._sleep = sleep
+        self._rand = rand
+
+    def session(self, source: FileRef, ingested_at: str) -> WriteSession:
+        return WriteSession(self, source, ingested_at)
+
+    def write_items(self, items: Sequence[dict[str, Any]], rank: str) -> WriteStats:
+        """One slice (≤ 100 distinct keys): read stored ranks, then write what may be written."""
+        stats = WriteStats()
+        stored = self._stored_ranks([it[ORDERS_KEY] for it in items], stats)
+        source_id = items[0]["source_file_id"]["S"] if items else ""
+        plain: list[dict[str, Any]] = []
+        conditional: list[dict[str, Any]] = []
+        for item in items:
+            have = stored.get(item[ORDERS_KEY]["S"])
+            if have is None or have[1] == source_id:
+                plain.append(item)
+            elif have[0] < rank:
+                conditional.append(item)
+            else:
+                stats.superseded += 1
+        for start in range(0, len(plain), BATCH_WRITE_MAX):
+            self._batch_write(plain[start : start + BATCH_WRITE_MAX], stats)
+        for item in conditional:
+            self._conditional_put(item, rank, stats)
+        return stats
+
+    def _backoff(self, what: str) -> Backoff:
+        return Backoff(what, sleep=self._sleep, rand=self._rand)
+
+    def _stored_ranks(
+        self, keys: list[dict[str, str]], stats: WriteStats
+    ) -> dict[str, tuple[str, str]]:
+        found: dict[str, tuple[str, str]] = {}
+        request: dict[str, Any] = {
+            self._table: {
+                "Keys": [{ORDERS_KEY: k} for k in keys],
+                "ProjectionExpression": "#k, source_rank, source_file_id",
+                "ExpressionAttributeNames": {"#k": ORDERS_KEY},
+                "ConsistentRead": True,
+            }
+        }
+        backoff = self._backoff("keys")
+        while request:
+            stats.get_calls += 1
+            reply = self._ddb.batch_get_item(RequestItems=request)
+            for item in reply.get("Responses", {}).get(self._table, []):
+                found[item[ORDERS_KEY]["S"]] = (
+                    item.get("source_rank", {}).get("S", ""),
+                    item.get("source_file_id", {}).get("S", ""),
+                )
+            request = reply.get("UnprocessedKeys") or {}
+            if request:
+                stats.retries += 1
+                backoff.wait(len(request.get(self._table, {}).get("Keys", [])))
+        return found
+
+    def _batch_write(self, items: list[dict[str, Any]], stats: WriteStats) -> None:
+        pending: list[dict[str, Any]] = [{"PutRequest": {"Item": it}} for it in items]
+        backoff = self._backoff("items")
+        while pending:
+            stats.batch_calls += 1
+            reply = self._ddb.batch_write_item(RequestItems={self._table: pending})
+            left = reply.get("UnprocessedItems", {}).get(self._table, [])
+            stats.written += len(pending) - len(left)
+            pending = left
+            if pending:
+                stats.retries += 1
+                backoff.wait(len(pending))
+
+    def _conditional_put(self, item: dict[str, Any], rank: str, stats: WriteStats) -> None:
+        stats.conditional_puts += 1
+        try:
+            self._ddb.put_item(
+                TableName=self._table,
+                Item=item,
+                ConditionExpression=(
+                    "attribute_not_exists(#k) OR source_rank < :rank OR source_file_id = :src"
+                ),
+                ExpressionAttributeNames={"#k": ORDERS_KEY},
+                ExpressionAttributeValues={":rank": {"S": rank}, ":src": item["source_file_id"]},
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+            stats.superseded += 1  # a newer upload wrote it between our read and our put
+            return
+        stats.written += 1
+
+
+class WriteSession:
+    """Writes one file's valid chunks in order, each chunk's slices in parallel.
+
+    ``submit`` returns as soon as the previous chunk is stored and this one is queued, so the
+    engine validates the next chunk while this one is written.
+    """
+
+    def __init__(self, writer: OrdersWriter, source: FileRef, ingested_at: str) -> None:
+        self._writer = writer
+        self._source = source
+        self._ingested_at = ingested_at
+        self._pool = ThreadPoolExecutor(
+            max_workers=writer._threads, thread_name_prefix="orders-writer"
+        )
+        self._inflight: list[Future[WriteStats]] = []
+        self.stats = WriteStats()
+
+    def submit(self, frame: pl.DataFrame) -> None:
+        self._drain()
+        items = order_items(frame, self._source, self._ingested_at)
+        rank = self._source.rank
+        self._inflight = [
+            self._pool.submit(self._writer.write_items, items[i : i + BATCH_GET_MAX], rank)
+            for i in range(0, len(items), BATCH_GET_MAX)
+        ]
+
+    def _drain(self) -> None:
+        inflight, self._inflight = self._inflight, []
+        error: BaseException | None = None
+        for future in inflight:
+            try:
+                self.stats.add(future.result())
+            except BaseException as exc:  # keep draining so no write is left running
+                error = error or exc
+        if error is not None:
+            raise error
+
+    def close(self) -> WriteStats:
+        """Wait for every write; re-raise the first failure."""
+        try:
+            self._drain()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        return self.stats
+
+    def abort(self) -> None:
+        for future in self._inflight:
+            future.cancel()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def write_all(
+    writer: OrdersWriter, frames: Iterable[pl.DataFrame], source: FileRef, ingested_at: str
+) -> WriteStats:
+    """Convenience for tools and benchmarks: write whole frames through one session."""
+    session = writer.session(source, ingested_at)
+    try:
+        for frame in frames:
+            session.submit(frame)
+    except BaseException:
+        session.abort()
+        raise
+    return session.close()
