@@ -1,0 +1,258 @@
+"""The worker drives handlers off real (emulated) SQS queues the way Lambda's event source does."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from core.worker import INGEST, NOTIFY, QueueConsumer, QueueSpec, Worker, drain
+
+pytestmark = pytest.mark.integration
+
+
+class Recorder:
+    """A handler that records its batches and fails the messages whose body says so."""
+
+    def __init__(self, sleep_s: float = 0.0) -> None:
+        self.batches: list[list[dict[str, Any]]] = []
+        self.sleep_s = sleep_s
+
+    def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        records = event["Records"]
+        self.batches.append(records)
+        assert context.get_remaining_time_in_millis() > 0
+        if self.sleep_s:
+            time.sleep(self.sleep_s)
+        failed = [r["messageId"] for r in records if json.loads(r["body"]).get("fail")]
+        return {"batchItemFailures": [{"itemIdentifier": i} for i in failed]}
+
+    @property
+    def bodies(self) -> list[dict[str, Any]]:
+        return [json.loads(r["body"]) for batch in self.batches for r in batch]
+
+
+def _send(sqs: Any, url: str, *bodies: dict[str, Any]) -> None:
+    for body in bodies:
+        sqs.send_message(QueueUrl=url, MessageBody=json.dumps(body))
+
+
+def _count(sqs: Any, url: str) -> int:
+    attrs = sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]) + int(
+        attrs["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
+@pytest.fixture(autouse=True)
+def _no_test_event(stack) -> None:
+    """Subscribing the bucket put an s3:TestEvent on the ingest queue; these tests start empty."""
+    stack.clients.sqs.purge_queue(QueueUrl=stack.settings.ingest_queue_url)
+
+
+def _dlq_url(stack: Any, name: str) -> str:
+    return stack.clients.sqs.get_queue_url(QueueName=name)["QueueUrl"]
+
+
+def test_drain_calls_handlers_with_lambda_shaped_events_and_deletes_successes(stack) -> None:
+    sqs = stack.clients.sqs
+    ingest, notify = Recorder(), Recorder()
+    _send(sqs, stack.settings.ingest_queue_url, {"n": 1}, {"n": 2})
+    _send(sqs, stack.settings.notify_queue_url, {"n": 3})
+
+    report = drain(stack.clients, stack.settings, 20, handlers={INGEST: ingest, NOTIFY: notify})
+
+    assert report.idle
+    assert report.messages == 3
+    assert report.failed == 0
+    assert sorted(b["n"] for b in ingest.bodies) == [1, 2]
+    assert [b["n"] for b in notify.bodies] == [3]
+    record = ingest.batches[0][0]
+    assert record["eventSource"] == "aws:sqs"
+    assert record["eventSourceARN"].endswith(":" + stack.names.ingest_queue)
+    assert record["attributes"]["ApproximateReceiveCount"] == "1"
+    assert int(record["attributes"]["SentTimestamp"]) > 0
+    assert record["awsRegion"] == "us-east-1"
+    assert _count(sqs, stack.settings.ingest_queue_url) == 0
+    assert _count(sqs, stack.settings.notify_queue_url) == 0
+
+
+def test_only_the_failed_message_is_retried(stack) -> None:
+    sqs = stack.clients.sqs
+    ingest = Recorder()
+    _send(sqs, stack.settings.ingest_queue_url, {"n": 1}, {"n": 2, "fail": True}, {"n": 3})
+    worker = Worker(
+        stack.clients,
+        stack.settings,
+        handlers={INGEST: ingest},
+        queues=[INGEST],
+        failed_visibility_s=0,
+    )
+    consumer = worker.consumers[0]
+
+    first = consumer.process(consumer.poll(wait_s=1))
+    assert (first.received, first.failed) == (3, 1)
+    again = consumer.poll(wait_s=1)
+
+    assert [json.loads(m["Body"])["n"] for m in again] == [2]
+    assert again[0]["Attributes"]["ApproximateReceiveCount"] == "2"
+
+
+def test_a_failed_message_waits_for_the_visibility_timeout_by_default(stack) -> None:
+    sqs = stack.clients.sqs
+    _send(sqs, stack.settings.ingest_queue_url, {"fail": True})
+    worker = Worker(stack.clients, stack.settings, handlers={INGEST: Recorder()}, queues=[INGEST])
+    consumer = worker.consumers[0]
+
+    consumer.process(consumer.poll(wait_s=1))
+
+    assert consumer.poll(wait_s=0) == []  # invisible: 12 s locally, as the queue says
+    assert _count(sqs, stack.settings.ingest_queue_url) == 1
+
+
+def test_a_poison_message_lands_in_the_dlq_after_five_receives(stack) -> None:
+    sqs = stack.clients.sqs
+    ingest = Recorder()
+    _send(sqs, stack.settings.ingest_queue_url, {"n": 1, "fail": True}, {"n": 2})
+
+    report = drain(
+        stack.clients,
+        stack.settings,
+        30,
+        handlers={INGEST: ingest, NOTIFY: Recorder()},
+        retry_after_s=0,
+    )
+
+    assert report.idle
+    assert [b["n"] for b in ingest.bodies].count(1) == 5
+    assert [b["n"] for b in ingest.bodies].count(2) == 1
+    dlq = sqs.receive_message(
+        QueueUrl=_dlq_url(stack, stack.names.ingest_dlq), MaxNumberOfMessages=10
+    )["Messages"]
+    assert [json.loads(m["Body"])["n"] for m in dlq] == [1]
+
+
+def test_a_handler_that_raises_fails_the_whole_batch(stack) -> None:
+    sqs = stack.clients.sqs
+    _send(sqs, stack.settings.ingest_queue_url, {"n": 1}, {"n": 2})
+    calls: list[int] = []
+
+    def broken(event: dict[str, Any], context: Any) -> None:
+        calls.append(len(event["Records"]))
+        raise RuntimeError("table gone")
+
+    worker = Worker(
+        stack.clients,
+        stack.settings,
+        handlers={INGEST: broken},
+        queues=[INGEST],
+        failed_visibility_s=0,
+    )
+    consumer = worker.consumers[0]
+    result = consumer.process(consumer.poll(wait_s=1))
+
+    assert (result.received, result.failed) == (2, 2)
+    assert result.error == "RuntimeError: table gone"
+    assert len(consumer.poll(wait_s=1)) == 2
+
+
+def test_a_malformed_answer_fails_the_whole_batch(stack) -> None:
+    sqs = stack.clients.sqs
+    _send(sqs, stack.settings.ingest_queue_url, {"n": 1})
+
+    def wrong(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return {"batchItemFailures": [{"itemIdentifier": "not-a-message"}]}
+
+    worker = Worker(
+        stack.clients,
+        stack.settings,
+        handlers={INGEST: wrong},
+        queues=[INGEST],
+        failed_visibility_s=0,
+    )
+    consumer = worker.consumers[0]
+    result = consumer.process(consumer.poll(wait_s=1))
+
+    assert result.failed == 1
+    assert "unknown message" in (result.error or "")
+
+
+def test_visibility_is_extended_while_a_slow_handler_runs(stack) -> None:
+    sqs = stack.clients.sqs
+    url = sqs.create_queue(
+        QueueName=stack.names.ingest_queue + "-short", Attributes={"VisibilityTimeout": "1"}
+    )["QueueUrl"]
+    _send(sqs, url, {"n": 1})
+    seen_meanwhile: list[int] = []
+
+    def slow(event: dict[str, Any], context: Any) -> None:
+        time.sleep(2.5)  # 2.5x the queue's visibility timeout
+        got = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0).get("Messages", [])
+        seen_meanwhile.append(len(got))
+
+    consumer = QueueConsumer(sqs, QueueSpec("short", url, slow), region="us-east-1")
+    result = consumer.process(consumer.poll(wait_s=1))
+
+    assert result.failed == 0
+    assert seen_meanwhile == [0]  # never redelivered while the handler worked
+    assert _count(sqs, url) == 0
+
+
+def test_the_notify_batching_window_gathers_messages_sent_apart(stack) -> None:
+    sqs = stack.clients.sqs
+    url = stack.settings.notify_queue_url
+    consumer = QueueConsumer(
+        sqs, QueueSpec(NOTIFY, url, Recorder(), batch_size=50, window_s=1.5), region="us-east-1"
+    )
+
+    def trickle() -> None:
+        for n in range(3):
+            _send(sqs, url, {"n": n})
+            time.sleep(0.4)
+
+    sender = threading.Thread(target=trickle)
+    sender.start()
+    batch = consumer.poll(wait_s=2)
+    sender.join()
+
+    assert sorted(json.loads(m["Body"])["n"] for m in batch) == [0, 1, 2]
+
+
+def test_run_processes_until_stopped_and_returns_promptly(stack) -> None:
+    sqs = stack.clients.sqs
+    ingest, notify = Recorder(), Recorder()
+    worker = Worker(
+        stack.clients, stack.settings, handlers={INGEST: ingest, NOTIFY: notify}, wait_time_s=1
+    )
+    stop = threading.Event()
+    runner = threading.Thread(target=worker.run, args=(stop,))
+    runner.start()
+    _send(sqs, stack.settings.ingest_queue_url, {"n": 1})
+    deadline = time.monotonic() + 10
+    while not ingest.batches and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    runner.join(5)
+
+    assert not runner.is_alive()
+    assert [b["n"] for b in ingest.bodies] == [1]
+
+
+def test_drain_times_out_with_a_clear_error(stack) -> None:
+    sqs = stack.clients.sqs
+    _send(sqs, stack.settings.ingest_queue_url, {"fail": True})
+    with pytest.raises(TimeoutError, match="not idle after 1 s"):
+        drain(stack.clients, stack.settings, 1, handlers={INGEST: Recorder(), NOTIFY: Recorder()})
+
+
+def test_a_missing_handler_module_is_one_clear_error(stack) -> None:
+    from core.worker import WorkerError, load_handler
+
+    with pytest.raises(WorkerError, match=r"cannot load handler handlers\.nope:handler"):
+        load_handler("handlers.nope:handler")
