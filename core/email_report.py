@@ -27,6 +27,8 @@ SES_MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 SES_HEADROOM_BYTES = 256 * 1024
 DEFAULT_MAX_BYTES = SES_MAX_MESSAGE_BYTES - SES_HEADROOM_BYTES
 LINK_EXPIRY_S = 7 * 24 * 3600  # the longest a SigV4 presigned URL may live
+# A presigned URL (~1 KB on AWS) appears in both bodies, escaped and quoted-printable wrapped.
+LINK_COST_BYTES = 3 * 1024
 CELL_CHARS = 80  # a longer value is cut in the body (the CSV keeps it whole)
 TEXT_CELL_CHARS = 28
 
@@ -93,13 +95,14 @@ def compose(
     now: datetime | None = None,
     reason_text: Mapping[str, str] | None = None,
 ) -> Composed:
-    """Build the batch's email, attaching the largest CSVs that fit and linking the rest."""
+    """Build the batch's email; past ``max_bytes`` the largest CSVs become links."""
     if not notices:
         raise ValueError("an email needs at least one notice")
     now = now or datetime.now(UTC)
     sections = [Section(n, _rejects_of(n, store, name)) for n, name in _filenames(notices)]
     present = [s.rejects for s in sections if s.rejects is not None and s.rejects.size is not None]
-    # Estimate from sizes first (nothing downloaded yet), largest first; verify below.
+    # Link the largest CSVs until the rest fit, so as many files as possible keep their
+    # attachment. Estimated from sizes first (nothing downloaded), then verified below.
     draft = _build(
         sections,
         msgid="<draft@orderpipe>",
@@ -108,15 +111,13 @@ def compose(
         now=now,
         reason_text=reason_text,
     )
-    base = len(draft.as_bytes())
-    budget = max_bytes - base
+    over = len(draft.as_bytes()) + sum(_attachment_cost(r) for r in present) - max_bytes
     for rejects in sorted(present, key=lambda r: r.size or 0, reverse=True):
-        cost = _attachment_cost(rejects)
-        if cost <= budget:
-            budget -= cost
+        if over <= 0:
             rejects.content = store.read(rejects.bucket, rejects.key)
-        else:
-            rejects.url = store.presign(rejects.bucket, rejects.key, LINK_EXPIRY_S)
+            continue
+        over -= _attachment_cost(rejects) - LINK_COST_BYTES
+        rejects.url = store.presign(rejects.bucket, rejects.key, LINK_EXPIRY_S)
     msgid = make_msgid(domain=_domain(sender))
     while True:
         message = _build(
@@ -186,7 +187,11 @@ def _build(
         rejects = section.rejects
         if rejects is not None and rejects.content is not None:
             message.add_attachment(
-                rejects.content, maintype="text", subtype="csv", filename=rejects.filename
+                rejects.content,
+                maintype="text",
+                subtype="csv",
+                filename=rejects.filename,
+                params={"charset": "utf-8"},  # the rejects CSV is written as UTF-8
             )
     return message
 

@@ -1,0 +1,326 @@
+"""The batch email, parsed back with the ``email`` package as a mail client would read it."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.email_report import LINK_EXPIRY_S, compose, subject_for
+from core.notice import FileNotice, SampleRow
+
+NOW = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)
+BUCKET = "orderpipe-test-orders"
+
+
+class MemoryStore:
+    """Rejects CSVs in a dict; records what was read and presigned."""
+
+    def __init__(self, objects: dict[str, bytes] | None = None) -> None:
+        self.objects = dict(objects or {})
+        self.read_keys: list[str] = []
+        self.presigned: list[tuple[str, int]] = []
+
+    def size(self, bucket: str, key: str) -> int | None:
+        assert bucket == BUCKET
+        body = self.objects.get(key)
+        return None if body is None else len(body)
+
+    def read(self, bucket: str, key: str) -> bytes:
+        self.read_keys.append(key)
+        return self.objects[key]
+
+    def presign(self, bucket: str, key: str, expires_s: int) -> str:
+        self.presigned.append((key, expires_s))
+        return f"https://{bucket}.s3.amazonaws.com/{key}?X-Amz-Expires={expires_s}&X-Amz-Sig=ab"
+
+
+def rejects_csv(rows: list[tuple[int, str, str, str]]) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["line", "Order_Id", "Order_Total", "reasons"])
+    writer.writerows(rows)
+    return out.getvalue().encode()
+
+
+def notice(
+    key: str = "incoming/orders-jan.csv",
+    *,
+    status: str = "PARTIAL",
+    rows: int = 100,
+    invalid: int = 2,
+    reasons: dict[str, int] | None = None,
+    sample: list[SampleRow] | None = None,
+    rejects: bool = True,
+    error: str | None = None,
+) -> FileNotice:
+    return FileNotice(
+        file_id=f"{BUCKET}/{key}#etag:abc",
+        bucket=BUCKET,
+        key=key,
+        version="etag:abc",
+        status=status,
+        rows=rows,
+        valid=rows - invalid,
+        invalid=invalid,
+        reasons=reasons if reasons is not None else {"total_not_number": 1, "date_invalid": 1},
+        error=error,
+        rejects_key=f"rejects/{key}.csv" if rejects else None,
+        sample=sample
+        if sample is not None
+        else [
+            SampleRow(7, {"Order_Id": "A-7", "Order_Total": "12,50"}, ["total_not_number"]),
+            SampleRow(42, {"Order_Id": "A-42", "Order_Total": None}, ["date_invalid"]),
+        ],
+        finished_at="2026-11-25T09:29:59.120Z",
+    )
+
+
+def parse(data: bytes) -> EmailMessage:
+    message = message_from_bytes(data, policy=policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def bodies(message: EmailMessage) -> tuple[str, str]:
+    text = message.get_body(("plain",))
+    html = message.get_body(("html",))
+    assert text is not None
+    assert html is not None
+    return text.get_content(), html.get_content()
+
+
+def attachments(message: EmailMessage) -> dict[str, str]:
+    return {a.get_filename() or "": a.get_content() for a in message.iter_attachments()}
+
+
+def test_one_file_email_has_subject_bodies_and_the_rejects_attached() -> None:
+    n = notice()
+    store = MemoryStore(
+        {
+            "rejects/incoming/orders-jan.csv.csv": rejects_csv(
+                [(7, "A-7", "12,50", "total_not_number"), (42, "A-42", "", "date_invalid")]
+            )
+        }
+    )
+    composed = compose([n], store, sender="orders@x.test", recipients=["ops@x.test"], now=NOW)
+    message = parse(composed.data)
+
+    assert message["Subject"] == (
+        "orderpipe: 1 file needs attention - 2 rows rejected (orders-jan.csv)"
+    )
+    assert message["From"] == "orders@x.test"
+    assert message["To"] == "ops@x.test"
+    assert message.get_content_type() == "multipart/mixed"
+    text, html = bodies(message)
+    for body in (text, html):
+        assert "98 of 100 rows stored; 2 rejected." in body
+        assert "total_not_number" in body
+        assert "date_invalid" in body
+        assert "A-42" in body
+    assert "  7     A-7" in text  # line numbers lead each sample row
+    assert ">7</td>" in html
+    assert ">42</td>" in html
+
+    files = attachments(message)
+    assert list(files) == ["orders-jan-rejects.csv"]
+    rows = list(csv.DictReader(io.StringIO(files["orders-jan-rejects.csv"])))
+    assert [(r["line"], r["Order_Id"], r["reasons"]) for r in rows] == [
+        ("7", "A-7", "total_not_number"),
+        ("42", "A-42", "date_invalid"),
+    ]
+    assert composed.attached == ["rejects/incoming/orders-jan.csv.csv"]
+    assert composed.linked == []
+    assert store.presigned == []
+
+
+def test_batch_subject_counts_files_rows_and_whole_rejections() -> None:
+    notices = [
+        notice("incoming/a.csv", invalid=3),
+        notice("incoming/b.csv", invalid=1_200, rows=5_000),
+        notice(
+            "incoming/c.xlsx",
+            status="REJECTED",
+            rows=0,
+            invalid=0,
+            reasons={},
+            sample=[],
+            rejects=False,
+            error="the file has no Order_Id column",
+        ),
+    ]
+    assert subject_for(notices) == (
+        "orderpipe: 3 files need attention - 1,203 rows rejected, 1 file rejected whole"
+    )
+    assert subject_for(notices[2:]) == (
+        "orderpipe: 1 file needs attention - 1 file rejected whole (c.xlsx)"
+    )
+
+
+def test_every_file_has_its_own_section_and_a_rejected_file_says_why() -> None:
+    notices = [
+        notice("incoming/a.csv"),
+        notice(
+            "incoming/c.xlsx",
+            status="REJECTED",
+            rows=0,
+            invalid=0,
+            reasons={},
+            sample=[],
+            rejects=False,
+            error="the file has no Order_Id column",
+        ),
+    ]
+    store = MemoryStore({"rejects/incoming/a.csv.csv": rejects_csv([(7, "A", "x", "r")])})
+    message = parse(compose(notices, store, sender="s@x.test", recipients=["r@x.test"]).data)
+    text, html = bodies(message)
+    for body in (text, html):
+        assert "incoming/a.csv" in body
+        assert "incoming/c.xlsx" in body
+        assert "no orders were stored: the file has no Order_Id column" in body
+        assert "Rejected, nothing loaded" in body
+        assert "Partly loaded" in body
+    assert list(attachments(message)) == ["a-rejects.csv"]
+
+
+def test_values_and_keys_are_escaped_in_html_and_kept_verbatim_in_text() -> None:
+    hostile = "<script>alert('x')</script>"
+    n = notice(
+        "incoming/<b>bold</b>.csv",
+        sample=[SampleRow(3, {"Order_Id": hostile, "Order_Total": "1 & 2"}, ["bad<code>"])],
+        invalid=1,
+        reasons={"bad<code>": 1},
+        rejects=False,
+    )
+    message = parse(compose([n], MemoryStore(), sender="s@x.test", recipients=["r@x.test"]).data)
+    text, html = bodies(message)
+    assert "<script>" not in html
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
+    assert "1 &amp; 2" in html
+    assert "&lt;b&gt;bold&lt;/b&gt;" in html
+    assert "bad&lt;code&gt;" in html
+    assert "<b>bold</b>" not in html
+    assert hostile in text  # plain text is not HTML: the value is shown as it was
+
+
+def test_long_values_are_cut_in_the_body_but_not_in_the_attachment() -> None:
+    long_value = "X" * 500
+    n = notice(sample=[SampleRow(9, {"Order_Id": long_value}, ["id_too_long"])], invalid=1)
+    key = "rejects/incoming/orders-jan.csv.csv"
+    store = MemoryStore({key: rejects_csv([(9, long_value, "", "id_too_long")])})
+    message = parse(compose([n], store, sender="s@x.test", recipients=["r@x.test"]).data)
+    text, html = bodies(message)
+    assert long_value not in html
+    assert long_value not in text
+    assert "X" * 79 + "…" in html
+    assert long_value in attachments(message)["orders-jan-rejects.csv"]
+
+
+def test_same_file_name_in_two_folders_gets_two_attachment_names() -> None:
+    notices = [notice("incoming/eu/orders.csv"), notice("incoming/us/orders.csv")]
+    store = MemoryStore(
+        {
+            "rejects/incoming/eu/orders.csv.csv": rejects_csv([(1, "EU", "", "r")]),
+            "rejects/incoming/us/orders.csv.csv": rejects_csv([(1, "US", "", "r")]),
+        }
+    )
+    files = attachments(parse(compose(notices, store, sender="s@x.test", recipients=["r"]).data))
+    assert sorted(files) == ["orders-2-rejects.csv", "orders-rejects.csv"]
+    assert "EU" in files["orders-rejects.csv"]
+    assert "US" in files["orders-2-rejects.csv"]
+
+
+def test_non_ascii_names_and_values_survive_the_round_trip() -> None:
+    n = notice(
+        "incoming/commandes-été.csv",
+        sample=[SampleRow(4, {"Order_Id": "Zoë-№5"}, ["id_invalid"])],
+        invalid=1,
+    )
+    store = MemoryStore(
+        {"rejects/incoming/commandes-été.csv.csv": "line,Order_Id\n4,Zoë-№5\n".encode()}
+    )
+    message = parse(compose([n], store, sender="s@x.test", recipients=["r@x.test"]).data)
+    text, html = bodies(message)
+    assert "Zoë-№5" in text
+    assert "Zoë-№5" in html
+    assert "commandes-été" in str(message["Subject"])
+    assert attachments(message) == {"commandes-été-rejects.csv": "line,Order_Id\n4,Zoë-№5\n"}
+
+
+def test_missing_rejects_object_is_said_not_attached() -> None:
+    message = parse(
+        compose([notice()], MemoryStore(), sender="s@x.test", recipients=["r@x.test"]).data
+    )
+    text, _ = bodies(message)
+    assert "rejects/incoming/orders-jan.csv.csv is no longer in the bucket" in text
+    assert attachments(message) == {}
+
+
+def test_past_the_size_cap_the_largest_rejects_become_presigned_links() -> None:
+    big = rejects_csv([(i, f"ORD-{i}", "x", "total_not_number") for i in range(2, 40_000)])
+    small = rejects_csv([(3, "S-3", "x", "date_invalid")])
+    notices = [notice("incoming/big.csv"), notice("incoming/small.csv")]
+    store = MemoryStore(
+        {"rejects/incoming/big.csv.csv": big, "rejects/incoming/small.csv.csv": small}
+    )
+    cap = 200_000
+    assert len(big) > cap  # the big CSV alone cannot be attached
+
+    composed = compose(notices, store, sender="s@x.test", recipients=["r@x.test"], max_bytes=cap)
+    message = parse(composed.data)
+
+    assert len(composed.data) <= cap
+    assert composed.linked == ["rejects/incoming/big.csv.csv"]
+    assert composed.attached == ["rejects/incoming/small.csv.csv"]
+    assert store.presigned == [("rejects/incoming/big.csv.csv", LINK_EXPIRY_S)]
+    assert store.read_keys == ["rejects/incoming/small.csv.csv"]  # the big one never downloaded
+    assert list(attachments(message)) == ["small-rejects.csv"]
+    text, html = bodies(message)
+    url = "https://orderpipe-test-orders.s3.amazonaws.com/rejects/incoming/big.csv.csv"
+    assert f"{url}?X-Amz-Expires=604800&X-Amz-Sig=ab" in text
+    assert f"href='{url}?X-Amz-Expires=604800&amp;X-Amz-Sig=ab'" in html
+    assert "too large to attach" in text
+
+
+def test_without_the_cap_the_same_batch_attaches_both() -> None:
+    big = rejects_csv([(i, f"ORD-{i}", "x", "total_not_number") for i in range(2, 40_000)])
+    store = MemoryStore(
+        {"rejects/incoming/big.csv.csv": big, "rejects/incoming/small.csv.csv": b"line\n3\n"}
+    )
+    notices = [notice("incoming/big.csv"), notice("incoming/small.csv")]
+    composed = compose(notices, store, sender="s@x.test", recipients=["r@x.test"])
+    assert composed.linked == []
+    files = attachments(parse(composed.data))
+    assert files["big-rejects.csv"] == big.decode()
+
+
+def test_an_email_needs_a_notice() -> None:
+    with pytest.raises(ValueError, match="at least one notice"):
+        compose([], MemoryStore(), sender="s@x.test", recipients=["r@x.test"])
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 60_000), min_size=1, max_size=6), cap=st.integers(40_000, 200_000)
+)
+def test_size_cap_holds_and_links_go_to_the_largest_files(sizes: list[int], cap: int) -> None:
+    notices = [notice(f"incoming/f{i}.csv") for i in range(len(sizes))]
+    store = MemoryStore(
+        {f"rejects/incoming/f{i}.csv.csv": b"x" * size for i, size in enumerate(sizes)}
+    )
+    composed = compose(notices, store, sender="s@x.test", recipients=["r@x.test"], max_bytes=cap)
+    assert len(composed.data) <= cap
+    assert sorted(composed.attached + composed.linked) == sorted(store.objects)
+    size_of = {k: len(v) for k, v in store.objects.items()}
+    if composed.linked and composed.attached:
+        assert min(size_of[k] for k in composed.linked) >= max(
+            size_of[k] for k in composed.attached
+        )
+    message = parse(composed.data)
+    assert len(attachments(message)) == len(composed.attached)
