@@ -1,0 +1,270 @@
+"""Delimited text (UTF-8, LF or CRLF) into bounded frames, parsed by polars.
+
+The buffer is cut into byte ranges that end on a record boundary (a newline outside quotes:
+quote parity is a C-speed ``count``), and polars parses each range. Two reads of a range give
+everything without a Python pass over the rows:
+
+- the fields, one more column than the header so that an extra field shows;
+- the raw lines (one column, no quoting, separated on NUL which a text file never holds), whose
+  byte lengths give the exact field count of an unquoted row (length - sum of field lengths + 1),
+  and which tell blank lines apart from rows of empty fields.
+
+A range where a quoted value spans lines (the two reads disagree on the row count) is read by
+Python's csv module instead, which follows physical lines exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import polars as pl
+
+from core.limits import Limits, human_bytes
+from core.readers.errors import FileRejected
+from core.readers.header import Layout, detect_delimiter, match_header, positional, split_rows
+
+LINE = "line"
+FIELD_COUNT_OK = "field_count_ok"
+_RAW = "__raw"
+_NFIELDS = "__nfields"
+_SAMPLE_BYTES = 64 * 1024
+_QUOTED_SECTION = r'"[^"]*"'
+
+
+class Buffer(Protocol):
+    """What both ``bytes`` and ``mmap.mmap`` offer: the reader never needs more."""
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: slice, /) -> bytes: ...
+    def find(self, sub: bytes, start: int = ..., end: int = ..., /) -> int: ...
+    def rfind(self, sub: bytes, start: int = ..., end: int = ..., /) -> int: ...
+    def count(self, sub: bytes, start: int = ..., end: int = ..., /) -> int: ...
+
+
+@dataclass(frozen=True)
+class _Plan:
+    delimiter: str
+    layout: Layout
+    quoted: bool
+    body_start: int  # byte offset of the first line after the header
+    body_line: int  # 1-based line number at body_start
+
+
+def iter_text(
+    buf: Buffer, columns: Sequence[str], limits: Limits, chunk_rows: int
+) -> Iterator[pl.DataFrame]:
+    start = 3 if buf[:3] == b"\xef\xbb\xbf" else 0  # a BOM never reaches the first cell
+    check_line_lengths(buf, start, limits)
+    plan = _plan(buf, start, columns, limits)
+    yield from _iter_ranges(buf, plan, columns, limits, chunk_rows)
+
+
+def check_line_lengths(buf: Buffer, start: int, limits: Limits) -> None:
+    """Reject a line longer than the limit without scanning line by line.
+
+    Any run of more than ``limit`` bytes without a newline covers a whole aligned window of
+    ``limit // 2`` bytes, so only windows with no newline need a closer look.
+    """
+    limit = limits.max_line_bytes
+    window = max(1, limit // 2)
+    size = len(buf)
+    for lo in range(start, size, window):
+        hi = min(size, lo + window)
+        if hi - lo < window or buf.find(b"\n", lo, hi) != -1:
+            continue
+        line_start = max(start, buf.rfind(b"\n", start, lo) + 1)
+        line_end = buf.find(b"\n", lo)
+        line_end = size if line_end == -1 else line_end
+        if line_end - line_start > limit:
+            line_no = buf.count(b"\n", 0, line_start) + 1
+            raise FileRejected(
+                f"line {line_no} is longer than the {human_bytes(limit)} line limit"
+                " (an order line is usually under 200 bytes)"
+            )
+
+
+def _plan(buf: Buffer, start: int, columns: Sequence[str], limits: Limits) -> _Plan:
+    sample_end = min(len(buf), start + max(_SAMPLE_BYTES, 2 * limits.max_line_bytes))
+    raw = buf[start:sample_end]
+    if sample_end < len(buf):
+        cut = raw.rfind(b"\n")
+        raw = raw[: cut + 1] if cut > 0 else raw
+    sample = raw.decode("utf-8", errors="replace")
+    if not sample.strip():
+        raise FileRejected("the file is empty" if not sample else "the file holds only blank lines")
+    delimiter = detect_delimiter(sample, columns)
+    rows = split_rows(sample, delimiter, limit=1)
+    first = rows[0] if rows else []
+    if len(first) > limits.max_columns:
+        raise FileRejected(
+            f"the first row has {len(first):,} fields; the limit is {limits.max_columns:,}"
+        )
+    layout = match_header(first, columns) or positional(columns)
+    quoted = buf.find(b'"', start) != -1
+    if not layout.has_header:
+        return _Plan(delimiter, layout, quoted, start, 1)
+    # The header is the first non-blank record; it may be preceded by blank lines.
+    header_start = _first_nonblank(buf, start)
+    header_end = _boundary(buf, header_start, header_start, quoted)
+    return _Plan(delimiter, layout, quoted, header_end, buf.count(b"\n", 0, header_end) + 1)
+
+
+def _first_nonblank(buf: Buffer, pos: int) -> int:
+    while True:
+        end = buf.find(b"\n", pos)
+        if end == -1 or buf[pos:end].strip():
+            return pos
+        pos = end + 1
+
+
+def _boundary(buf: Buffer, pos: int, at: int, quoted: bool) -> int:
+    """Offset just after the first newline at or after ``at`` that ends a record begun at ``pos``.
+
+    In a quoted file a newline ends a record only when the quotes before it (from ``pos``) are
+    balanced; an escaped quote ``""`` counts twice, so parity still holds.
+    """
+    end = buf.find(b"\n", at)
+    while end != -1 and quoted and buf.count(b'"', pos, end) % 2:
+        end = buf.find(b"\n", end + 1)
+    return len(buf) if end == -1 else end + 1
+
+
+def _iter_ranges(
+    buf: Buffer, plan: _Plan, columns: Sequence[str], limits: Limits, chunk_rows: int
+) -> Iterator[pl.DataFrame]:
+    size = len(buf)
+    pos, line = plan.body_start, plan.body_line
+    target = max(64 * 1024, chunk_rows * _average_line_bytes(buf, pos))
+    while pos < size:
+        end = _boundary(buf, pos, pos + target, plan.quoted) if pos + target < size else size
+        chunk = buf[pos:end]
+        frame = _parse_range(chunk, line, plan, columns, limits)
+        if frame.height:
+            yield frame
+        line += chunk.count(b"\n")
+        pos = end
+
+
+def _average_line_bytes(buf: Buffer, pos: int) -> int:
+    sample = buf[pos : pos + _SAMPLE_BYTES]
+    return max(1, len(sample) // max(1, sample.count(b"\n")))
+
+
+def _parse_range(
+    chunk: bytes, first_line: int, plan: _Plan, columns: Sequence[str], limits: Limits
+) -> pl.DataFrame:
+    width = plan.layout.width + 1  # one more: a row with too many fields fills it
+    names = [f"__f{i}" for i in range(width)]
+    fields = pl.read_csv(
+        chunk,
+        has_header=False,
+        separator=plan.delimiter,
+        quote_char='"' if plan.quoted else None,
+        schema=dict.fromkeys(names, pl.String),
+        missing_columns="insert",
+        truncate_ragged_lines=True,
+        empty_string_is_null=False,
+        raise_if_empty=False,
+    )
+    lines = pl.read_csv(
+        chunk,
+        has_header=False,
+        separator="\x00",
+        quote_char=None,
+        schema={_RAW: pl.String},
+        empty_string_is_null=False,
+        raise_if_empty=False,
+    )
+    if fields.height != lines.height:
+        return _parse_with_csv_module(chunk, first_line, plan, columns, limits)
+    raw = pl.col(_RAW)
+    if plan.quoted:
+        count = raw.str.replace_all(_QUOTED_SECTION, "").str.count_matches(
+            plan.delimiter, literal=True
+        )
+    else:
+        count = raw.str.len_bytes() - pl.sum_horizontal(pl.col(n).str.len_bytes() for n in names)
+    frame = (
+        pl.concat([fields, lines], how="horizontal")
+        .with_row_index(LINE, offset=first_line)
+        .filter(raw.str.strip_chars() != "")
+        .with_columns((count.cast(pl.Int64) + 1).alias(_NFIELDS))
+    )
+    return _finish(frame, names, plan.layout, columns, limits)
+
+
+def _finish(
+    frame: pl.DataFrame,
+    names: Sequence[str],
+    layout: Layout,
+    columns: Sequence[str],
+    limits: Limits,
+) -> pl.DataFrame:
+    nfields = pl.col(_NFIELDS)
+    out = frame.select(
+        pl.col(LINE).cast(pl.Int64),
+        *(
+            pl.when(nfields > pos).then(pl.col(names[pos])).otherwise(None).alias(col)
+            for col, pos in zip(columns, layout.positions, strict=True)
+        ),
+        (nfields == layout.width).alias(FIELD_COUNT_OK),
+    )
+    check_cells(out, columns, limits)
+    return out
+
+
+def check_cells(frame: pl.DataFrame, columns: Sequence[str], limits: Limits) -> None:
+    if not frame.height:
+        return
+    longest = frame.select(
+        pl.max_horizontal(pl.col(c).str.len_bytes().max() for c in columns)
+    ).item()
+    if longest is not None and longest > limits.max_cell_bytes:
+        offender = frame.filter(
+            pl.max_horizontal(pl.col(c).str.len_bytes() for c in columns) > limits.max_cell_bytes
+        )
+        line = offender[LINE][0]
+        raise FileRejected(
+            f"line {line} holds a value of {human_bytes(int(longest))};"
+            f" the limit is {human_bytes(limits.max_cell_bytes)}"
+        )
+
+
+def _parse_with_csv_module(
+    chunk: bytes, first_line: int, plan: _Plan, columns: Sequence[str], limits: Limits
+) -> pl.DataFrame:
+    """Exact physical line numbers when quoted values span lines (rare; Python speed)."""
+    csv.field_size_limit(max(limits.max_cell_bytes * 4, 1024))
+    text = chunk.decode("utf-8")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=plan.delimiter, strict=False)
+    lines: list[int] = []
+    counts: list[int] = []
+    values: list[list[str | None]] = [[] for _ in columns]
+    consumed = 0
+    try:
+        for row in reader:
+            start_line = first_line + consumed
+            consumed = reader.line_num
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            lines.append(start_line)
+            counts.append(len(row))
+            for slot, pos in zip(values, plan.layout.positions, strict=True):
+                slot.append(row[pos] if pos < len(row) else None)
+    except csv.Error as exc:
+        raise FileRejected(
+            f"line {first_line + consumed + 1} cannot be read as delimited text: {exc}"
+        ) from None
+    frame = pl.DataFrame(
+        {
+            LINE: pl.Series(lines, dtype=pl.Int64),
+            **{c: pl.Series(v, dtype=pl.String) for c, v in zip(columns, values, strict=True)},
+            FIELD_COUNT_OK: pl.Series([n == plan.layout.width for n in counts], dtype=pl.Boolean),
+        }
+    )
+    check_cells(frame, columns, limits)
+    return frame

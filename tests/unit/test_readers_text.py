@@ -1,0 +1,153 @@
+"""Delimited text: header, delimiter, field counts, line numbers, encodings, line ends."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from core.limits import Limits
+from core.readers import FIELD_COUNT_OK, LINE, FileRejected, iter_table
+
+COLUMNS = ["Order_Id", "Customer_Id", "Order_Date", "Order_Status", "Order_Total"]
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+
+
+def read(data: bytes, **kw: object) -> pl.DataFrame:
+    frames = list(iter_table(data, "orders.csv", COLUMNS, Limits(), **kw))  # type: ignore[arg-type]
+    return pl.concat(frames)
+
+
+def test_frame_shape_and_types() -> None:
+    df = read(b"Order_Id,Customer_Id,Order_Date,Order_Status,Order_Total\nA,B,1/2/23,Pending,1\n")
+    assert df.columns == [LINE, *COLUMNS, FIELD_COUNT_OK]
+    assert df.schema[LINE] == pl.Int64
+    assert all(df.schema[c] == pl.String for c in COLUMNS)
+    assert df.schema[FIELD_COUNT_OK] == pl.Boolean
+    assert df.row(0) == (2, "A", "B", "1/2/23", "Pending", "1", True)
+
+
+def test_seed_file_without_header_is_positional() -> None:
+    df = read((FIXTURES / "test_data1.csv").read_bytes())
+    assert df.height == 12
+    assert df[LINE].to_list() == list(range(1, 13))
+    assert df.row(5) == (6, "Ord2306", "", "17/05/23", "Completed", "1399", True)
+
+
+def test_bom_never_leaks_into_first_cell() -> None:
+    df = read((FIXTURES / "test_data2.csv").read_bytes())
+    assert df["Order_Id"][0] == "Ord2313"
+    assert df.height == 12
+
+
+def test_header_matched_loosely_in_any_order_with_extras() -> None:
+    data = b"total;STATUS;order id;Extra;customer-id;OrderDate\n5;Pending;A;x;C;1/1/23\n"
+    data = data.replace(b"total", b"Order Total").replace(b"STATUS", b"ORDER_STATUS")
+    df = read(data)
+    assert df.row(0) == (2, "A", "C", "1/1/23", "Pending", "5", True)
+
+
+def test_missing_required_column_rejects() -> None:
+    with pytest.raises(FileRejected, match="missing required column\\(s\\): Order_Date"):
+        read(b"Order_Id,Customer_Id,Order_Status,Order_Total\nA,B,Pending,1\n")
+
+
+def test_field_count_flags_short_long_and_trailing_empty() -> None:
+    data = (
+        b"Order_Id,Customer_Id,Order_Date,Order_Status,Order_Total\n"
+        b"A,B,C,D,E\n"  # 2: exact
+        b"A,B,C,D\n"  # 3: one short
+        b"A,B,C,D,\n"  # 4: exact, last empty
+        b"A,B,C,D,E,\n"  # 5: one extra, empty
+        b"A,B,C,D,E,F,G\n"  # 6: two extra
+    )
+    df = read(data)
+    assert df[FIELD_COUNT_OK].to_list() == [True, False, True, False, False]
+    assert df.filter(pl.col(LINE) == 3)["Order_Total"].to_list() == [None]
+    assert df.filter(pl.col(LINE) == 4)["Order_Total"].to_list() == [""]
+
+
+def test_blank_lines_skipped_but_counted() -> None:
+    header = b"Order_Id,Customer_Id,Order_Date,Order_Status,Order_Total"
+    data = b"\n" + header + b"\n\nA,B,C,D,E\n  \r\nF,G,H,I,J\n\n"
+    df = read(data)
+    assert df[LINE].to_list() == [4, 6]
+
+
+@pytest.mark.parametrize("eol", [b"\n", b"\r\n", b"\r"])
+def test_line_ends(eol: bytes) -> None:
+    data = eol.join(
+        [b"Order_Id,Customer_Id,Order_Date,Order_Status,Order_Total", b"A,B,C,D,E", b"F,G,H,I,J"]
+    )
+    df = read(data + eol)
+    assert df["Order_Total"].to_list() == ["E", "J"]
+    assert df[LINE].to_list() == [2, 3]
+
+
+@pytest.mark.parametrize("delimiter", [b",", b";", b"\t", b"|"])
+def test_delimiters(delimiter: bytes) -> None:
+    rows = [b"Order_Id,Customer_Id,Order_Date,Order_Status,Order_Total", b"A,B,1,5,7.5"]
+    data = b"\n".join(r.replace(b",", delimiter) for r in rows)
+    assert read(data).row(0)[1:] == ("A", "B", "1", "5", "7.5", True)
+
+
+def test_rfc4180_quotes_and_multiline_values_keep_line_numbers() -> None:
+    data = (
+        b"Order_Id,Customer_Id,Order_Date,Order_Status,Order_Total\n"
+        b'"A,1","say ""hi""",C,D,E\n'
+        b'"multi\nline",B,C,D,E\n'
+        b"Z,B,C,D,E\n"
+    )
+    df = read(data)
+    assert df["Order_Id"].to_list() == ["A,1", "multi\nline", "Z"]
+    assert df["Customer_Id"][0] == 'say "hi"'
+    assert df[LINE].to_list() == [2, 3, 5]
+    assert df[FIELD_COUNT_OK].all()
+
+
+def test_windows_1252_is_decoded() -> None:
+    data = "Order_Id;Customer_Id;Order_Date;Order_Status;Order_Total\nCafé–1;B;C;D;E\n"
+    df = read(data.encode("cp1252"))
+    assert df["Order_Id"][0] == "Café–1"
+
+
+def test_nul_bytes_mean_binary() -> None:
+    with pytest.raises(FileRejected, match="looks binary"):
+        read(b"Order_Id,Customer_Id\x00\n")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "the file is empty"),
+        (b"\n\n  \n", "blank"),
+        (b"Order_Id,Customer_Id,Order_Date,Order_Status,Order_Total\n", "no data rows"),
+    ],
+)
+def test_empty_files(data: bytes, message: str) -> None:
+    with pytest.raises(FileRejected, match=message):
+        read(data)
+
+
+def test_sources_path_stream_and_bytes_agree(tmp_path: Path) -> None:
+    data = (FIXTURES / "test_data1.csv").read_bytes()
+    path = tmp_path / "orders.csv"
+    path.write_bytes(data)
+    a = read(data)
+    b = pl.concat(iter_table(path, "orders.csv", COLUMNS, Limits()))
+    c = pl.concat(iter_table(io.BytesIO(data), "orders.csv", COLUMNS, Limits()))
+    assert a.equals(b)
+    assert a.equals(c)
+
+
+def test_chunks_are_bounded_and_line_numbers_continue() -> None:
+    header = b"Order_Id,Customer_Id,Order_Date,Order_Status,Order_Total\n"
+    body = b"".join(b"O%d,C,1/1/23,Pending,1\n" % i for i in range(20_000))
+    frames = list(iter_table(header + body, "x.csv", COLUMNS, Limits(), chunk_rows=1000))
+    assert len(frames) > 3
+    assert all(f.height <= 10_000 for f in frames)
+    df = pl.concat(frames)
+    assert df[LINE].to_list() == list(range(2, 20_002))
+    assert df["Order_Id"][-1] == "O19999"
