@@ -13,6 +13,7 @@ import click
 # Each module defines ``command`` (a click.Command or Group) registered under its own name.
 COMMAND_MODULES: tuple[str, ...] = (
     # one line per module, e.g. "validate",
+    "validate",
 )
 
 
