@@ -14,6 +14,8 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from core.faults import FaultPlan
+
 DEFAULT_REGION = "us-east-1"
 
 
@@ -25,6 +27,8 @@ class Clients:
     region: str | None = None
     max_attempts: int = 5
     max_pool_connections: int = 32
+    # Injected AWS failures for reliability tests; None reads ORDERPIPE_FAULTS (unset: none).
+    faults: FaultPlan | None = None
     _session: boto3.session.Session | None = field(default=None, repr=False)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -51,6 +55,10 @@ class Clients:
             if self.endpoint_url:
                 kwargs["endpoint_url"] = self.endpoint_url
             cached = self.session.client(service, **kwargs)  # type: ignore[call-overload]
+            if self.faults is None:
+                self.faults = FaultPlan.from_env()
+            if self.faults is not None:
+                self.faults.attach(cached)
             self._cache[service] = cached
         return cached
 
