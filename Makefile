@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv demo test lint typecheck unit bench clean
+.PHONY: venv demo test lint typecheck unit bench clean tools
 
 venv: $(STAMP)
 
@@ -15,12 +15,25 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# Template scanners with heavy pinned dependencies live in their own venv, away from the app's.
+TOOLS := .venv-tools
+TOOLS_STAMP := $(TOOLS)/.installed-stamp
+
+tools: $(TOOLS_STAMP)
+
+$(TOOLS_STAMP):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet 'checkov==3.3.30'
+	@touch $(TOOLS_STAMP)
+
 demo: venv
 	$(BIN)/orderpipe demo
 
-lint: venv
+lint: venv tools
 	$(BIN)/ruff check core handlers tests bench
 	$(BIN)/ruff format --check core handlers tests bench
+	$(BIN)/cfn-lint cloudformation/template.yaml
+	$(TOOLS)/bin/checkov -f cloudformation/template.yaml --framework cloudformation --compact --quiet --skip-download
 
 typecheck: venv
 	$(BIN)/mypy
@@ -34,4 +47,4 @@ bench: venv
 	$(BIN)/python bench/validate_bench.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .hypothesis
