@@ -31,7 +31,14 @@ class _ChunkedCsv:
     def write(self, frame: pl.DataFrame) -> None:
         if frame.is_empty():
             return
-        frame.select(self.columns).write_csv(self._stream, include_header=False)
+        # polars quotes an empty string to tell it from a missing field; a person reading
+        # the file needs no such distinction, so both are written as an empty cell.
+        blanked = frame.select(
+            pl.when(pl.col(c) != "").then(pl.col(c)).alias(c) if frame.schema[c] == pl.String
+            else pl.col(c)
+            for c in self.columns
+        )  # fmt: skip
+        blanked.write_csv(self._stream, include_header=False)
         self.rows += frame.height
 
 

@@ -1,0 +1,240 @@
+"""The engine end to end: chunking, cross-chunk uniqueness, counts, streaming, never crashing."""
+
+from __future__ import annotations
+
+import io
+from decimal import Decimal
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from core.engine import validate, validate_chunks
+from core.limits import Limits
+from core.outcome import SAMPLE_REJECTS, ChunkResult
+from core.schema import default_schema
+
+SCHEMA = default_schema()
+HEADER = "Order_Id,Customer_Id,Order_Date,Order_Status,Order_Total\n"
+
+
+def csv(*lines: str, header: bool = True) -> bytes:
+    return ((HEADER if header else "") + "".join(line + "\n" for line in lines)).encode()
+
+
+def run(data: bytes, chunk_rows: int = 256_000) -> tuple[object, list[ChunkResult]]:
+    """Through the real reader (which sizes chunks itself, 64 KB at least)."""
+    chunks: list[ChunkResult] = []
+    outcome = validate(data, "orders.csv", on_chunk=chunks.append, chunk_rows=chunk_rows)
+    return outcome, chunks
+
+
+def run_split(lines: list[str], size: int) -> tuple[object, list[ChunkResult]]:
+    """Header-less comma lines cut into frames of ``size`` rows, so boundaries are exact."""
+    table = [line.split(",") for line in lines]
+    frames = []
+    for start in range(0, len(table), size):
+        part = table[start : start + size]
+        data: dict[str, list[object]] = {"line": list(range(start + 2, start + 2 + len(part)))}
+        for i, name in enumerate(SCHEMA.column_names):
+            data[name] = [cells[i] if i < len(cells) else None for cells in part]
+        data["field_count_ok"] = [len(cells) == len(SCHEMA.columns) for cells in part]
+        frames.append(
+            pl.DataFrame(
+                data,
+                schema={
+                    "line": pl.Int64,
+                    **dict.fromkeys(SCHEMA.column_names, pl.String),
+                    "field_count_ok": pl.Boolean,
+                },
+            )
+        )
+    chunks: list[ChunkResult] = []
+    outcome = validate_chunks(frames, "split.csv", SCHEMA, on_chunk=chunks.append)
+    return outcome, chunks
+
+
+def test_repeats_are_found_across_chunk_boundaries() -> None:
+    lines = [f"O{i},C1,1/1/23,Pending,1" for i in range(10)] + ["O3,C1,1/1/23,Pending,1"]
+    outcome, chunks = run_split(lines, 4)
+    assert len(chunks) == 3  # the repeat lives two chunks after its first occurrence
+    assert (outcome.rows, outcome.valid, outcome.invalid) == (11, 10, 1)  # type: ignore[attr-defined]
+    rejects = pl.concat([c.rejects for c in chunks])
+    assert rejects.select("line", "Order_Id", "reasons").rows() == [(12, "O3", "Order_Id.unique")]
+
+
+def test_chunks_keep_source_line_numbers_and_order() -> None:
+    lines = [f"O{i},C1,1/1/23,Pending,{i}" for i in range(9)]
+    lines[6] = "O6,C1,1/1/23,Pending,-1"
+    _, chunks = run_split(lines, 3)
+    valid = pl.concat([c.valid for c in chunks])
+    assert valid["line"].to_list() == [2, 3, 4, 5, 6, 7, 9, 10]
+    assert valid.columns == ["line", *SCHEMA.column_names]
+    assert pl.concat([c.rejects for c in chunks])["line"].to_list() == [8]
+
+
+def test_valid_frame_is_normalised_text() -> None:
+    _, chunks = run(csv(" Ord1 ,Cust1, 2024-02-29 ,completed,  007.10 "))
+    assert chunks[0].valid.row(0, named=True) == {
+        "line": 2,
+        "Order_Id": "Ord1",
+        "Customer_Id": "Cust1",
+        "Order_Date": "2024-02-29",
+        "Order_Status": "Completed",
+        "Order_Total": "007.10",
+    }
+    assert all(dtype == pl.String for dtype in chunks[0].valid.drop("line").dtypes)
+
+
+def test_rejects_keep_the_original_untrimmed_text() -> None:
+    _, chunks = run(csv(" Ord1 , ,31/04/23, Done ,1"))
+    assert chunks[0].rejects.row(0, named=True) == {
+        "line": 2,
+        "Order_Id": " Ord1 ",
+        "Customer_Id": " ",
+        "Order_Date": "31/04/23",
+        "Order_Status": " Done ",
+        "Order_Total": "1",
+        "reasons": "Customer_Id.required;Order_Date.format;Order_Status.allowed",
+    }
+
+
+def test_rows_with_wrong_field_count_fail_that_alone() -> None:
+    outcome, chunks = run(csv("O1,C1,1/1/23,Pending,1,extra", "O2,C1", "O3,C1,1/1/23,Pending,1"))
+    assert outcome.reasons == {"row.field_count": 2}  # type: ignore[attr-defined]
+    assert chunks[0].rejects["line"].to_list() == [2, 3]
+
+
+def test_sample_of_rejects_is_bounded_and_first_in_file() -> None:
+    lines = [f"O{i},,1/1/23,Pending,1" for i in range(SAMPLE_REJECTS + 15)]
+    outcome, _ = run_split(lines, 7)
+    sample = outcome.sample_rejects  # type: ignore[attr-defined]
+    assert len(sample) == SAMPLE_REJECTS
+    assert [r.line for r in sample] == list(range(2, SAMPLE_REJECTS + 2))
+    assert sample[0].values["Order_Id"] == "O0"
+    assert sample[0].reasons == ("Customer_Id.required",)
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"", "empty"),
+        (HEADER.encode(), "no data rows"),
+        (b"Order_Id,Customer_Id\nO1,C1\n", "Order_Date"),
+        (b"\x00\x01\x02binary\x00" * 20, "not"),
+    ],
+)
+def test_file_problems_become_rejected_outcomes(data: bytes, error: str) -> None:
+    outcome, chunks = run(data)
+    assert outcome.status == "rejected"  # type: ignore[attr-defined]
+    assert error in (outcome.error or "")  # type: ignore[attr-defined]
+    assert outcome.to_json_dict()["error"] == outcome.error  # type: ignore[attr-defined]
+    assert (outcome.rows, outcome.valid, outcome.invalid) == (0, 0, 0)  # type: ignore[attr-defined]
+    assert chunks == []
+
+
+def test_row_limit_rejects_the_file() -> None:
+    lines = [f"O{i},C1,1/1/23,Pending,1" for i in range(50)]
+    outcome = validate(csv(*lines), "big.csv", limits=Limits(max_rows=10), chunk_rows=8)
+    assert outcome.status == "rejected"
+    assert outcome.error
+
+
+def test_streams_and_paths_give_the_same_outcome(tmp_path: object) -> None:
+    data = csv("O1,C1,1/1/23,Pending,1", "O1,C1,1/1/23,Pending,1")
+    path = tmp_path / "o.csv"  # type: ignore[operator]
+    path.write_bytes(data)
+    by_bytes = validate(data, "o.csv")
+    assert validate(io.BytesIO(data), "o.csv") == by_bytes
+    assert validate(path, "o.csv") == by_bytes
+    assert by_bytes.to_json_dict() == {
+        "file": "o.csv",
+        "status": "accepted",
+        "rows": 2,
+        "valid": 1,
+        "invalid": 1,
+        "reasons": {"Order_Id.unique": 1},
+    }
+
+
+def test_validate_chunks_needs_no_reader() -> None:
+    frame = pl.DataFrame(
+        {"line": [5], **{c: ["x"] for c in SCHEMA.column_names}, "field_count_ok": [True]},
+        schema_overrides={"line": pl.Int64},
+    )
+    outcome = validate_chunks([frame], "mem", SCHEMA)
+    assert outcome.reasons == {"Order_Date.format": 1, "Order_Status.allowed": 1,
+                               "Order_Total.format": 1}  # fmt: skip
+
+
+# --- properties ----------------------------------------------------------------------------
+
+ids = st.text(alphabet="ABCDEFGHJKLMNPQRSTUVWXYZ0123456789", min_size=1, max_size=12)
+dates = st.dates().filter(lambda d: d.year >= 1)
+statuses = st.sampled_from(["Pending", "Completed", "Inprogress", "pending", "COMPLETED"])
+totals = st.decimals(min_value=0, max_value=10**12, places=2, allow_nan=False,
+                     allow_infinity=False)  # fmt: skip
+
+
+def date_text(day: object, style: int) -> str:
+    d = day  # datetime.date
+    if style == 0 or not 2000 <= d.year <= 2099:  # type: ignore[attr-defined]
+        return d.isoformat()  # type: ignore[attr-defined]
+    if style == 1:
+        return f"{d.day}/{d.month}/{d.year % 100:02d}"  # type: ignore[attr-defined]
+    return f"{d.day:02d}/{d.month:02d}/{d.year}"  # type: ignore[attr-defined]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(ids, ids, dates, st.integers(0, 2), statuses, totals),
+        min_size=1,
+        max_size=40,
+        unique_by=lambda r: r[0],
+    ),
+    st.integers(1, 9),
+)
+def test_generated_valid_rows_always_validate(rows: list[tuple], chunk_rows: int) -> None:  # type: ignore[type-arg]
+    lines = [
+        f"{oid},{cust},{date_text(day, style)},{status},{total}"
+        for oid, cust, day, style, status, total in rows
+    ]
+    outcome, chunks = run_split(lines, chunk_rows)
+    assert outcome.status == "accepted", outcome.error  # type: ignore[attr-defined]
+    assert (outcome.valid, outcome.invalid) == (len(rows), 0)  # type: ignore[attr-defined]
+    valid = pl.concat([c.valid for c in chunks])
+    assert valid["Order_Date"].to_list() == [r[2].isoformat() for r in rows]
+    assert [Decimal(t) for t in valid["Order_Total"]] == [r[5] for r in rows]
+
+
+cell = st.one_of(
+    st.sampled_from(["", " ", "O1", "O2", "1/1/23", "31/04/23", "Pending", "x", "-1", "1.99"]),
+    st.text(alphabet=st.characters(blacklist_characters=",\n\r\"", blacklist_categories=["Cs"]),
+            max_size=6),
+)  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(cell, min_size=1, max_size=7), min_size=1, max_size=30), st.integers(1, 8))
+def test_counts_always_add_up(table: list[list[str]], chunk_rows: int) -> None:
+    outcome, chunks = run_split([",".join(cells) for cells in table], chunk_rows)
+    valid = sum(c.valid.height for c in chunks)
+    rejects = pl.concat([c.rejects for c in chunks])
+    assert outcome.rows == outcome.valid + outcome.invalid  # type: ignore[attr-defined]
+    assert (valid, rejects.height) == (outcome.valid, outcome.invalid)  # type: ignore[attr-defined]
+    per_code: dict[str, int] = {}
+    for reasons in rejects["reasons"]:
+        assert reasons
+        for code in reasons.split(";"):
+            per_code[code] = per_code.get(code, 0) + 1
+    assert per_code == outcome.reasons  # type: ignore[attr-defined]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=400), st.sampled_from(["x.csv", "x.xlsx", "x.parquet", "x.gz", "x"]))
+def test_any_bytes_give_an_outcome(data: bytes, name: str) -> None:
+    outcome = validate(data, name, chunk_rows=5)
+    assert outcome.status in ("accepted", "rejected")
+    assert outcome.rows == outcome.valid + outcome.invalid
