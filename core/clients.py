@@ -51,6 +51,9 @@ class Clients:
                 retries={"max_attempts": self.max_attempts, "mode": "standard"},
                 max_pool_connections=self.max_pool_connections,
             )
+            if service == "s3":
+                # Presigned URLs default to SigV2, which newer regions and buckets refuse.
+                config = config.merge(Config(signature_version="s3v4"))
             kwargs: dict[str, Any] = {"config": config}
             if self.endpoint_url:
                 kwargs["endpoint_url"] = self.endpoint_url
