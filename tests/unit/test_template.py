@@ -1,0 +1,496 @@
+"""The template's contract with the code: one source of truth, checked on every run.
+
+core/stack.py defines names, timings and table shapes (and builds the local stack from them);
+core/settings.py the environment variable names; core/stack_outputs.py the outputs the CLI
+reads. The template must agree with all three, and hold its security promises.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import pytest
+
+from core import stack as stack_def
+from core.settings import (
+    ALL_ENV_VARS,
+    ENV_ALERTS_TOPIC_ARN,
+    ENV_BUCKET,
+    ENV_FILES_TABLE,
+    ENV_FUNCTION_TIMEOUT,
+    ENV_INGEST_QUEUE_URL,
+    ENV_MAX_FILE_BYTES,
+    ENV_MAX_ROWS,
+    ENV_NOTIFY_QUEUE_URL,
+    ENV_ORDERS_TABLE,
+    ENV_RECIPIENTS,
+    ENV_SENDER,
+    ENV_WRITE_THREADS,
+    INCOMING_PREFIX,
+    REJECTS_PREFIX,
+    REPORTS_PREFIX,
+    Settings,
+)
+from core.stack_outputs import ALL_OUTPUTS, REQUIRED_OUTPUTS
+from core.template import TemplateError, check_values, load_template, parse_template
+
+T = load_template()
+RES: dict[str, Any] = T["Resources"]
+PARAMS: dict[str, Any] = T["Parameters"]
+
+
+def of_type(kind: str) -> dict[str, dict[str, Any]]:
+    return {name: r for name, r in RES.items() if r["Type"] == kind}
+
+
+def props(name: str) -> dict[str, Any]:
+    return RES[name]["Properties"]
+
+
+def ref_name(value: Any) -> str:
+    """The logical id a Ref/GetAtt points at."""
+    if "Ref" in value:
+        return str(value["Ref"])
+    return str(value["Fn::GetAtt"][0])
+
+
+def sub_name(value: Any, env: str) -> str:
+    """A ``!Sub orderpipe-${EnvName}-...`` physical name with EnvName filled in."""
+    return str(value["Fn::Sub"]).replace("${EnvName}", env)
+
+
+def functions() -> dict[str, dict[str, Any]]:
+    return of_type("AWS::Lambda::Function")
+
+
+def function_by_handler(handler: str) -> dict[str, Any]:
+    (found,) = [
+        f["Properties"] for f in functions().values() if f["Properties"]["Handler"] == handler
+    ]
+    return found
+
+
+def statements(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    found = doc["Statement"]
+    return found if isinstance(found, list) else [found]
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def iam_statements() -> list[tuple[str, dict[str, Any]]]:
+    """Every identity-policy statement of every role."""
+    out = []
+    for name, role in of_type("AWS::IAM::Role").items():
+        for policy in role["Properties"].get("Policies", []):
+            out += [(name, s) for s in statements(policy["PolicyDocument"])]
+    return out
+
+
+def all_policy_statements() -> list[tuple[str, dict[str, Any]]]:
+    out = iam_statements()
+    for name, res in RES.items():
+        doc = res["Properties"].get("PolicyDocument") or res["Properties"].get("KeyPolicy")
+        if doc and res["Type"] != "AWS::IAM::Role":
+            out += [(name, s) for s in statements(doc)]
+    return out
+
+
+# ---- environment variables and handlers --------------------------------------------------
+
+
+INGEST_ENV = {
+    ENV_BUCKET,
+    ENV_ORDERS_TABLE,
+    ENV_FILES_TABLE,
+    ENV_INGEST_QUEUE_URL,
+    ENV_NOTIFY_QUEUE_URL,
+    ENV_WRITE_THREADS,
+    ENV_FUNCTION_TIMEOUT,
+    ENV_MAX_FILE_BYTES,
+    ENV_MAX_ROWS,
+}
+NOTIFY_ENV = {ENV_BUCKET, ENV_FILES_TABLE, ENV_SENDER, ENV_RECIPIENTS, ENV_FUNCTION_TIMEOUT}
+
+
+def orderpipe_env(fn: dict[str, Any]) -> dict[str, Any]:
+    variables = fn["Environment"]["Variables"]
+    return {k: v for k, v in variables.items() if k.startswith("ORDERPIPE_")}
+
+
+def test_function_env_names_are_the_settings_constants() -> None:
+    ingest = orderpipe_env(function_by_handler("handlers.ingest.handler"))
+    notify = orderpipe_env(function_by_handler("handlers.notify.handler"))
+    assert set(ingest) == INGEST_ENV
+    assert set(notify) == NOTIFY_ENV
+    # Only the reconcile job (through its arguments) publishes alerts.
+    assert set(ingest) | set(notify) | {ENV_ALERTS_TOPIC_ARN} == set(ALL_ENV_VARS)
+
+
+def test_function_timeout_setting_is_the_functions_own_timeout() -> None:
+    for fn in functions().values():
+        p = fn["Properties"]
+        assert orderpipe_env(p)[ENV_FUNCTION_TIMEOUT] == p["Timeout"]
+
+
+def test_settings_built_from_the_template_env_satisfy_each_handler() -> None:
+    # Refs become placeholder strings and numbers their defaults: what Lambda would pass.
+    def resolve(value: Any) -> str:
+        if isinstance(value, dict) and "Ref" in value and value["Ref"] in PARAMS:
+            return str(PARAMS[value["Ref"]].get("Default", "x@example.com"))
+        return "placeholder"
+
+    for handler, needs in [
+        ("handlers.ingest.handler", ("bucket", "orders_table", "files_table", "notify_queue_url")),
+        ("handlers.notify.handler", ("files_table", "sender", "recipients")),
+    ]:
+        env = {k: resolve(v) for k, v in orderpipe_env(function_by_handler(handler)).items()}
+        Settings.from_env(env).require(*needs)
+
+
+@pytest.mark.parametrize("name", sorted(of_type("AWS::Lambda::Function")))
+def test_every_handler_path_imports(name: str) -> None:
+    module_name, _, attr = props(name)["Handler"].rpartition(".")
+    module = importlib.import_module(module_name)
+    assert callable(getattr(module, attr))
+
+
+def test_reconcile_job_arguments_are_the_ones_the_job_reads() -> None:
+    job = importlib.import_module("handlers.reconcile_job")
+    args = props("ReconcileJob")["DefaultArguments"]
+    names = {k[2:] for k in args if k != "--extra-py-files"}
+    assert set(job.REQUIRED) <= names
+    assert names <= set(job.REQUIRED) | set(job.OPTIONAL)
+
+
+def test_reconcile_job_is_a_small_python39_shell_on_a_schedule_that_starts() -> None:
+    job = props("ReconcileJob")
+    assert job["Command"]["Name"] == "pythonshell"
+    assert job["Command"]["PythonVersion"] == "3.9"
+    assert job["MaxCapacity"] == 0.0625
+    assert "--extra-py-files" in job["DefaultArguments"]
+    (trigger,) = of_type("AWS::Glue::Trigger").values()
+    t = trigger["Properties"]
+    assert t["Type"] == "SCHEDULED"
+    assert t["StartOnCreation"] is True
+    assert t["Schedule"].startswith("cron(")
+    assert t["Schedule"].split()[1] == "*"  # every hour
+    assert [ref_name(a["JobName"]) for a in t["Actions"]] == ["ReconcileJob"]
+
+
+def test_glue_failures_reach_the_alerts_topic() -> None:
+    (rule,) = of_type("AWS::Events::Rule").values()
+    pattern = rule["Properties"]["EventPattern"]
+    assert pattern["source"] == ["aws.glue"]
+    assert pattern["detail-type"] == ["Glue Job State Change"]
+    assert sorted(pattern["detail"]["state"]) == ["ERROR", "FAILED", "TIMEOUT"]
+    assert ref_name(pattern["detail"]["jobName"][0]) == "ReconcileJob"
+    assert [ref_name(t["Arn"]) for t in rule["Properties"]["Targets"]] == ["AlertsTopic"]
+
+
+# ---- queues, mappings, alarms --------------------------------------------------------------
+
+CONSUMERS = {
+    "IngestQueue": ("IngestTimeoutSeconds", stack_def.AWS_TIMINGS.ingest_visibility_s),
+    "NotifyQueue": ("NotifyTimeoutSeconds", stack_def.AWS_TIMINGS.notify_visibility_s),
+}
+
+
+def dlqs() -> set[str]:
+    return {
+        ref_name(q["Properties"]["RedrivePolicy"]["deadLetterTargetArn"])
+        for q in of_type("AWS::SQS::Queue").values()
+        if "RedrivePolicy" in q["Properties"]
+    }
+
+
+def test_visibility_is_at_least_six_times_the_largest_timeout_and_matches_stack_py() -> None:
+    for queue, (timeout_param, expected) in CONSUMERS.items():
+        visibility = props(queue)["VisibilityTimeout"]
+        assert visibility == expected
+        assert visibility >= stack_def.VISIBILITY_FACTOR * PARAMS[timeout_param]["MaxValue"]
+    assert PARAMS["IngestTimeoutSeconds"]["Default"] == stack_def.AWS_TIMINGS.ingest_timeout_s
+    assert PARAMS["NotifyTimeoutSeconds"]["Default"] == stack_def.AWS_TIMINGS.notify_timeout_s
+
+
+def test_each_function_consumes_the_queue_whose_visibility_covers_its_timeout() -> None:
+    for esm in of_type("AWS::Lambda::EventSourceMapping").values():
+        p = esm["Properties"]
+        queue = ref_name(p["EventSourceArn"])
+        fn = props(ref_name(p["FunctionName"]))
+        assert fn["Timeout"] == {"Ref": CONSUMERS[queue][0]}
+
+
+def test_every_sqs_mapping_reports_batch_item_failures_with_stack_py_batching() -> None:
+    mappings = {
+        ref_name(m["Properties"]["EventSourceArn"]): m["Properties"]
+        for m in of_type("AWS::Lambda::EventSourceMapping").values()
+    }
+    assert set(mappings) == set(CONSUMERS)
+    for p in mappings.values():
+        assert p["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        assert "MaximumBatchingWindowInSeconds" in p
+    timings = stack_def.AWS_TIMINGS
+    assert mappings["IngestQueue"]["BatchSize"] == timings.ingest_batch_size
+    assert mappings["NotifyQueue"]["BatchSize"] == timings.notify_batch_size
+    assert (
+        mappings["NotifyQueue"]["MaximumBatchingWindowInSeconds"] == timings.notify_batch_window_s
+    )
+    assert mappings["IngestQueue"]["ScalingConfig"]["MaximumConcurrency"] == {
+        "Ref": "IngestMaxConcurrency"
+    }
+
+
+def test_every_queue_has_a_dlq_and_stack_py_redrive_settings() -> None:
+    queues = of_type("AWS::SQS::Queue")
+    sources = set(queues) - dlqs()
+    assert sources == set(CONSUMERS)
+    for name in sources:
+        redrive = props(name)["RedrivePolicy"]
+        assert redrive["maxReceiveCount"] == stack_def.MAX_RECEIVE_COUNT
+        assert redrive["deadLetterTargetArn"]["Fn::GetAtt"][1] == "Arn"
+    for name in dlqs():
+        assert props(name)["MessageRetentionPeriod"] == stack_def.DLQ_RETENTION_S
+        assert "RedrivePolicy" not in props(name)
+
+
+def alarms() -> list[dict[str, Any]]:
+    return [a["Properties"] for a in of_type("AWS::CloudWatch::Alarm").values()]
+
+
+def test_every_dlq_has_an_alarm_to_the_alerts_topic() -> None:
+    watched = {
+        ref_name(d["Value"])
+        for a in alarms()
+        if a["MetricName"] == "ApproximateNumberOfMessagesVisible"
+        for d in a["Dimensions"]
+        if d["Name"] == "QueueName"
+    }
+    assert watched == dlqs()
+    for a in alarms():
+        assert [ref_name(x) for x in a["AlarmActions"]] == ["AlertsTopic"]
+        assert sub_name(a["AlarmName"], "e").startswith("orderpipe-e-")  # topic policy pattern
+
+
+def test_ingest_backlog_errors_and_throttles_have_alarms() -> None:
+    ingest = {
+        (a["Namespace"], a["MetricName"]): ref_name(a["Dimensions"][0]["Value"]) for a in alarms()
+    }
+    assert ingest[("AWS/SQS", "ApproximateAgeOfOldestMessage")] == "IngestQueue"
+    assert ingest[("AWS/Lambda", "Errors")] == "IngestFunction"
+    assert ingest[("AWS/Lambda", "Throttles")] == "IngestFunction"
+
+
+# ---- security -------------------------------------------------------------------------------
+
+NO_RESOURCE_SCOPE = {
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+    "cloudwatch:PutMetricData",
+}
+
+
+def test_no_full_access_managed_policy() -> None:
+    for role in of_type("AWS::IAM::Role").values():
+        for arn in role["Properties"].get("ManagedPolicyArns", []):
+            assert "FullAccess" not in str(arn)
+    assert not of_type("AWS::IAM::ManagedPolicy")
+
+
+def test_no_wildcard_action_is_allowed() -> None:
+    for where, s in all_policy_statements():
+        if s["Effect"] != "Allow":
+            continue  # a Deny on s3:* (the TLS rule) narrows, it does not grant
+        for action in as_list(s["Action"]):
+            assert "*" not in action, (where, action)
+
+
+def test_star_resources_only_where_aws_offers_nothing_narrower() -> None:
+    for where, s in iam_statements():
+        if "*" in as_list(s["Resource"]):
+            assert set(as_list(s["Action"])) <= NO_RESOURCE_SCOPE, (where, s["Action"])
+
+
+def test_one_role_per_function_and_job() -> None:
+    roles = [ref_name(f["Properties"]["Role"]) for f in functions().values()]
+    roles.append(ref_name(props("ReconcileJob")["Role"]))
+    assert len(roles) == len(set(roles)) == len(of_type("AWS::IAM::Role"))
+
+
+def test_functions_are_traced_arm64_by_default_with_retained_logs() -> None:
+    assert PARAMS["Architecture"]["Default"] == "arm64"
+    assert set(PARAMS["PythonRuntime"]["AllowedValues"]) <= {"python3.12", "python3.13"}
+    log_groups = of_type("AWS::Logs::LogGroup")
+    for fn in functions().values():
+        p = fn["Properties"]
+        assert p["TracingConfig"] == {"Mode": "Active"}
+        assert p["Architectures"] == [{"Ref": "Architecture"}]
+        group = ref_name(p["LoggingConfig"]["LogGroup"])
+        assert group in log_groups
+        assert log_groups[group]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+        assert sub_name(log_groups[group]["Properties"]["LogGroupName"], "e") == (
+            "/aws/lambda/" + sub_name(p["FunctionName"], "e")
+        )
+
+
+def test_bucket_is_versioned_private_encrypted_tls_only_with_lifecycles() -> None:
+    b = props("OrdersBucket")
+    assert b["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert all(b["PublicAccessBlockConfiguration"].values())
+    assert len(b["PublicAccessBlockConfiguration"]) == 4
+    assert b["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    prefixes = {r.get("Prefix") for r in b["LifecycleConfiguration"]["Rules"]}
+    assert {REJECTS_PREFIX, REPORTS_PREFIX} <= prefixes
+    (tls,) = statements(props("OrdersBucketPolicy")["PolicyDocument"])
+    assert tls["Effect"] == "Deny"
+    assert tls["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_bucket_notifies_ingest_for_incoming_only_and_the_queue_trusts_only_it() -> None:
+    (cfg,) = props("OrdersBucket")["NotificationConfiguration"]["QueueConfigurations"]
+    assert ref_name(cfg["Queue"]) == "IngestQueue"
+    assert cfg["Event"] == "s3:ObjectCreated:*"
+    assert cfg["Filter"]["S3Key"]["Rules"] == [{"Name": "prefix", "Value": INCOMING_PREFIX}]
+    (allow,) = statements(props("IngestQueuePolicy")["PolicyDocument"])
+    assert allow["Principal"] == {"Service": "s3.amazonaws.com"}
+    source = allow["Condition"]["ArnEquals"]["aws:SourceArn"]["Fn::Sub"]
+    assert source.endswith(props("OrdersBucket")["BucketName"]["Fn::Sub"])
+    assert allow["Condition"]["StringEquals"]["aws:SourceAccount"] == {"Ref": "AWS::AccountId"}
+
+
+def test_queues_tables_and_topic_are_encrypted() -> None:
+    for q in of_type("AWS::SQS::Queue").values():
+        assert q["Properties"]["SqsManagedSseEnabled"] is True
+    for t in of_type("AWS::DynamoDB::Table").values():
+        assert t["Properties"]["SSESpecification"] == {"SSEEnabled": True}
+        assert t["Properties"]["PointInTimeRecoverySpecification"] == {
+            "PointInTimeRecoveryEnabled": True
+        }
+    assert ref_name(props("AlertsTopic")["KmsMasterKeyId"]) == "AlertsKey"
+    assert props("AlertsKey")["EnableKeyRotation"] is True
+
+
+def test_alerts_topic_accepts_only_this_stacks_rule_and_alarms() -> None:
+    services = {
+        s["Principal"]["Service"] for s in statements(props("AlertsTopicPolicy")["PolicyDocument"])
+    }
+    assert services == {"events.amazonaws.com", "cloudwatch.amazonaws.com"}
+    (sub,) = of_type("AWS::SNS::Subscription").values()
+    assert sub["Properties"]["Protocol"] == "email"
+
+
+# ---- one source of truth with core/stack.py -----------------------------------------------
+
+
+def without_name(definition: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in definition.items() if k != "TableName"}
+
+
+@pytest.mark.parametrize(
+    ("resource", "definition"),
+    [
+        ("FilesTable", stack_def.files_table_definition),
+        ("OrdersTable", stack_def.orders_table_definition),
+    ],
+)
+def test_tables_have_stack_py_keys_and_indexes(resource: str, definition: Any) -> None:
+    p = props(resource)
+    expected = without_name(definition("x"))
+    got = {k: p[k] for k in expected}
+    assert got == expected
+
+
+def test_files_table_ttl_is_stack_py_attribute_and_orders_keep_forever() -> None:
+    assert props("FilesTable")["TimeToLiveSpecification"] == {
+        "AttributeName": stack_def.FILES_TTL_ATTRIBUTE,
+        "Enabled": True,
+    }
+    assert "TimeToLiveSpecification" not in props("OrdersTable")
+
+
+def test_physical_names_follow_stack_names() -> None:
+    names = stack_def.StackNames.for_env("qa")
+    by_field = {
+        "orders_table": props("OrdersTable")["TableName"],
+        "files_table": props("FilesTable")["TableName"],
+        "ingest_queue": props("IngestQueue")["QueueName"],
+        "ingest_dlq": props("IngestDeadLetterQueue")["QueueName"],
+        "notify_queue": props("NotifyQueue")["QueueName"],
+        "notify_dlq": props("NotifyDeadLetterQueue")["QueueName"],
+        "alerts_topic": props("AlertsTopic")["TopicName"],
+        "glue_job": props("ReconcileJob")["Name"],
+    }
+    for field, value in by_field.items():
+        assert sub_name(value, "qa") == getattr(names, field), field
+    # Bucket names are global: the template appends account and region to the same stem.
+    assert sub_name(props("OrdersBucket")["BucketName"], "qa").startswith(names.bucket + "-")
+
+
+def test_outputs_are_exactly_what_the_cli_reads() -> None:
+    assert set(T["Outputs"]) == set(ALL_OUTPUTS)
+    assert set(REQUIRED_OUTPUTS) <= set(ALL_OUTPUTS)
+
+
+# ---- parameter checks (what deploy enforces before calling AWS) ----------------------------
+
+GOOD = {
+    "SenderAddress": "orders@example.com",
+    "RecipientAddresses": "a@example.com,b@example.com",
+    "AlertAddress": "ops@example.com",
+    "ArtifactBucket": "orderpipe-artifacts-x",
+    "CodeKey": "c.zip",
+    "DepsLayerKey": "l.zip",
+    "ReconcileScriptKey": "r.py",
+    "ReconcileWheelKey": "r.whl",
+}
+
+
+def test_good_values_pass_and_defaults_fill_the_rest() -> None:
+    final = check_values(T, GOOD, previous={})
+    assert final["Architecture"] == "arm64"
+    assert final["SenderAddress"] == "orders@example.com"
+    assert set(final) == set(PARAMS)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"SenderAddress": "not-an-email"}, "SenderAddress must be one email address"),
+        ({"RecipientAddresses": "a@example.com, b@example.com"}, "RecipientAddresses must be"),
+        ({"IngestTimeoutSeconds": "901"}, "IngestTimeoutSeconds must be at most 900"),
+        ({"IngestMemoryMb": "lots"}, "IngestMemoryMb must be a number"),
+        ({"Architecture": "sparc"}, "Architecture must be one of arm64, x86_64"),
+        ({"Colour": "blue"}, "unknown parameter(s) Colour"),
+    ],
+)
+def test_bad_values_fail_with_one_line(change: dict[str, str], message: str) -> None:
+    with pytest.raises(TemplateError) as err:
+        check_values(T, {**GOOD, **change}, previous={})
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_required_values_are_named_and_previous_values_count() -> None:
+    without_sender = {k: v for k, v in GOOD.items() if k != "SenderAddress"}
+    with pytest.raises(TemplateError, match="SenderAddress"):
+        check_values(T, without_sender, previous={})
+    final = check_values(T, without_sender, previous={"SenderAddress": "old@example.com"})
+    assert final["SenderAddress"] == "old@example.com"
+
+
+def test_short_tags_load_as_their_long_form() -> None:
+    doc = parse_template(
+        "Resources:\n  A:\n    Type: X\n    Properties:\n"
+        "      B: !GetAtt Q.Arn\n      C: !Sub a-${X}\n      D: !Ref P\n      E: !Join [',', [a]]\n"
+    )
+    p = doc["Resources"]["A"]["Properties"]
+    assert p == {
+        "B": {"Fn::GetAtt": ["Q", "Arn"]},
+        "C": {"Fn::Sub": "a-${X}"},
+        "D": {"Ref": "P"},
+        "E": {"Fn::Join": [",", ["a"]]},
+    }
+    with pytest.raises(TemplateError, match="no Resources"):
+        parse_template("Parameters: {}\n")
