@@ -14,7 +14,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from core.faults import FaultPlan
+from core.faults import FaultPlan, active_plan
 
 DEFAULT_REGION = "us-east-1"
 
@@ -27,7 +27,8 @@ class Clients:
     region: str | None = None
     max_attempts: int = 5
     max_pool_connections: int = 32
-    # Injected AWS failures for reliability tests; None reads ORDERPIPE_FAULTS (unset: none).
+    # Injected AWS failures for reliability tests; None: the process's plan (ORDERPIPE_FAULTS,
+    # unset by default, or core.faults.installed), looked up when the first client is built.
     faults: FaultPlan | None = None
     _session: boto3.session.Session | None = field(default=None, repr=False)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -59,7 +60,7 @@ class Clients:
                 kwargs["endpoint_url"] = self.endpoint_url
             cached = self.session.client(service, **kwargs)  # type: ignore[call-overload]
             if self.faults is None:
-                self.faults = FaultPlan.from_env()
+                self.faults = active_plan()
             if self.faults is not None:
                 self.faults.attach(cached)
             self._cache[service] = cached

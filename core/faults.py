@@ -21,13 +21,14 @@ arrive in the same order.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import random
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any, NoReturn, cast
 
@@ -388,6 +389,40 @@ class _BrokenStream(io.RawIOBase):
     def close(self) -> None:
         self._inner.close()
         super().close()
+
+
+# The plan every Clients without its own uses: one per process, so ingest, notify and the worker
+# share one seeded sequence and one record of what was injected.
+_process_plan: FaultPlan | None = None
+_env_plans: dict[str, FaultPlan] = {}
+_process_lock = threading.Lock()
+
+
+def active_plan() -> FaultPlan | None:
+    """The installed plan, else the one ``ORDERPIPE_FAULTS`` names (parsed once), else None."""
+    if _process_plan is not None:
+        return _process_plan
+    spec = os.environ.get(ENV_FAULTS, "").strip()
+    if not spec:
+        return None
+    with _process_lock:
+        plan = _env_plans.get(spec)
+        if plan is None:
+            plan = _env_plans[spec] = FaultPlan.parse(spec)
+        return plan
+
+
+@contextlib.contextmanager
+def installed(plan: FaultPlan) -> Iterator[FaultPlan]:
+    """Make ``plan`` this process's plan for clients built inside the block (tests)."""
+    global _process_plan  # noqa: PLW0603 - one switch for the whole process, by design
+    with _process_lock:
+        previous, _process_plan = _process_plan, plan
+    try:
+        yield plan
+    finally:
+        with _process_lock:
+            _process_plan = previous
 
 
 def _whole(text: str, what: str) -> int:

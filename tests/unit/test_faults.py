@@ -16,7 +16,15 @@ from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError, ReadTimeoutError, ResponseStreamingError
 
 from core.clients import Clients
-from core.faults import ENV_FAULTS, SEND_KINDS, FaultPlan, FaultRule, FaultSpecError
+from core.faults import (
+    ENV_FAULTS,
+    SEND_KINDS,
+    FaultPlan,
+    FaultRule,
+    FaultSpecError,
+    active_plan,
+    installed,
+)
 
 NOWHERE = "http://127.0.0.1:9"  # nothing listens: a call that reaches the network would fail
 SESSION = boto3.session.Session(region_name="us-east-1")  # one model loader for every client
@@ -325,3 +333,32 @@ def test_rules_for_other_services_leave_a_client_alone() -> None:
     client_with("sqs", plan, fake).receive_message(QueueUrl=f"{NOWHERE}/1/q")
     assert [op for op, _ in fake.seen] == ["ReceiveMessage"]
     assert plan.injected == []
+
+
+def test_every_client_of_a_process_shares_the_environments_plan(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(ENV_FAULTS, "sqs.ReceiveMessage=throttle:0.5; seed=11")
+    one = Clients(endpoint_url=NOWHERE, _session=SESSION)
+    two = Clients(endpoint_url=NOWHERE, _session=SESSION)
+    one.client("sqs")
+    two.client("sqs")
+    assert one.faults is two.faults is active_plan()
+    assert one.faults is not None
+    assert one.faults.seed == 11
+
+
+def test_an_installed_plan_reaches_clients_built_inside_the_block() -> None:
+    plan = FaultPlan((FaultRule("sqs", "ReceiveMessage", "throttle"),))
+    with installed(plan):
+        inside = Clients(endpoint_url=NOWHERE, max_attempts=0, _session=SESSION)
+        fake = FakeService({})
+        inside.sqs.meta.events.register("before-send.sqs", fake)
+        fake.plan = plan
+        with pytest.raises(ClientError):
+            inside.sqs.receive_message(QueueUrl=f"{NOWHERE}/1/q")
+    outside = Clients(endpoint_url=NOWHERE, _session=SESSION)
+    outside.client("sqs")
+    assert inside.faults is plan
+    assert outside.faults is None
+    assert plan.total() == 1
