@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from core.clients import Clients
+from core.emulator import use_emulator_credentials
 from core.local_state import LocalState
 from core.settings import Settings, SettingsError
 from core.stack_outputs import settings_from_stack
@@ -58,6 +59,7 @@ def resolve_target(stack_name: str | None, endpoint_url: str | None) -> Target:
         return Target(clients, settings, f"stack {stack_name}")
     local = LocalState.load()
     if local is not None and (endpoint_url in (None, local.endpoint)):
+        use_emulator_credentials()  # the emulator takes any key; never send a real one to it
         return Target(Clients(endpoint_url=local.endpoint), local.settings, "local")
     settings = Settings.from_env()
     if not settings.bucket:
