@@ -14,6 +14,14 @@ import click
 COMMAND_MODULES: tuple[str, ...] = (
     # one line per module, e.g. "validate",
     "validate",
+    "dlq",
+    "replay",
+    "reconcile",
+    "alerts",
+    "local",
+    "worker",
+    "upload",
+    "status",
 )
 
 
