@@ -67,6 +67,10 @@ class BatchReport:
     ses_message_id: str | None = None
     outbox_path: str | None = None
 
+    def summary(self) -> dict[str, Any]:
+        """The report as plain JSON values, for the function's log line."""
+        return {k: v for k, v in vars(self).items() if v not in (None, {}, 0)}
+
     def check(self, record: Any) -> None:
         """Raise for a record this batch failed (the shape powertools' record handler wants)."""
         reason = self.failed.get(record.message_id)
@@ -297,11 +301,12 @@ def _iso_now(epoch_s: float) -> str:
 class DynamoNotifyLedger:
     """The notify fields of a ledger item: ``notified_at`` and a short claim before it."""
 
-    # Not yet notified for the item's current replay (a replay may notify again), and no live
-    # claim by another sender.
+    # Not yet notified for the item's current processing (a replay, which sets a new
+    # ``replay_id``, notifies again), and no live claim by another sender.
     _CLAIMABLE = (
         "attribute_exists(#k)"
-        " AND (attribute_not_exists(notified_at) OR notified_replays < replays)"
+        " AND (attribute_not_exists(notified_at) OR (attribute_exists(replay_id)"
+        " AND (attribute_not_exists(notified_replay_id) OR notified_replay_id <> replay_id)))"
         " AND (attribute_not_exists(notify_lease_until) OR notify_lease_until < :now)"
     )
 
@@ -336,7 +341,7 @@ class DynamoNotifyLedger:
             Key={FILES_KEY: {"S": file_id}},
             UpdateExpression=(
                 "SET notified_at = :at, notify_message_id = :mid,"
-                " notified_replays = if_not_exists(replays, :zero)"
+                " notified_replay_id = if_not_exists(replay_id, :none)"
                 " REMOVE notify_claim, notify_lease_until, notify_error"
             ),
             ConditionExpression="attribute_exists(#k)",
@@ -344,7 +349,7 @@ class DynamoNotifyLedger:
             ExpressionAttributeValues={
                 ":at": {"S": notified_at},
                 ":mid": {"S": message_id},
-                ":zero": {"N": "0"},
+                ":none": {"S": ""},
             },
         )
 
@@ -366,11 +371,11 @@ class DynamoNotifyLedger:
 def _why_unclaimable(item: Mapping[str, Any] | None) -> Claim:
     if not item:
         return Claim.MISSING
-    if "notified_at" in item:
-        replays = int(item.get("replays", {}).get("N", "0"))
-        notified_for = int(item.get("notified_replays", {}).get("N", "0"))
-        if replays <= notified_for or "notified_replays" not in item:
-            return Claim.DONE
+    replay = item.get("replay_id", {}).get("S")
+    if "notified_at" in item and (
+        replay is None or item.get("notified_replay_id", {}).get("S") == replay
+    ):
+        return Claim.DONE
     return Claim.BUSY
 
 

@@ -1,0 +1,271 @@
+"""The notify handler against a moto server over HTTP: what SES recorded, what the ledger says."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import uuid
+from email import message_from_string, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+from urllib.request import urlopen
+
+import pytest
+
+from core.notice import FileNotice, SampleRow
+from core.notify import (
+    DynamoNotifyLedger,
+    Notifier,
+    S3RejectsStore,
+    SesMailer,
+    messages_from_event,
+)
+from core.worker import LambdaContext
+from handlers.notify import handler
+
+pytestmark = pytest.mark.integration
+
+
+def rejects_csv(lines: list[int]) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["line", "Order_Id", "Order_Total", "reasons"])
+    writer.writerows([n, f"ORD-{n}", "12,5", "total_not_number"] for n in lines)
+    return out.getvalue().encode()
+
+
+def seed_file(stack: Any, name: str, lines: list[int]) -> FileNotice:
+    """What ingest leaves behind for a PARTIAL file: a ledger item and a rejects CSV."""
+    key = f"incoming/{name}"
+    file_id = f"{stack.names.bucket}/{key}#etag:{name}"
+    body = rejects_csv(lines)
+    stack.clients.s3.put_object(Bucket=stack.names.bucket, Key=f"rejects/{key}.csv", Body=body)
+    stack.clients.dynamodb.put_item(
+        TableName=stack.names.files_table,
+        Item={
+            "file_id": {"S": file_id},
+            "bucket": {"S": stack.names.bucket},
+            "object_key": {"S": key},
+            "status": {"S": "PARTIAL"},
+            "updated_at": {"S": "2026-11-25T09:00:00.000Z"},
+            "received_at": {"S": "2026-11-25T09:00:00.000Z"},
+        },
+    )
+    return FileNotice(
+        file_id=file_id,
+        bucket=stack.names.bucket,
+        key=key,
+        version=f"etag:{name}",
+        status="PARTIAL",
+        rows=100,
+        valid=100 - len(lines),
+        invalid=len(lines),
+        reasons={"total_not_number": len(lines)},
+        rejects_key=f"rejects/{key}.csv",
+        rejects_bytes=len(body),
+        sample=[
+            SampleRow(n, {"Order_Id": f"ORD-{n}", "Order_Total": "12,5"}, ["total_not_number"])
+            for n in lines[:20]
+        ],
+        finished_at="2026-11-25T09:00:01.000Z",
+    )
+
+
+def through_queue(stack: Any, notices: list[FileNotice]) -> dict[str, Any]:
+    """Send the notices to the notify queue and read them back as a Lambda SQS event."""
+    sqs, url = stack.clients.sqs, stack.settings.notify_queue_url
+    for n in notices:
+        sqs.send_message(QueueUrl=url, MessageBody=n.to_json())
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    got: list[dict[str, Any]] = []
+    for _ in range(10):
+        if len(got) == len(notices):
+            break
+        got += sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
+            "Messages", []
+        )
+    assert len(got) == len(notices), "the notify queue did not hand back every notice"
+    return {
+        "Records": [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": {"ApproximateReceiveCount": "1"},
+                "messageAttributes": {},
+                "md5OfBody": m["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "eventSourceARN": arn,
+                "awsRegion": "us-east-1",
+            }
+            for m in got
+        ]
+    }
+
+
+@pytest.fixture
+def notify_env(stack: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Point the handler at this stack, with a recipient no other test uses."""
+    recipient = f"ops-{uuid.uuid4().hex[:8]}@orderpipe.local"
+    stack.settings = stack.settings.with_(recipients=(recipient,))
+    for name, value in stack.settings.to_env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", stack.endpoint)
+    return stack
+
+
+def sent_to(stack: Any) -> list[dict[str, Any]]:
+    with urlopen(f"{stack.endpoint}/moto-api/data.json") as response:  # loopback only
+        data = json.load(response)
+    # moto adds the To header's addresses to the Destinations it was given: compare as sets.
+    return [
+        m
+        for m in data["ses"]["RawMessage"]
+        if set(m["destinations"]) == set(stack.settings.recipients)
+    ]
+
+
+def parse(raw: str) -> EmailMessage:
+    message = message_from_string(raw, policy=policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def ledger_item(stack: Any, file_id: str) -> dict[str, Any]:
+    item: dict[str, Any] = stack.clients.dynamodb.get_item(
+        TableName=stack.names.files_table, Key={"file_id": {"S": file_id}}, ConsistentRead=True
+    )["Item"]
+    return item
+
+
+def invoke(event: dict[str, Any]) -> list[str]:
+    answer = handler(event, LambdaContext("orderpipe-notify", "us-east-1", 60))
+    return [f["itemIdentifier"] for f in answer["batchItemFailures"]]
+
+
+def test_a_batch_becomes_one_ses_email_with_each_files_rejects(notify_env: Any) -> None:
+    stack = notify_env
+    a = seed_file(stack, "north.csv", [4, 9])
+    b = seed_file(stack, "south.csv", [2, 3, 5])
+    event = through_queue(stack, [a, b, a])  # the last one: ingest enqueued it twice
+
+    assert invoke(event) == []
+
+    sent = sent_to(stack)
+    assert len(sent) == 1
+    assert sent[0]["source"] == stack.settings.sender
+    message = parse(sent[0]["raw_data"])
+    assert message["Subject"] == "orderpipe: 2 files need attention - 5 rows rejected"
+    files = {p.get_filename(): p.get_content() for p in message.iter_attachments()}
+    assert sorted(files) == ["north-rejects.csv", "south-rejects.csv"]
+    south = list(csv.DictReader(io.StringIO(files["south-rejects.csv"])))
+    assert [(r["line"], r["reasons"]) for r in south] == [
+        ("2", "total_not_number"),
+        ("3", "total_not_number"),
+        ("5", "total_not_number"),
+    ]
+    html = message.get_body(("html",))
+    assert html is not None
+    assert ">9</td>" in html.get_content()
+
+    for n in (a, b):
+        item = ledger_item(stack, n.file_id)
+        assert item["notify_message_id"]["S"] == sent[0]["id"]
+        assert item["notified_at"]["S"].endswith("Z")
+        assert "notify_claim" not in item
+    outbox = list(Path(stack.settings.outbox_dir).glob("*.eml"))
+    assert len(outbox) == 1
+    assert parse(outbox[0].read_text())["Message-ID"] == message["Message-ID"]
+
+
+def test_a_redelivered_notice_sends_no_second_email(notify_env: Any) -> None:
+    stack = notify_env
+    a = seed_file(stack, "east.csv", [7])
+    assert invoke(through_queue(stack, [a])) == []
+    assert invoke(through_queue(stack, [a])) == []
+    assert len(sent_to(stack)) == 1
+
+
+def test_a_replayed_file_is_notified_again_once(notify_env: Any) -> None:
+    stack = notify_env
+    a = seed_file(stack, "west.csv", [7])
+    assert invoke(through_queue(stack, [a])) == []
+    # A replay re-claims the item with a new replay id (keeping notified_at).
+    stack.clients.dynamodb.update_item(
+        TableName=stack.names.files_table,
+        Key={"file_id": {"S": a.file_id}},
+        UpdateExpression="SET replay_id = :r",
+        ExpressionAttributeValues={":r": {"S": "replay-1"}},
+    )
+    assert invoke(through_queue(stack, [a])) == []
+    assert invoke(through_queue(stack, [a])) == []
+    assert len(sent_to(stack)) == 2
+
+
+def test_an_unverified_sender_fails_every_message_with_the_error_in_the_ledger(
+    notify_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack = notify_env
+    monkeypatch.setenv("ORDERPIPE_SENDER", "nobody-verified-this@orderpipe.local")
+    a = seed_file(stack, "lost.csv", [3])
+    event = through_queue(stack, [a])
+
+    failed = invoke(event)
+
+    assert failed == [event["Records"][0]["messageId"]]
+    assert sent_to(stack) == []
+    item = ledger_item(stack, a.file_id)
+    assert "notified_at" not in item
+    assert "notify_claim" not in item  # released, so the retry can claim it
+    error = item["notify_error"]["S"]
+    assert "nobody-verified-this@orderpipe.local (is that sender verified?)" in error
+    assert "MessageRejected" in error
+
+
+def test_a_notice_for_an_unknown_file_fails_alone(notify_env: Any) -> None:
+    stack = notify_env
+    a = seed_file(stack, "known.csv", [3])
+    stray = FileNotice(**{**a.__dict__, "file_id": a.file_id + "-gone"})
+    event = through_queue(stack, [a, stray])
+    by_body = {json.loads(r["body"])["file_id"]: r["messageId"] for r in event["Records"]}
+    assert invoke(event) == [by_body[stray.file_id]]
+    assert len(sent_to(stack)) == 1
+
+
+def test_past_the_cap_the_rejects_are_linked_and_the_link_downloads_them(stack: Any) -> None:
+    recipient = f"ops-{uuid.uuid4().hex[:8]}@orderpipe.local"
+    stack.settings = stack.settings.with_(recipients=(recipient,))
+    big = seed_file(stack, "big.csv", list(range(2, 30_000)))
+    small = seed_file(stack, "small.csv", [4])
+    clients = stack.clients
+    notifier = Notifier(
+        DynamoNotifyLedger(clients.dynamodb, stack.names.files_table),
+        S3RejectsStore(clients.s3),
+        SesMailer(clients.ses),
+        sender=stack.settings.sender,
+        recipients=[recipient],
+        max_bytes=250_000,
+    )
+    event = through_queue(stack, [big, small])
+
+    report = notifier.handle(messages_from_event(event))
+
+    assert report.failed == {}
+    assert (report.attached, report.linked) == (1, 1)
+    sent = sent_to(stack)
+    assert len(sent) == 1
+    assert len(sent[0]["raw_data"].encode()) <= 250_000
+    message = parse(sent[0]["raw_data"])
+    assert [p.get_filename() for p in message.iter_attachments()] == ["small-rejects.csv"]
+    text = message.get_body(("plain",))
+    assert text is not None
+    link = next(
+        line.strip() for line in text.get_content().splitlines() if "X-Amz-Expires=604800" in line
+    )
+    assert link.startswith(f"{stack.endpoint}/{stack.names.bucket}/rejects/incoming/big.csv.csv?")
+    with urlopen(link) as response:  # the emulator on loopback serves the presigned GET
+        assert response.read() == rejects_csv(list(range(2, 30_000)))
