@@ -1,0 +1,139 @@
+"""``orderpipe worker``: run the ingest and notify handlers off their queues, here.
+
+Against the local emulator (started by ``orderpipe local``) or any configured endpoint and
+credentials, real AWS queues included, to debug a handler on a laptop. Stops cleanly on
+SIGTERM or Ctrl-C: the batch in flight finishes, nothing is lost.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from datetime import UTC, datetime
+from types import FrameType
+
+import click
+
+from core.cli.aws_errors import aws_errors
+from core.cli.context import Target, resolve_target, stack_options
+from core.embedded import READY_MARK
+from core.stack import LOCAL_TIMINGS
+from core.worker import DEFAULT_WAIT_TIME_S, INGEST, NOTIFY, Worker, WorkerError, drain
+
+
+def _log(line: str) -> None:
+    stamp = datetime.now(UTC).strftime("%H:%M:%S")
+    click.echo(f"{stamp} {line}", err=True)
+
+
+@click.command("worker")
+@click.option(
+    "--queue",
+    "queues",
+    type=click.Choice([INGEST, NOTIFY]),
+    multiple=True,
+    help="Only poll this queue (repeatable); default: both.",
+)
+@click.option(
+    "--notify-window",
+    type=click.FloatRange(min=0),
+    default=float(LOCAL_TIMINGS.notify_batch_window_s),
+    show_default=True,
+    help="Seconds the notify queue gathers notices into one batch (one email).",
+)
+@click.option(
+    "--wait-time",
+    type=click.IntRange(min=0, max=20),
+    default=DEFAULT_WAIT_TIME_S,
+    show_default=True,
+    help="Long-poll wait of each ReceiveMessage, in seconds.",
+)
+@click.option(
+    "--until-idle",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    metavar="SECONDS",
+    help="Process until both queues are idle, then exit (1 if still busy after SECONDS).",
+)
+@click.option("--exit-with-parent", is_flag=True, hidden=True)
+@stack_options
+def command(
+    *,
+    queues: tuple[str, ...],
+    notify_window: float,
+    wait_time: int,
+    until_idle: float | None,
+    exit_with_parent: bool,
+    stack_name: str | None,
+    endpoint_url: str | None,
+) -> None:
+    """Poll the ingest and notify queues and run their Lambda handlers in this process."""
+    target = resolve_target(stack_name, endpoint_url)
+    _handler_environment(target)
+    chosen = list(queues) or [INGEST, NOTIFY]
+    if until_idle is not None:
+        with aws_errors("drain the queues"):
+            try:
+                report = drain(
+                    target.clients, target.settings, until_idle, log=_log, raise_on_timeout=False
+                )
+            except WorkerError as exc:
+                raise click.ClickException(str(exc)) from None
+        _log(
+            f"handled {report.messages} message(s), {report.failed} failed, {report.seconds:.1f} s"
+        )
+        if not report.idle:
+            raise click.ClickException(f"queues still busy after {until_idle:g} s")
+        return
+    with aws_errors("start the worker"):
+        try:
+            worker = Worker(
+                target.clients,
+                target.settings,
+                queues=chosen,
+                notify_window_s=notify_window,
+                wait_time_s=wait_time,
+                log=_log,
+            )
+        except WorkerError as exc:
+            raise click.ClickException(str(exc)) from None
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    if exit_with_parent:
+        _stop_with_parent(stop)
+    where = target.clients.endpoint_url or "AWS"
+    _log(f"{READY_MARK} {' and '.join(chosen)} at {where} (pid {os.getpid()}; Ctrl-C stops)")
+    worker.run(stop)
+    _log("orderpipe worker: stopped")
+
+
+def _handler_environment(target: Target) -> None:
+    """The handlers read their settings from the environment, as on Lambda."""
+    os.environ.update(target.settings.to_env())
+    if target.clients.endpoint_url:
+        os.environ["AWS_ENDPOINT_URL"] = target.clients.endpoint_url
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():  # a second Ctrl-C: leave now, the queue keeps what was in flight
+            sys.exit(130)
+        _log(f"orderpipe worker: {signal.Signals(signum).name}, finishing the batch in flight")
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
+def _stop_with_parent(stop: threading.Event) -> None:
+    parent = os.getppid()
+
+    def watch() -> None:
+        while not stop.wait(1.0):
+            if os.getppid() != parent:
+                _log("orderpipe worker: parent process gone, stopping")
+                stop.set()
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
