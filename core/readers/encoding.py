@@ -1,90 +1,61 @@
-"""Is a buffer text, which encoding, which line ends: one C-speed pass in bounded blocks.
+"""Is a buffer text, which encoding, which line ends — decided without a pass in Python.
 
-UTF-8 (with or without BOM) and LF/CRLF text goes to polars untouched. Anything else (not valid
-UTF-8, so Windows-1252; or old Mac CR-only line ends) is transcoded block by block into a
-temporary UTF-8 file, never held whole in memory.
+UTF-8 (with or without BOM) with LF or CRLF line ends goes to polars untouched. Text that is
+not valid UTF-8 is Windows-1252: polars reports invalid UTF-8 per chunk, and that chunk (and
+every later one) is re-encoded, so a file pays for transcoding only when it needs it. ASCII
+reads the same in both, so deciding per chunk gives what deciding per file would. Old Mac
+CR-only line ends are rewritten to LF into a temporary file, block by block.
 """
 
 from __future__ import annotations
 
 import codecs
-from dataclasses import dataclass
 from typing import BinaryIO
 
-from core.readers.text import Buffer
+from core.readers.errors import FileRejected
+from core.readers.text_buffer import Buffer
 
 _BLOCK = 8 * 1024 * 1024
-_BOM = b"\xef\xbb\xbf"
+_SNIFF = 4096
 # Bytes that never appear in order text; a few are tolerated, many mean "binary".
-_CONTROL = bytes(b for b in range(32) if b not in (9, 10, 13))
-# Windows-1252 leaves five bytes undefined; keep them as the Latin-1 characters they would be.
-_CP1252_HOLES = {0x81, 0x8D, 0x8F, 0x90, 0x9D}
+_CONTROL = bytes(b for b in range(32) if b not in (9, 10, 12, 13))
+_MAX_CONTROL_SHARE = 0.05
 
 
-@dataclass(frozen=True)
-class TextProfile:
-    encoding: str  # "utf-8" | "cp1252"
-    has_nul: bool
-    cr_only: bool  # line ends are bare CR (no LF anywhere)
-    control_ratio: float  # share of control bytes in the first block
-
-    @property
-    def needs_transcoding(self) -> bool:
-        return self.encoding != "utf-8" or self.cr_only
+def check_is_text(buf: Buffer) -> None:
+    """Reject buffers that are not text: any NUL byte, or a head full of control bytes."""
+    if buf.find(b"\x00") != -1:
+        raise FileRejected("not a readable order file: looks binary (it contains NUL bytes)")
+    head = buf[:_SNIFF]
+    controls = len(head) - len(head.translate(None, _CONTROL))
+    if head and controls / len(head) > _MAX_CONTROL_SHARE:
+        raise FileRejected("not a readable order file: looks binary")
 
 
-def profile_text(buf: Buffer) -> TextProfile:
-    size = len(buf)
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    utf8 = True
-    has_nul = has_lf = has_cr = False
-    control_ratio = 0.0
-    for lo in range(0, size, _BLOCK):
-        block = buf[lo : lo + _BLOCK]
-        if lo == 0:
-            control_ratio = _control_ratio(block[:4096])
-        has_nul = has_nul or b"\x00" in block
-        has_lf = has_lf or b"\n" in block
-        has_cr = has_cr or b"\r" in block
-        if utf8 and not block.isascii():
-            try:
-                decoder.decode(block, final=lo + _BLOCK >= size)
-            except UnicodeDecodeError:
-                utf8 = False
-        if has_nul:
-            break
-    return TextProfile(
-        encoding="utf-8" if utf8 else "cp1252",
-        has_nul=has_nul,
-        cr_only=has_cr and not has_lf,
-        control_ratio=control_ratio,
-    )
+def is_cr_only(buf: Buffer) -> bool:
+    """Line ends are bare CR: no LF anywhere (found at once in ordinary files)."""
+    return buf.find(b"\n") == -1 and buf.find(b"\r") != -1
 
 
-def _control_ratio(head: bytes) -> float:
-    if not head:
-        return 0.0
-    return (len(head) - len(head.translate(None, _CONTROL))) / len(head)
+def spool_cr_to_lf(buf: Buffer, out: BinaryIO) -> None:
+    # 0x0D never occurs inside a multi-byte UTF-8 sequence, so bytes are safe to rewrite.
+    for lo in range(0, len(buf), _BLOCK):
+        out.write(buf[lo : lo + _BLOCK].replace(b"\r", b"\n"))
 
 
-def _cp1252_fallback(exc: UnicodeError) -> tuple[str, int]:
+def _keep_undefined(exc: UnicodeError) -> tuple[str, int]:
+    # Windows-1252 leaves five bytes undefined; keep them as the Latin-1 characters they name.
     if not isinstance(exc, UnicodeDecodeError):
         raise exc
-    bad = exc.object[exc.start : exc.end]
-    return "".join(chr(b) for b in bad), exc.end
+    return "".join(chr(b) for b in exc.object[exc.start : exc.end]), exc.end
 
 
-codecs.register_error("orderpipe-cp1252", _cp1252_fallback)
+codecs.register_error("orderpipe-cp1252", _keep_undefined)
 
 
-def transcode(buf: Buffer, profile: TextProfile, out: BinaryIO) -> None:
-    decoder = codecs.getincrementaldecoder(profile.encoding)(
-        errors="orderpipe-cp1252" if profile.encoding == "cp1252" else "strict"
-    )
-    size = len(buf)
-    start = len(_BOM) if profile.encoding == "utf-8" and buf[:3] == _BOM else 0
-    for lo in range(start, size, _BLOCK):
-        text = decoder.decode(buf[lo : lo + _BLOCK], final=lo + _BLOCK >= size)
-        if profile.cr_only:
-            text = text.replace("\r", "\n")
-        out.write(text.encode("utf-8"))
+def cp1252_to_utf8(chunk: bytes) -> bytes:
+    return chunk.decode("cp1252", errors="orderpipe-cp1252").encode("utf-8")
+
+
+def is_invalid_utf8_error(exc: Exception) -> bool:
+    return "utf-8" in str(exc).lower() or "utf8" in str(exc).lower()

@@ -6,16 +6,17 @@ import contextlib
 import mmap
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 import polars as pl
 
 from core.limits import Limits, human_bytes
-from core.readers.encoding import TextProfile, profile_text, transcode
+from core.readers.encoding import check_is_text, is_cr_only, spool_cr_to_lf
 from core.readers.errors import FileRejected
-from core.readers.text import FIELD_COUNT_OK, LINE, Buffer, iter_text
+from core.readers.text import FIELD_COUNT_OK, LINE, iter_text
+from core.readers.text_buffer import Buffer
 
 __all__ = ["FIELD_COUNT_OK", "LINE", "iter_table"]
 
@@ -54,27 +55,19 @@ def _iter_buffer(
 ) -> Iterator[pl.DataFrame]:
     if len(buf) == 0:
         raise FileRejected("the file is empty")
-    profile = profile_text(buf)
-    _check_text(profile, buf)
-    if profile.needs_transcoding:
-        with _spooled_transcode(buf, profile) as text:
+    check_is_text(buf)
+    if is_cr_only(buf):
+        with _spooled(buf, spool_cr_to_lf) as text:
             yield from iter_text(text, columns, limits, chunk_rows)
     else:
         yield from iter_text(buf, columns, limits, chunk_rows)
 
 
-def _check_text(profile: TextProfile, buf: Buffer) -> None:
-    if profile.has_nul:
-        raise FileRejected("not a readable order file: it contains NUL bytes, so it looks binary")
-    if profile.control_ratio > 0.05:
-        raise FileRejected("not a readable order file: looks binary")
-
-
 @contextlib.contextmanager
-def _spooled_transcode(buf: Buffer, profile: TextProfile) -> Iterator[Buffer]:
-    """UTF-8 with LF line ends in a temporary file: bounded memory, whatever the size."""
-    with tempfile.TemporaryFile(prefix="orderpipe-text-") as tmp:
-        transcode(buf, profile, tmp)
+def _spooled(buf: Buffer, convert: Callable[[Buffer, BinaryIO], None]) -> Iterator[Buffer]:
+    """A converted copy in a temporary file: bounded memory, whatever the size."""
+    with tempfile.TemporaryFile(prefix="orderpipe-") as tmp:
+        convert(buf, tmp)
         tmp.flush()
         if tmp.tell() == 0:
             yield b""

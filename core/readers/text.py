@@ -19,13 +19,14 @@ import csv
 import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import polars as pl
 
 from core.limits import Limits, human_bytes
+from core.readers.encoding import cp1252_to_utf8, is_invalid_utf8_error
 from core.readers.errors import FileRejected
 from core.readers.header import Layout, detect_delimiter, match_header, positional, split_rows
+from core.readers.text_buffer import Buffer
 
 LINE = "line"
 FIELD_COUNT_OK = "field_count_ok"
@@ -33,16 +34,6 @@ _RAW = "__raw"
 _NFIELDS = "__nfields"
 _SAMPLE_BYTES = 64 * 1024
 _QUOTED_SECTION = r'"[^"]*"'
-
-
-class Buffer(Protocol):
-    """What both ``bytes`` and ``mmap.mmap`` offer: the reader never needs more."""
-
-    def __len__(self) -> int: ...
-    def __getitem__(self, index: slice, /) -> bytes: ...
-    def find(self, sub: bytes, start: int = ..., end: int = ..., /) -> int: ...
-    def rfind(self, sub: bytes, start: int = ..., end: int = ..., /) -> int: ...
-    def count(self, sub: bytes, start: int = ..., end: int = ..., /) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -139,13 +130,22 @@ def _iter_ranges(
     size = len(buf)
     pos, line = plan.body_start, plan.body_line
     target = max(64 * 1024, chunk_rows * _average_line_bytes(buf, pos))
+    utf8 = True
     while pos < size:
         end = _boundary(buf, pos, pos + target, plan.quoted) if pos + target < size else size
         chunk = buf[pos:end]
-        frame = _parse_range(chunk, line, plan, columns, limits)
+        if not utf8:
+            chunk = cp1252_to_utf8(chunk)
+        try:
+            frame, lines = _parse_range(chunk, line, plan, columns, limits)
+        except pl.exceptions.ComputeError as exc:
+            if not (utf8 and is_invalid_utf8_error(exc)):
+                raise
+            utf8 = False  # not UTF-8, so Windows-1252 from here on
+            continue
         if frame.height:
             yield frame
-        line += chunk.count(b"\n")
+        line += lines
         pos = end
 
 
@@ -156,7 +156,8 @@ def _average_line_bytes(buf: Buffer, pos: int) -> int:
 
 def _parse_range(
     chunk: bytes, first_line: int, plan: _Plan, columns: Sequence[str], limits: Limits
-) -> pl.DataFrame:
+) -> tuple[pl.DataFrame, int]:
+    """The rows of one range, and how many physical lines it spans."""
     width = plan.layout.width + 1  # one more: a row with too many fields fills it
     names = [f"__f{i}" for i in range(width)]
     fields = pl.read_csv(
@@ -180,41 +181,71 @@ def _parse_range(
         raise_if_empty=False,
     )
     if fields.height != lines.height:
-        return _parse_with_csv_module(chunk, first_line, plan, columns, limits)
-    raw = pl.col(_RAW)
+        frame = _parse_with_csv_module(chunk, first_line, plan, columns, limits)
+        return frame, chunk.count(b"\n") + (not chunk.endswith(b"\n"))
+    raw = lines.to_series()
+    line_bytes = raw.str.len_bytes().cast(pl.Int64)
+    # Unquoted row: its separators are exactly the bytes that are not field text. Eager
+    # Series arithmetic: a query plan per chunk costs more than the work itself.
+    value_bytes = fields.to_series(0).str.len_bytes().cast(pl.Int64)
+    for i in range(1, width):
+        value_bytes += fields.to_series(i).str.len_bytes()
+    nfields = line_bytes - value_bytes + 1
     if plan.quoted:
-        count = raw.str.replace_all(_QUOTED_SECTION, "").str.count_matches(
-            plan.delimiter, literal=True
-        )
-    else:
-        count = raw.str.len_bytes() - pl.sum_horizontal(pl.col(n).str.len_bytes() for n in names)
-    frame = (
-        pl.concat([fields, lines], how="horizontal")
-        .with_row_index(LINE, offset=first_line)
-        .filter(raw.str.strip_chars() != "")
-        .with_columns((count.cast(pl.Int64) + 1).alias(_NFIELDS))
+        nfields = _count_quoted_fields(raw, nfields, plan.delimiter)
+    out = pl.DataFrame(
+        [
+            pl.int_range(first_line, first_line + fields.height, dtype=pl.Int64, eager=True),
+            *_values(fields, nfields, plan.layout, columns),
+            nfields == plan.layout.width,
+        ],
+        schema=[LINE, *columns, FIELD_COUNT_OK],
     )
-    return _finish(frame, names, plan.layout, columns, limits)
+    blank = _blank_lines(raw, nfields)
+    if blank is not None:
+        out = out.filter(~blank)
+    if int(line_bytes.max() or 0) > limits.max_cell_bytes:  # type: ignore[arg-type]
+        check_cells(out, columns, limits)
+    return out, lines.height
 
 
-def _finish(
-    frame: pl.DataFrame,
-    names: Sequence[str],
-    layout: Layout,
-    columns: Sequence[str],
-    limits: Limits,
-) -> pl.DataFrame:
-    nfields = pl.col(_NFIELDS)
-    out = frame.select(
-        pl.col(LINE).cast(pl.Int64),
-        *(
-            pl.when(nfields > pos).then(pl.col(names[pos])).otherwise(None).alias(col)
-            for col, pos in zip(columns, layout.positions, strict=True)
-        ),
-        (nfields == layout.width).alias(FIELD_COUNT_OK),
+def _values(
+    fields: pl.DataFrame, nfields: pl.Series, layout: Layout, columns: Sequence[str]
+) -> list[pl.Series]:
+    values = [fields.to_series(pos) for pos in layout.positions]
+    shortest = nfields.min()
+    if shortest is None or int(shortest) >= layout.width:  # type: ignore[arg-type]
+        return values
+    # a missing field reads as "", but the contract says null: the row has no such field
+    none = pl.lit(None, dtype=pl.String)
+    return [
+        pl.select(pl.when(nfields > pos).then(value).otherwise(none)).to_series()
+        for value, pos in zip(values, layout.positions, strict=True)
+    ]
+
+
+def _count_quoted_fields(raw: pl.Series, nfields: pl.Series, delimiter: str) -> pl.Series:
+    """Field counts of rows holding quotes: separators left once quoted sections are cut out."""
+    quoted_rows = raw.str.contains('"', literal=True)
+    if not quoted_rows.any():
+        return nfields
+    at = quoted_rows.arg_true()
+    counts = (
+        raw.gather(at)
+        .str.replace_all(_QUOTED_SECTION, "")
+        .str.count_matches(delimiter, literal=True)
+        .cast(pl.Int64)
     )
-    check_cells(out, columns, limits)
-    return out
+    return nfields.scatter(at, counts + 1)
+
+
+def _blank_lines(raw: pl.Series, nfields: pl.Series) -> pl.Series | None:
+    """Mask of empty or whitespace-only lines, or None when there is none (the usual case)."""
+    single = nfields == 1
+    if not single.any():
+        return None
+    blank = single & (raw.str.strip_chars().str.len_bytes() == 0)
+    return blank if blank.any() else None
 
 
 def check_cells(frame: pl.DataFrame, columns: Sequence[str], limits: Limits) -> None:
@@ -239,7 +270,7 @@ def _parse_with_csv_module(
 ) -> pl.DataFrame:
     """Exact physical line numbers when quoted values span lines (rare; Python speed)."""
     csv.field_size_limit(max(limits.max_cell_bytes * 4, 1024))
-    text = chunk.decode("utf-8")
+    text = chunk.decode("utf-8", errors="replace")
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=plan.delimiter, strict=False)
     lines: list[int] = []
     counts: list[int] = []
