@@ -1,0 +1,123 @@
+"""``orderpipe replay [KEY...] [--status ...] [--since 2h] [--prefix P] [--force] [--dry-run]``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from core.cli.aws_errors import aws_errors
+from core.cli.context import json_option, resolve_target, stack_options
+from core.ledger import DynamoLedger
+from core.ops_adapters import BucketObjects, IngestQueue
+from core.replay import (
+    Replayer,
+    ReplayError,
+    ReplayItem,
+    Selection,
+    parse_duration,
+    parse_statuses,
+)
+
+PROGRESS_FROM = 20  # show a bar for replays at least this large
+
+
+@click.command("replay")
+@click.argument("keys", nargs=-1)
+@click.option(
+    "--status",
+    "statuses",
+    help="Replay files whose current version is in these statuses, e.g. FAILED,REJECTED,PARTIAL.",
+)
+@click.option("--since", help="Only files updated (or uploaded) within this long, e.g. 2h, 30m.")
+@click.option("--prefix", help="Only keys under incoming/PREFIX.")
+@click.option("--force", is_flag=True, help="Replay versions that already SUCCEEDED too.")
+@click.option("--reason", default="manual replay", show_default=True, help="Why, for the ledger.")
+@click.option("--dry-run", is_flag=True, help="Say what would be replayed; send nothing.")
+@json_option
+@stack_options
+def command(
+    *,
+    keys: tuple[str, ...],
+    statuses: str | None,
+    since: str | None,
+    prefix: str | None,
+    force: bool,
+    reason: str,
+    dry_run: bool,
+    as_json: bool,
+    stack_name: str | None,
+    endpoint_url: str | None,
+) -> None:
+    """Send files through the pipeline again (after fixing a schema or a rule)."""
+    try:
+        selection = Selection(
+            keys=keys,
+            statuses=parse_statuses(statuses) if statuses else (),
+            since=parse_duration(since) if since else None,
+            prefix=prefix,
+            force=force,
+        )
+    except ReplayError as exc:
+        raise click.UsageError(str(exc)) from None
+    target = resolve_target(stack_name, endpoint_url)
+    s, c = target.settings, target.clients
+    replayer = Replayer(
+        DynamoLedger(c.dynamodb, s.files_table),
+        BucketObjects(c.s3, s.bucket),
+        IngestQueue(c.sqs, s.ingest_queue_url),
+    )
+    with aws_errors(target.where):
+        try:
+            items = replayer.plan(selection)
+        except ReplayError as exc:
+            raise click.UsageError(str(exc)) from None
+        todo = sum(i.action == "replay" for i in items)
+        bar = (
+            Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(), transient=True)
+            if todo >= PROGRESS_FROM and not as_json and not dry_run
+            else None
+        )
+        if bar is not None:
+            bar.start()
+            task = bar.add_task("replay", total=len(items))
+        try:
+            replayer.run(
+                items,
+                reason=reason,
+                dry_run=dry_run,
+                progress=(lambda _: bar.advance(task)) if bar is not None else None,
+            )
+        finally:
+            if bar is not None:
+                bar.stop()
+    _print(items, dry_run=dry_run, as_json=as_json)
+    if any(i.action == "replay" and not i.done and not dry_run for i in items):
+        raise SystemExit(1)
+
+
+def _print(items: list[ReplayItem], *, dry_run: bool, as_json: bool) -> None:
+    if as_json:
+        for item in items:
+            click.echo(json.dumps(item.to_json(dry_run), separators=(",", ":")))
+        return
+    console = Console(highlight=False)
+    if not items:
+        console.print("Nothing matched.")
+        return
+    table = Table(title="replay (dry run)" if dry_run else "replay", title_justify="left")
+    for name in ("key", "status", "action", "why"):
+        table.add_column(name, overflow="fold")
+    for item in items:
+        row = item.to_json(dry_run)
+        table.add_row(row["key"], row["status"] or "-", row["action"], row["why"])
+    console.print(table)
+    sent = sum(i.done for i in items)
+    planned = sum(i.action == "replay" for i in items)
+    if dry_run:
+        console.print(f"Dry run: {planned} file(s) would be replayed; nothing was sent.")
+    else:
+        console.print(f"{sent} file(s) re-enqueued; follow them with `orderpipe status`.")

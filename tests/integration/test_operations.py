@@ -1,0 +1,296 @@
+"""Operating scenarios on a local stack: dead letters, replay, reconcile, alerts, dry runs.
+
+Each drives the real handlers in-process through the worker's ``drain`` and the real
+``orderpipe`` commands through click, against a moto server over HTTP.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from core.cli import cli
+from core.engine import validate
+from core.reconcile_schedule import ReconcileSchedule
+from core.schema import Schema
+from core.worker import drain
+
+pytestmark = pytest.mark.integration
+
+HEADER = "Order_Id,Customer_Id,Order_Date,Order_Status,Order_Total\n"
+VALID = (
+    HEADER
+    + "A1,C1,2024-01-05,Pending,10.00\nA2,C2,5/1/24,Completed,20.50\n"
+    + "A3,C1,2024-02-29,Inprogress,0\n"
+)
+# Two good rows and one with a status the first schema does not know.
+PARTIAL = (
+    HEADER
+    + "P1,C1,2024-01-05,Pending,1.00\nP2,C2,2024-01-06,Shipped,2.00\n"
+    + "P3,C3,2024-01-07,Completed,3.00\n"
+)
+
+
+def run_cli(stack: Any, tmp_path: Path, *args: str) -> Result:
+    env = {**stack.settings.to_env(), "AWS_ENDPOINT_URL": stack.endpoint}
+    env["ORDERPIPE_STATE_DIR"] = str(tmp_path / "no-local-state")
+    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+
+def json_lines(result: Result) -> list[dict[str, Any]]:
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.output.splitlines() if line.strip()]
+
+
+def queue_url(stack: Any, name: str) -> str:
+    return str(stack.clients.sqs.get_queue_url(QueueName=name)["QueueUrl"])
+
+
+def depth(stack: Any, name: str) -> int:
+    attrs = stack.clients.sqs.get_queue_attributes(
+        QueueUrl=queue_url(stack, name),
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]) + int(
+        attrs["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
+def scan(stack: Any, table: str) -> list[dict[str, Any]]:
+    items = stack.clients.dynamodb.scan(TableName=table)["Items"]
+    return sorted(items, key=lambda i: json.dumps(i, sort_keys=True))
+
+
+def orders(stack: Any) -> dict[str, dict[str, Any]]:
+    return {i["Order_Id"]["S"]: i for i in scan(stack, stack.names.orders_table)}
+
+
+def ledger(stack: Any, key: str) -> dict[str, Any]:
+    items = [
+        i for i in scan(stack, stack.names.files_table) if i.get("object_key", {}).get("S") == key
+    ]
+    assert len(items) == 1, items
+    return items[0]
+
+
+def upload(stack: Any, key: str, body: str) -> None:
+    stack.clients.s3.put_object(Bucket=stack.names.bucket, Key=key, Body=body.encode())
+
+
+def test_poison_message_is_listed_redriven_after_the_fix_and_succeeds_once(stack, tmp_path) -> None:
+    upload(stack, "incoming/poison.csv", VALID)
+    # The cause: ingest deployed with a wrong orders table name. Every attempt fails.
+    broken = stack.settings.with_(orders_table=stack.names.orders_table + "-typo")
+    drain(stack.clients, broken, timeout_s=60, retry_after_s=0)
+    assert depth(stack, stack.names.ingest_queue) == 0
+    assert depth(stack, stack.names.ingest_dlq) == 1
+    entry = ledger(stack, "incoming/poison.csv")
+    assert entry["status"]["S"] == "FAILED"
+
+    (row,) = json_lines(run_cli(stack, tmp_path, "dlq", "list", "--json"))
+    assert row["keys"] == ["incoming/poison.csv"]
+    assert row["size"] == len(VALID)
+    assert "ResourceNotFound" in row["last_error"]
+    assert row["receive_count"] >= 5
+    assert row["reached_dlq_at"] >= row["sent_at"]
+    assert depth(stack, stack.names.ingest_dlq) == 1  # listing consumed nothing
+    human = run_cli(stack, tmp_path, "dlq")
+    assert "ingest dead letters (1)" in human.output
+
+    shown = json_lines(run_cli(stack, tmp_path, "dlq", "show", row["id"], "--json"))[0]
+    assert shown["body"]["Records"][0]["s3"]["object"]["size"] == len(VALID)
+    assert shown["ledger"]["incoming/poison.csv"][0]["status"] == "FAILED"
+
+    # The fix is deployed; the dead letter goes back and is processed exactly once.
+    moved = run_cli(stack, tmp_path, "dlq", "redrive")
+    assert "Moved 1 message(s)" in moved.output, moved.output
+    assert depth(stack, stack.names.ingest_dlq) == 0
+    drain(stack.clients, stack.settings, timeout_s=60)
+    assert ledger(stack, "incoming/poison.csv")["status"]["S"] == "SUCCEEDED"
+    assert sorted(orders(stack)) == ["A1", "A2", "A3"]
+    assert orders(stack)["A2"]["Order_Total"]["N"] in ("20.5", "20.50")
+    assert depth(stack, stack.names.ingest_queue) == 0
+    assert depth(stack, stack.names.ingest_dlq) == 0
+    assert json_lines(run_cli(stack, tmp_path, "dlq", "list", "--json")) == []
+
+
+def _ingest_with(schema: Schema) -> Any:
+    """The real ingest service with another schema: the 'fixed rule' being deployed."""
+    from core.clients import Clients
+    from core.ingest import build, handle_record
+    from core.settings import Settings
+
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        import os
+
+        clients = Clients(endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+        service = build(Settings.from_env(), clients)
+        service.validate = functools.partial(validate, schema=schema)  # type: ignore[assignment]
+        failed = []
+        for record in event["Records"]:
+            try:
+                handle_record(service, record["body"], record["receiptHandle"], clients.sqs)
+            except Exception:
+                failed.append({"itemIdentifier": record["messageId"]})
+        return {"batchItemFailures": failed}
+
+    return handler
+
+
+def test_partial_file_replayed_after_a_schema_change_rewrites_its_orders_once(
+    stack, tmp_path
+) -> None:
+    upload(stack, "incoming/partial.csv", PARTIAL)
+    drain(stack.clients, stack.settings, timeout_s=60)
+    before = ledger(stack, "incoming/partial.csv")
+    assert before["status"]["S"] == "PARTIAL"
+    assert sorted(orders(stack)) == ["P1", "P3"]
+
+    (item,) = json_lines(
+        run_cli(stack, tmp_path, "replay", "partial.csv", "--reason", "allow Shipped", "--json")
+    )
+    assert item["action"] == "replayed"
+    # The replay message arrives twice (at-least-once delivery): it must run once only.
+    sqs = stack.clients.sqs
+    ingest = stack.settings.ingest_queue_url
+    (message,) = sqs.receive_message(QueueUrl=ingest, VisibilityTimeout=0)["Messages"]
+    sqs.send_message(QueueUrl=ingest, MessageBody=message["Body"])
+
+    doc = json.loads((Path("core/schemas/orders.json")).read_text())
+    doc["columns"][3]["allowed"].append("Shipped")
+    drain(
+        stack.clients,
+        stack.settings,
+        timeout_s=60,
+        handlers={"ingest": _ingest_with(Schema.from_dict(doc))},
+    )
+    after = ledger(stack, "incoming/partial.csv")
+    assert after["status"]["S"] == "SUCCEEDED"
+    assert int(after["valid"]["N"]) == 3
+    assert int(after["attempts"]["N"]) == int(before["attempts"]["N"]) + 1  # ran once
+    assert int(after["replays"]["N"]) == 1
+    assert after["replay_log"]["L"][0]["M"]["reason"]["S"] == "allow Shipped"
+    assert sorted(orders(stack)) == ["P1", "P2", "P3"]
+    assert orders(stack)["P2"]["Order_Status"]["S"] == "Shipped"
+
+    # Now SUCCEEDED: a second replay is skipped unless forced.
+    (again,) = json_lines(run_cli(stack, tmp_path, "replay", "partial.csv", "--json"))
+    assert again["action"] == "skipped"
+
+
+def test_lost_event_is_found_by_reconcile_and_processed(stack, tmp_path) -> None:
+    upload(stack, "incoming/lost.csv", VALID)
+    stack.clients.sqs.purge_queue(QueueUrl=stack.settings.ingest_queue_url)  # the event is lost
+    assert depth(stack, stack.names.ingest_queue) == 0
+
+    (report,) = json_lines(run_cli(stack, tmp_path, "reconcile", "--grace", "0s", "--json"))
+    assert report["counts"]["missing"] == 1
+    assert report["missing"][0]["key"] == "incoming/lost.csv"
+    assert report["requeued"] == 1
+    stored = stack.clients.s3.get_object(Bucket=stack.names.bucket, Key=report["report_key"])
+    assert json.loads(stored["Body"].read())["run_id"] == report["run_id"]
+
+    drain(stack.clients, stack.settings, timeout_s=60)
+    assert ledger(stack, "incoming/lost.csv")["status"]["S"] == "SUCCEEDED"
+    assert sorted(orders(stack)) == ["A1", "A2", "A3"]
+
+    alerts = json_lines(run_cli(stack, tmp_path, "alerts", "--json"))
+    assert [a["kind"] for a in alerts] == ["reconcile"]
+    assert "1 missing" in alerts[0]["summary"]
+
+    (second,) = json_lines(run_cli(stack, tmp_path, "reconcile", "--grace", "0s", "--json"))
+    assert second["counts"] == {"missing": 0, "stuck": 0, "drift": 0, "failed": 0}
+
+
+def test_reconcile_finds_drift_between_ledger_and_orders(stack, tmp_path) -> None:
+    upload(stack, "incoming/drift.csv", VALID)
+    drain(stack.clients, stack.settings, timeout_s=60)
+    stack.clients.dynamodb.delete_item(
+        TableName=stack.names.orders_table, Key={"Order_Id": {"S": "A2"}}
+    )
+    (report,) = json_lines(run_cli(stack, tmp_path, "reconcile", "--json"))
+    (drift,) = report["drift"]
+    assert (drift["key"], drift["valid"], drift["stored"]) == ("incoming/drift.csv", 3, 2)
+
+
+def test_a_failed_reconcile_run_produces_an_alert(stack, tmp_path) -> None:
+    broken = stack.settings.with_(files_table=stack.names.files_table + "-missing")
+    schedule = ReconcileSchedule(stack.clients, broken, every_s=3600)
+    assert schedule.run_once() is None
+    assert schedule.failures == 1
+    alerts = json_lines(run_cli(stack, tmp_path, "alerts", "--json"))
+    (alert,) = alerts
+    assert alert["kind"] == "glue-job"
+    assert alert["detail"]["detail-type"] == "Glue Job State Change"
+    assert alert["detail"]["detail"]["state"] == "FAILED"
+    assert alert["detail"]["detail"]["jobName"] == stack.names.glue_job
+    assert "ResourceNotFound" in alert["summary"]
+    # --clear empties the inbox
+    json_lines(run_cli(stack, tmp_path, "alerts", "--clear", "--json"))
+    assert json_lines(run_cli(stack, tmp_path, "alerts", "--json")) == []
+
+
+def _state(stack: Any) -> dict[str, Any]:
+    names = stack.names
+    queues = (
+        names.ingest_queue,
+        names.ingest_dlq,
+        names.notify_queue,
+        names.notify_dlq,
+        names.alerts_inbox_queue,
+    )
+    listing = stack.clients.s3.list_object_versions(Bucket=names.bucket)
+    return {
+        "queues": {q: depth(stack, q) for q in queues},
+        "files": scan(stack, names.files_table),
+        "orders": scan(stack, names.orders_table),
+        "objects": sorted((v["Key"], v["VersionId"]) for v in listing.get("Versions", [])),
+    }
+
+
+def test_every_dry_run_changes_nothing(stack, tmp_path) -> None:
+    upload(stack, "incoming/partial.csv", PARTIAL)
+    drain(stack.clients, stack.settings, timeout_s=60)
+    stack.clients.sqs.purge_queue(QueueUrl=stack.settings.notify_queue_url)
+    upload(stack, "incoming/lost.csv", VALID)
+    stack.clients.sqs.purge_queue(QueueUrl=stack.settings.ingest_queue_url)
+    dlq = queue_url(stack, stack.names.ingest_dlq)
+    stack.clients.sqs.send_message(QueueUrl=dlq, MessageBody='{"not": "an event"}')
+    before = _state(stack)
+
+    redrive = run_cli(stack, tmp_path, "dlq", "redrive", "--dry-run")
+    assert "would move 1 message(s)" in redrive.output
+    purge = run_cli(stack, tmp_path, "dlq", "purge", "--dry-run")
+    assert "would delete 1 message(s)" in purge.output
+    (replayed,) = json_lines(
+        run_cli(stack, tmp_path, "replay", "--status", "PARTIAL", "--dry-run", "--json")
+    )
+    assert replayed["action"] == "would replay"
+    (report,) = json_lines(
+        run_cli(stack, tmp_path, "reconcile", "--grace", "0s", "--dry-run", "--json")
+    )
+    assert report["counts"]["missing"] == 1
+    assert report["requeued"] == 0
+
+    assert _state(stack) == before
+
+
+def test_purge_needs_yes_and_says_how_many(stack, tmp_path) -> None:
+    dlq = queue_url(stack, stack.names.notify_dlq)
+    for n in range(3):
+        stack.clients.sqs.send_message(QueueUrl=dlq, MessageBody=f"junk {n}")
+    refused = CliRunner().invoke(
+        cli,
+        ["dlq", "purge", "--queue", "notify"],
+        env={**stack.settings.to_env(), "AWS_ENDPOINT_URL": stack.endpoint},
+    )
+    assert refused.exit_code == 2
+    assert "--yes" in refused.output
+    done = run_cli(stack, tmp_path, "dlq", "purge", "--queue", "notify", "--yes")
+    assert "Deleted 3 message(s)" in done.output
+    assert depth(stack, stack.names.notify_dlq) == 0
