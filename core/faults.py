@@ -247,9 +247,17 @@ class FaultPlan:
         rule = state.rule
 
         def handler(request: Any, event_name: str, **_: Any) -> AWSResponse | None:
+            # botocore calls every handler even after one answered: one fault per attempt.
+            attempt = (
+                request.headers.get("amz-sdk-invocation-id"),
+                request.headers.get("amz-sdk-request"),
+            )
+            if getattr(request, "orderpipe_fault_attempt", None) == attempt:
+                return None
             operation = event_name.rsplit(".", 1)[-1]
             if self._roll(state, operation) is None:
                 return None
+            request.orderpipe_fault_attempt = attempt
             if rule.kind == "timeout":
                 raise ReadTimeoutError(endpoint_url=request.url)
             if rule.kind == "reset":

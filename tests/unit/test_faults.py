@@ -362,3 +362,20 @@ def test_an_installed_plan_reaches_clients_built_inside_the_block() -> None:
     assert inside.faults is plan
     assert outside.faults is None
     assert plan.total() == 1
+
+
+def test_two_rules_never_both_claim_one_attempt() -> None:
+    plan = FaultPlan(
+        (
+            FaultRule("ses", "SendRawEmail", "throttle", limit=1),
+            FaultRule("ses", "SendRawEmail", "rejected", limit=1),
+        )
+    )
+    client = client_with("ses", plan, FakeService({}), attempts=1)
+    codes = []
+    for _ in range(2):
+        with pytest.raises(ClientError) as exc:
+            client.send_raw_email(RawMessage={"Data": b"Subject: x\r\n\r\nbody"})
+        codes.append(error_code(exc))
+    assert codes == ["Throttling", "MessageRejected"]  # in the order the spec lists them
+    assert plan.counts() == {"ses.SendRawEmail:throttle": 1, "ses.SendRawEmail:rejected": 1}
