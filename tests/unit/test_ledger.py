@@ -1,0 +1,191 @@
+"""The ledger's claim rules, run against the in-memory fake and against DynamoDB on moto.
+
+The same contract runs twice: ``memory`` is a unit test; ``dynamo`` needs the moto server
+(integration marker) and proves the conditional writes enforce what ``decide`` says.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from core.events import FileRef, Replay
+from core.ledger import (
+    Decision,
+    DynamoLedger,
+    FileOutcome,
+    LeaseLost,
+    LedgerEntry,
+    Status,
+    decide,
+)
+from tests.unit.ingest_fakes import FakeClock, InMemoryLedger
+
+LEASE = 60
+
+
+@pytest.fixture(params=["memory", pytest.param("dynamo", marks=pytest.mark.integration)])
+def env(request: pytest.FixtureRequest) -> tuple[Any, FakeClock, str]:
+    clock = FakeClock()
+    if request.param == "memory":
+        return InMemoryLedger(clock), clock, "bucket"
+    stack = request.getfixturevalue("stack")
+    return (
+        DynamoLedger(stack.clients.dynamodb, stack.names.files_table, clock=clock),
+        clock,
+        (stack.names.bucket),
+    )
+
+
+def _ref(bucket: str, key: str = "incoming/a.csv", version: str = "v1", **kw: Any) -> FileRef:
+    return FileRef(bucket, key, version, "etag1", 120, "2026-05-01T11:59:00.000Z", **kw)
+
+
+def test_first_claim_creates_a_processing_entry(env) -> None:
+    ledger, clock, bucket = env
+    claim = ledger.claim(_ref(bucket), LEASE)
+    assert claim.decision == Decision.NEW
+    assert claim.owned
+    entry = ledger.get(claim.entry.file_id)
+    assert entry.status == Status.PROCESSING
+    assert entry.attempts == 1
+    assert entry.lease_until == int(clock().timestamp()) + LEASE
+    assert entry.received_at == "2026-05-01T12:00:00.000Z"
+    assert (entry.bucket, entry.object_key, entry.version, entry.size) == (
+        bucket,
+        "incoming/a.csv",
+        "v1",
+        120,
+    )
+
+
+def test_live_claim_makes_others_busy_and_expired_claim_is_taken_over(env) -> None:
+    ledger, clock, bucket = env
+    first = ledger.claim(_ref(bucket), LEASE)
+    busy = ledger.claim(_ref(bucket), LEASE)
+    assert busy.decision == Decision.BUSY
+    assert not busy.owned
+    clock.advance(LEASE + 1)
+    second = ledger.claim(_ref(bucket), LEASE)
+    assert second.decision == Decision.TAKEOVER
+    assert second.owned
+    assert ledger.get(second.entry.file_id).attempts == 2
+    # The attempt that was taken over can no longer record anything.
+    with pytest.raises(LeaseLost):
+        ledger.finish(first, FileOutcome(Status.SUCCEEDED, rows=1, valid=1))
+    with pytest.raises(LeaseLost):
+        ledger.renew(first, LEASE)
+    ledger.fail(first, "late failure")  # ignored: not the owner any more
+    assert ledger.get(second.entry.file_id).status == Status.PROCESSING
+
+
+def test_finished_version_is_a_duplicate(env) -> None:
+    ledger, clock, bucket = env
+    claim = ledger.claim(_ref(bucket), LEASE)
+    clock.advance(2.5)
+    done = ledger.finish(
+        claim,
+        FileOutcome(Status.PARTIAL, rows=3, valid=2, invalid=1, reasons={"Order_Id.required": 1}),
+    )
+    assert (done.status, done.rows, done.valid, done.invalid) == (Status.PARTIAL, 3, 2, 1)
+    assert done.reasons == {"Order_Id.required": 1}
+    assert done.lease_until is None
+    assert done.finished_at == "2026-05-01T12:00:02.500Z"
+    assert done.seconds() == 2.5
+    again = ledger.claim(_ref(bucket), LEASE)
+    assert again.decision == Decision.DUPLICATE
+    assert not again.owned
+
+
+def test_failed_version_is_retried_and_success_clears_the_error(env) -> None:
+    ledger, _, bucket = env
+    claim = ledger.claim(_ref(bucket), LEASE)
+    ledger.fail(claim, "GetObject: AccessDenied: Access Denied")
+    failed = ledger.get(claim.entry.file_id)
+    assert failed.status == Status.FAILED
+    assert failed.last_error == "GetObject: AccessDenied: Access Denied"
+    retry = ledger.claim(_ref(bucket), LEASE)
+    assert retry.decision == Decision.RETRY
+    assert retry.entry.attempts == 2
+    done = ledger.finish(retry, FileOutcome(Status.REJECTED, error="The file is empty."))
+    assert done.status == Status.REJECTED
+    assert done.error == "The file is empty."
+    assert done.last_error is None
+
+
+def test_replay_runs_a_finished_version_once_per_replay_id(env) -> None:
+    ledger, _, bucket = env
+    ledger.finish(ledger.claim(_ref(bucket), LEASE), FileOutcome(Status.SUCCEEDED))
+    replay = Replay(id="r1", reason="schema fixed")
+    claim = ledger.claim(_ref(bucket, replay=replay), LEASE)
+    assert claim.decision == Decision.REPLAY
+    ledger.finish(claim, FileOutcome(Status.SUCCEEDED))
+    assert ledger.claim(_ref(bucket, replay=replay), LEASE).decision == Decision.DUPLICATE
+    assert ledger.claim(_ref(bucket, replay=Replay("r2", "")), LEASE).decision == Decision.REPLAY
+
+
+def test_versions_of_one_key_are_processed_one_at_a_time(env) -> None:
+    ledger, _, bucket = env
+    v1 = ledger.claim(_ref(bucket, version="v1"), LEASE)
+    v2 = ledger.claim(_ref(bucket, version="v2"), LEASE)
+    assert v2.decision == Decision.BUSY
+    assert v2.holder == v1.entry.file_id
+    assert ledger.get(v2.entry.file_id) is None  # nothing recorded for the waiting version
+    other_key = ledger.claim(_ref(bucket, key="incoming/b.csv", version="v2"), LEASE)
+    assert other_key.owned
+    ledger.finish(v1, FileOutcome(Status.SUCCEEDED))
+    assert ledger.claim(_ref(bucket, version="v2"), LEASE).decision == Decision.NEW
+
+
+def test_a_dead_holder_of_the_key_stops_blocking_after_its_lease(env) -> None:
+    ledger, clock, bucket = env
+    ledger.claim(_ref(bucket, version="v1"), LEASE)
+    clock.advance(LEASE + 1)
+    assert ledger.claim(_ref(bucket, version="v2"), LEASE).owned
+
+
+def test_renew_pushes_the_lease(env) -> None:
+    ledger, clock, bucket = env
+    claim = ledger.claim(_ref(bucket), LEASE)
+    clock.advance(LEASE - 1)
+    ledger.renew(claim, LEASE)
+    clock.advance(LEASE - 1)
+    assert ledger.claim(_ref(bucket), LEASE).decision == Decision.BUSY
+
+
+def test_queries_return_typed_entries_newest_first(env) -> None:
+    ledger, clock, bucket = env
+    ids = []
+    for i, status in enumerate([Status.SUCCEEDED, Status.PARTIAL, Status.SUCCEEDED]):
+        claim = ledger.claim(_ref(bucket, key=f"incoming/{i}.csv"), LEASE)
+        clock.advance(1)
+        ledger.finish(claim, FileOutcome(status))
+        ids.append(claim.entry.file_id)
+    clock.advance(1)
+    stuck = ledger.claim(_ref(bucket, key="incoming/0.csv", version="v9"), LEASE)
+    recent = ledger.recent(3)
+    assert [e.file_id for e in recent] == [stuck.entry.file_id, ids[2], ids[1]]
+    assert all(isinstance(e, LedgerEntry) for e in recent)
+    assert [e.file_id for e in ledger.by_status(Status.SUCCEEDED)] == [ids[2], ids[0]]
+    assert [e.file_id for e in ledger.by_status("SUCCEEDED", since="2026-05-01T12:00:02.000Z")] == [
+        ids[2]
+    ]
+    assert {e.version for e in ledger.for_key(bucket, "incoming/0.csv")} == {"v1", "v9"}
+    assert ledger.for_key(bucket, "incoming/none.csv") == []
+
+
+def test_decide_is_the_whole_rule() -> None:
+    ref = _ref("b")
+    base = LedgerEntry("id", "b", "k", "v", "e", Status.PROCESSING, lease_until=100)
+    assert decide(None, ref, 0) == Decision.NEW
+    assert decide(base, ref, 99) == Decision.BUSY
+    assert decide(base, ref, 100) == Decision.TAKEOVER
+    for status, expected in [
+        (Status.FAILED, Decision.RETRY),
+        (Status.SUCCEEDED, Decision.DUPLICATE),
+        (Status.PARTIAL, Decision.DUPLICATE),
+        (Status.REJECTED, Decision.DUPLICATE),
+    ]:
+        entry = LedgerEntry("id", "b", "k", "v", "e", status)
+        assert decide(entry, ref, 0) == expected
