@@ -1,0 +1,165 @@
+"""The orders writer: 25 per call, retries with backoff, never backwards, never a key twice."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from core.events import FileRef
+from core.orders_store import (
+    BACKOFF_BASE_S,
+    MAX_ATTEMPTS,
+    OrdersWriter,
+    WriteThrottled,
+    order_items,
+    write_all,
+)
+from tests.unit.ingest_fakes import FakeDynamo
+
+NOW = "2026-05-01T12:00:00.000Z"
+
+
+def _ref(
+    version: str, time: str = "2026-05-01T11:00:00.000Z", key: str = "incoming/a.csv"
+) -> FileRef:
+    return FileRef("b", key, version, "e", 1, time)
+
+
+def _frame(ids: list[str], total: str = "10.50", start_line: int = 1) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "line": pl.Series(range(start_line, start_line + len(ids)), dtype=pl.Int64),
+            "Order_Id": ids,
+            "Customer_Id": ["C1"] * len(ids),
+            "Order_Date": ["2024-01-31"] * len(ids),
+            "Order_Status": ["Pending"] * len(ids),
+            "Order_Total": [total] * len(ids),
+        }
+    )
+
+
+def _writer(ddb: FakeDynamo, sleeps: list[float] | None = None, threads: int = 2) -> OrdersWriter:
+    return OrdersWriter(
+        ddb,
+        "orders",
+        threads=threads,
+        sleep=(sleeps.append if sleeps is not None else lambda _: None),
+        rand=lambda: 1.0,
+    )
+
+
+def test_items_carry_exact_totals_and_their_source() -> None:
+    (item,) = order_items(_frame(["O1"], total="1999.990"), _ref("v1"), NOW)
+    assert item["Order_Total"] == {"N": "1999.990"}
+    assert item["Order_Date"] == {"S": "2024-01-31"}
+    assert item["source_line"] == {"N": "1"}
+    assert item["source_file_id"] == {"S": "b/incoming/a.csv#v1"}
+    assert item["source_version"] == {"S": "v1"}
+    assert item["source_rank"]["S"].startswith("2026-05-01T11:00:00.000Z|")
+    assert item["ingested_at"] == {"S": NOW}
+
+
+def test_writes_go_25_per_call_and_reads_100_per_call() -> None:
+    ddb = FakeDynamo()
+    ids = [f"O{i:04d}" for i in range(260)]
+    stats = write_all(_writer(ddb), [_frame(ids)], _ref("v1"), NOW)
+    assert sorted(ddb.items) == ids
+    assert stats.written == 260
+    assert max(n for kind, n in ddb.calls if kind == "write") == 25
+    assert [n for kind, n in ddb.calls if kind == "get"] == [100, 100, 60]
+    assert stats.batch_calls == 4 + 4 + 3  # slices of 100, 100 and 60 keys
+
+
+def test_unprocessed_items_are_retried_with_growing_jittered_backoff() -> None:
+    ddb = FakeDynamo(unprocessed=[20, 12, 4])
+    sleeps: list[float] = []
+    stats = write_all(
+        _writer(ddb, sleeps, threads=1), [_frame([f"O{i}" for i in range(25)])], _ref("v1"), NOW
+    )
+    assert len(ddb.items) == 25
+    assert stats.retries == 3
+    assert sleeps == [BACKOFF_BASE_S * 2, BACKOFF_BASE_S * 4, BACKOFF_BASE_S * 8]
+    assert [n for kind, n in ddb.calls if kind == "write"] == [25, 20, 12, 4]
+
+
+def test_items_left_unprocessed_after_every_attempt_fail_the_write() -> None:
+    ddb = FakeDynamo(unprocessed=[1] * 100)
+    with pytest.raises(WriteThrottled, match=f"1 items unprocessed after {MAX_ATTEMPTS} attempts"):
+        write_all(_writer(ddb, threads=1), [_frame(["O1", "O2"])], _ref("v1"), NOW)
+
+
+def test_a_newer_stored_order_is_never_overwritten() -> None:
+    ddb = FakeDynamo()
+    newer = _ref("v2", time="2026-05-01T11:30:00.000Z")
+    write_all(_writer(ddb), [_frame(["O1", "O2"], total="20")], newer, NOW)
+    stats = write_all(_writer(ddb), [_frame(["O1", "O3"], total="10")], _ref("v1"), NOW)
+    assert ddb.items["O1"]["Order_Total"] == {"N": "20"}
+    assert ddb.items["O3"]["Order_Total"] == {"N": "10"}
+    assert stats.superseded == 1
+    assert stats.written == 1
+
+
+def test_an_older_order_from_another_file_is_replaced_by_conditional_put() -> None:
+    ddb = FakeDynamo()
+    write_all(_writer(ddb), [_frame(["O1"], total="10")], _ref("v1"), NOW)
+    stats = write_all(
+        _writer(ddb), [_frame(["O1"], total="20")], _ref("v2", time="2026-05-01T11:30:00.000Z"), NOW
+    )
+    assert ddb.items["O1"]["Order_Total"] == {"N": "20"}
+    assert stats.conditional_puts == 1
+    assert ddb.calls[-1] == ("put", 1)
+
+
+def test_a_newer_write_landing_between_read_and_put_wins() -> None:
+    ddb = FakeDynamo()
+    write_all(_writer(ddb), [_frame(["O1"], total="10")], _ref("v1"), NOW)
+    newest = order_items(
+        _frame(["O1"], total="99"), _ref("v9", time="2026-05-01T23:00:00.000Z"), NOW
+    )[0]
+    ddb.before_put = lambda key: ddb.items.__setitem__(key, newest)
+    stats = write_all(
+        _writer(ddb), [_frame(["O1"], total="20")], _ref("v2", time="2026-05-01T11:30:00.000Z"), NOW
+    )
+    assert ddb.items["O1"]["Order_Total"] == {"N": "99"}
+    assert stats.superseded == 1
+
+
+def test_rewriting_the_same_file_version_is_idempotent() -> None:
+    ddb = FakeDynamo()
+    ref = _ref("v1")
+    write_all(_writer(ddb), [_frame([f"O{i}" for i in range(40)])], ref, NOW)
+    before = {k: dict(v) for k, v in ddb.items.items()}
+    stats = write_all(_writer(ddb), [_frame([f"O{i}" for i in range(40)])], ref, NOW)
+    assert ddb.items == before
+    assert stats.conditional_puts == 0  # its own orders go back through BatchWriteItem
+
+
+def test_a_key_twice_in_a_file_is_written_once_last_line_wins() -> None:
+    ddb = FakeDynamo()
+    frame = pl.concat([_frame(["O1", "O2"], total="1"), _frame(["O1"], total="2", start_line=3)])
+    write_all(_writer(ddb), [frame], _ref("v1"), NOW)
+    assert ddb.items["O1"]["Order_Total"] == {"N": "2"}
+    assert ddb.items["O1"]["source_line"] == {"N": "3"}
+    assert all(len(set(keys)) == len(keys) for keys in ddb.keys_per_call)
+
+
+def test_chunks_are_written_in_order() -> None:
+    ddb = FakeDynamo()
+    chunks = [
+        _frame([f"O{i}" for i in range(300)], total="1"),
+        _frame(["O7"], total="2", start_line=301),
+    ]
+    write_all(_writer(ddb, threads=8), chunks, _ref("v1"), NOW)
+    assert ddb.items["O7"]["Order_Total"] == {"N": "2"}
+    assert len(ddb.items) == 300
+
+
+def test_a_failing_slice_fails_the_whole_write() -> None:
+    class Broken(FakeDynamo):
+        def batch_write_item(self, RequestItems):  # type: ignore[no-untyped-def]
+            raise RuntimeError("connection reset")
+
+    with pytest.raises(RuntimeError, match="connection reset"):
+        write_all(
+            _writer(Broken(), threads=4), [_frame([f"O{i}" for i in range(500)])], _ref("v1"), NOW
+        )
