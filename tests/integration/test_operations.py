@@ -294,3 +294,35 @@ def test_purge_needs_yes_and_says_how_many(stack, tmp_path) -> None:
     done = run_cli(stack, tmp_path, "dlq", "purge", "--queue", "notify", "--yes")
     assert "Deleted 3 message(s)" in done.output
     assert depth(stack, stack.names.notify_dlq) == 0
+
+
+def test_glue_job_entry_runs_reconcile_from_job_arguments(stack, capsys) -> None:
+    from handlers.reconcile_job import main
+
+    upload(stack, "incoming/lost-in-glue.csv", VALID)
+    stack.clients.sqs.purge_queue(QueueUrl=stack.settings.ingest_queue_url)
+    s = stack.settings
+    argv = [
+        "reconcile_job.py",
+        "--JOB_ID",
+        "j_1",
+        "--bucket",
+        s.bucket,
+        "--files_table",
+        s.files_table,
+        "--orders_table",
+        s.orders_table,
+        "--ingest_queue_url",
+        s.ingest_queue_url,
+        "--alerts_topic_arn",
+        s.alerts_topic_arn,
+        "--grace_minutes",
+        "0",
+        "--endpoint_url",
+        stack.endpoint,
+    ]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["requeued"] == 1
+    assert report["missing"][0]["key"] == "incoming/lost-in-glue.csv"
+    assert depth(stack, stack.names.ingest_queue) == 1
