@@ -20,6 +20,16 @@ from email.utils import format_datetime, make_msgid
 from typing import Protocol
 
 from core.notice import FileNotice, SampleRow
+from core.schema import (
+    ALLOWED,
+    FIELD_COUNT_CODE,
+    FORMAT,
+    RANGE,
+    REQUIRED,
+    UNIQUE,
+    Column,
+    Schema,
+)
 
 # SES v1 (send_raw_email) refuses a message over 10 MB; SES adds its own headers (DKIM,
 # Message-ID, feedback ids) on top of ours, so keep a margin below the hard limit.
@@ -155,6 +165,38 @@ def subject_for(notices: Sequence[FileNotice]) -> str:
     head = f"{count:,} {_plural(count, 'file')} {'needs' if count == 1 else 'need'} attention"
     tail = f" ({_basename(notices[0].key)})" if count == 1 else ""
     return f"orderpipe: {head} - {', '.join(facts) or 'see details'}{tail}"
+
+
+def describe_reasons(schema: Schema) -> dict[str, str]:
+    """A sentence for each reason code the schema can produce, shown next to the code."""
+    texts = {FIELD_COUNT_CODE: f"the row does not have the {len(schema.columns)} expected fields"}
+    for column in schema.columns:
+        for rule in column.rules():
+            texts[column.code(rule)] = _rule_text(column, rule)
+    return texts
+
+
+def _rule_text(column: Column, rule: str) -> str:
+    name = column.name
+    if rule == REQUIRED:
+        return f"{name} is empty"
+    if rule == UNIQUE:
+        return f"{name} appears more than once in the file"
+    if rule == FORMAT and column.type == "date":
+        return f"{name} is not a date written as " + " or ".join(
+            f.spec for f in column.date_formats
+        )
+    if rule == FORMAT:
+        return f"{name} is not a number with at most {column.scale} decimals"
+    if rule == ALLOWED:
+        case = "" if column.case_sensitive else " (any case)"
+        return f"{name} is not one of {', '.join(column.allowed)}{case}"
+    if rule == RANGE:
+        low, high = column.minimum, column.maximum
+        if low is not None and high is not None:
+            return f"{name} is outside {low} to {high}"
+        return f"{name} is below {low}" if low is not None else f"{name} is above {high}"
+    return ""
 
 
 # --- building -------------------------------------------------------------------------------
@@ -436,7 +478,7 @@ def _html_section(index: int, section: Section, describe: Callable[[str], str]) 
     if n.sample:
         columns = _columns(n.sample)
         head = "".join(f"<th style='{_TH}'>{e(h)}</th>" for h in ("Line", *columns, "Reasons"))
-        body = "".join(_html_sample_row(r, columns) for r in n.sample)
+        body = "".join(_html_sample_row(r, columns, describe) for r in n.sample)
         out.append(f"<p style='margin:8px 0 0;font-weight:600'>{e(_sample_caption(n))}</p>")
         out.append(f"<table style='{_TABLE}'><tr>{head}</tr>{body}</table>")
     out.append(
@@ -448,7 +490,7 @@ def _html_section(index: int, section: Section, describe: Callable[[str], str]) 
     return "".join(out)
 
 
-def _html_sample_row(row: SampleRow, columns: Sequence[str]) -> str:
+def _html_sample_row(row: SampleRow, columns: Sequence[str], describe: Callable[[str], str]) -> str:
     e = html.escape
     cells = "".join(
         f"<td style='{_TD}'>"
@@ -460,5 +502,7 @@ def _html_sample_row(row: SampleRow, columns: Sequence[str]) -> str:
         + "</td>"
         for c in columns
     )
-    reasons = "<br>".join(f"<code>{e(r)}</code>" for r in row.reasons)
+    reasons = "<br>".join(
+        f"<code title='{e(describe(r), quote=True)}'>{e(r)}</code>" for r in row.reasons
+    )
     return f"<tr><td style='{_NUM}'>{row.line}</td>{cells}<td style='{_TD}'>{reasons}</td></tr>"

@@ -24,8 +24,15 @@ from typing import Any, Protocol
 from botocore.exceptions import ClientError
 
 from core.clients import Clients
-from core.email_report import DEFAULT_MAX_BYTES, Composed, RejectsStore, compose
+from core.email_report import (
+    DEFAULT_MAX_BYTES,
+    Composed,
+    RejectsStore,
+    compose,
+    describe_reasons,
+)
 from core.notice import FileNotice
+from core.schema import default_schema
 from core.settings import Settings
 from core.stack import FILES_KEY
 
@@ -446,4 +453,5 @@ def build_notifier(settings: Settings, clients: Clients) -> Notifier:
         recipients=settings.recipients,
         outbox_dir=settings.outbox_dir,
         lease_s=lease_for(settings),
+        reason_text=describe_reasons(default_schema()),
     )

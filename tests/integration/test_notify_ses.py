@@ -269,3 +269,74 @@ def test_past_the_cap_the_rejects_are_linked_and_the_link_downloads_them(stack: 
     assert link.startswith(f"{stack.endpoint}/{stack.names.bucket}/rejects/incoming/big.csv.csv?")
     with urlopen(link) as response:  # the emulator on loopback serves the presigned GET
         assert response.read() == rejects_csv(list(range(2, 30_000)))
+
+
+def test_an_upload_through_ingest_ends_in_one_email_naming_its_bad_lines(
+    notify_env: Any, fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real pipeline: S3 event -> ingest handler -> notify queue -> this handler -> SES."""
+    stack = notify_env
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
+    import handlers.ingest as ingest
+
+    ingest._clients.cache_clear()
+    key = "incoming/seed/test_data1.csv"
+    stack.clients.s3.put_object(
+        Bucket=stack.names.bucket, Key=key, Body=(fixtures_dir / "test_data1.csv").read_bytes()
+    )
+    s3_events = stack.clients.sqs.receive_message(
+        QueueUrl=stack.settings.ingest_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+    )["Messages"]
+    answer = ingest.handler(
+        {"Records": [_record(m) for m in s3_events]},
+        LambdaContext("orderpipe-ingest", "us-east-1", 60),
+    )
+    ingest._clients.cache_clear()
+    assert answer["batchItemFailures"] == []
+
+    notices = _drain(stack)
+    assert [n.key for n in notices] == [key]
+    # Ingest may enqueue a file's notice twice (after a crash): deliver it twice, apart.
+    assert invoke(through_queue(stack, notices)) == []
+    assert invoke(through_queue(stack, notices)) == []
+
+    sent = sent_to(stack)
+    assert len(sent) == 1
+    message = parse(sent[0]["raw_data"])
+    assert message["Subject"] == (
+        "orderpipe: 1 file needs attention - 5 rows rejected (test_data1.csv)"
+    )
+    files = {p.get_filename(): p.get_content() for p in message.iter_attachments()}
+    rows = list(csv.DictReader(io.StringIO(files["test_data1-rejects.csv"])))
+    assert [r["line"] for r in rows] == ["6", "9", "10", "11", "12"]
+    assert rows[0]["Order_Id"] == "Ord2306"
+    assert all(r["reasons"] for r in rows)
+    text = message.get_body(("plain",))
+    assert text is not None
+    body = text.get_content()
+    assert "7 of 12 rows stored; 5 rejected." in body
+    assert "Customer_Id.required  - Customer_Id is empty" in body
+
+
+def _record(m: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "messageId": m["MessageId"],
+        "receiptHandle": m["ReceiptHandle"],
+        "body": m["Body"],
+        "attributes": {"ApproximateReceiveCount": "1"},
+        "messageAttributes": {},
+        "md5OfBody": m["MD5OfBody"],
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:queue",
+        "awsRegion": "us-east-1",
+    }
+
+
+def _drain(stack: Any) -> list[FileNotice]:
+    sqs, url = stack.clients.sqs, stack.settings.notify_queue_url
+    out: list[FileNotice] = []
+    while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+        out += [FileNotice.from_json(m["Body"]) for m in batch]
+        for m in batch:
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    return out

@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.email_report import LINK_EXPIRY_S, compose, subject_for
+from core.email_report import LINK_EXPIRY_S, compose, describe_reasons, subject_for
 from core.notice import FileNotice, SampleRow
+from core.schema import default_schema
 
 NOW = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)
 BUCKET = "orderpipe-test-orders"
@@ -324,3 +325,30 @@ def test_size_cap_holds_and_links_go_to_the_largest_files(sizes: list[int], cap:
         )
     message = parse(composed.data)
     assert len(attachments(message)) == len(composed.attached)
+
+
+def test_every_reason_code_of_the_schema_has_a_sentence() -> None:
+    schema = default_schema()
+    texts = describe_reasons(schema)
+    assert set(texts) == set(schema.reason_codes())
+    assert all(texts.values())
+    assert texts["Customer_Id.required"] == "Customer_Id is empty"
+    assert "Pending, Completed, Inprogress" in texts["Order_Status.allowed"]
+    assert "d/m/yy" in texts["Order_Date.format"]
+
+
+def test_reason_sentences_appear_next_to_their_codes() -> None:
+    n = notice(reasons={"Customer_Id.required": 2}, rejects=False)
+    message = parse(
+        compose(
+            [n],
+            MemoryStore(),
+            sender="s@x.test",
+            recipients=["r@x.test"],
+            reason_text=describe_reasons(default_schema()),
+        ).data
+    )
+    text, html = bodies(message)
+    assert "        2  Customer_Id.required  - Customer_Id is empty" in text
+    assert "<code>Customer_Id.required</code></td><td" in html
+    assert ">Customer_Id is empty</td>" in html
