@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from core.ledger import DynamoLedger, LedgerEntry, Status
 from core.settings import INCOMING_PREFIX
@@ -25,6 +25,7 @@ PART_SIZE = 8 * MIB  # S3's minimum is 5 MiB for every part but the last
 PART_THREADS = 4
 
 Progress = Callable[[int], None]  # bytes just sent
+T = TypeVar("T")
 
 
 class UploadError(RuntimeError):
@@ -143,16 +144,14 @@ class Uploader:
         self.threads = threads
 
     def put(self, path: Path, key: str, progress: Progress | None = None) -> Uploaded:
-        try:
-            size = path.stat().st_size
-            if size >= self.multipart_threshold:
-                answer = self._multipart(path, key, size, progress)
-            else:
-                answer = self.s3.put_object(Bucket=self.bucket, Key=key, Body=path.read_bytes())
-                if progress:
-                    progress(size)
-        except OSError as exc:
-            raise UploadError(f"cannot read {path}: {exc.strerror or exc}") from None
+        size = _read(path, lambda: path.stat().st_size)
+        if size >= self.multipart_threshold:
+            answer = self._multipart(path, key, size, progress)
+        else:
+            body = _read(path, path.read_bytes)
+            answer = self.s3.put_object(Bucket=self.bucket, Key=key, Body=body)
+            if progress:
+                progress(size)
         return Uploaded(
             path=path,
             bucket=self.bucket,
@@ -167,10 +166,7 @@ class Uploader:
         upload_id = self.s3.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
 
         def send(number: int) -> dict[str, Any]:
-            offset = (number - 1) * self.part_size
-            with path.open("rb") as stream:
-                stream.seek(offset)
-                body = stream.read(self.part_size)
+            body = _read(path, lambda: _chunk(path, (number - 1) * self.part_size, self.part_size))
             answer = self.s3.upload_part(
                 Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
             )
@@ -192,6 +188,19 @@ class Uploader:
             # Abandoned parts are billed until aborted.
             self.s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
             raise
+
+
+def _read(path: Path, read: Callable[[], T]) -> T:
+    try:
+        return read()
+    except OSError as exc:
+        raise UploadError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _chunk(path: Path, offset: int, size: int) -> bytes:
+    with path.open("rb") as stream:
+        stream.seek(offset)
+        return stream.read(size)
 
 
 def wait_for_outcomes(
