@@ -197,8 +197,14 @@ class Heartbeat:
                 continue
 
     def check(self) -> None:
+        """Cheap: raise if the background renewal found the file taken over."""
         if self._lost is not None:
             raise LeaseLost(str(self._lost))
+
+    def confirm(self) -> None:
+        """Renew now (one conditional write): before writing orders, make sure we still own."""
+        self.check()
+        self._ledger.renew(self._claim, self._lease_s)
 
 
 # ---- collecting a validation's output ------------------------------------------------------
@@ -320,7 +326,7 @@ class IngestService:
                     outcome = self.validate(source, ref.key, limits=self.limits, on_chunk=spill.add)
                 finally:
                     spill.close()
-            beat.check()
+            beat.confirm()
             stats = WriteStats()
             if outcome.status == "rejected":
                 verdict = _Verdict(
