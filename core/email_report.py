@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import html
 import posixpath
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -103,7 +103,7 @@ def compose(
     recipients: Sequence[str],
     max_bytes: int = DEFAULT_MAX_BYTES,
     now: datetime | None = None,
-    reason_text: Mapping[str, str] | None = None,
+    schema: Schema | None = None,
 ) -> Composed:
     """Build the batch's email; past ``max_bytes`` the largest CSVs become links."""
     if not notices:
@@ -119,7 +119,7 @@ def compose(
         sender=sender,
         recipients=recipients,
         now=now,
-        reason_text=reason_text,
+        schema=schema,
     )
     over = len(draft.as_bytes()) + sum(_attachment_cost(r) for r in present) - max_bytes
     for rejects in sorted(present, key=lambda r: r.size or 0, reverse=True):
@@ -136,7 +136,7 @@ def compose(
             sender=sender,
             recipients=recipients,
             now=now,
-            reason_text=reason_text,
+            schema=schema,
         )
         data = message.as_bytes()
         attached = [r for r in present if r.content is not None]
@@ -208,7 +208,7 @@ def _build(
     sender: str,
     recipients: Sequence[str],
     now: datetime,
-    reason_text: Mapping[str, str] | None,
+    schema: Schema | None,
     msgid: str,
 ) -> EmailMessage:
     notices = [s.notice for s in sections]
@@ -219,11 +219,11 @@ def _build(
     message["Date"] = format_datetime(now)
     message["Message-ID"] = msgid
     message["X-Orderpipe-Files"] = str(len(notices))
-    describe = _describer(reason_text)
+    vocab = _Vocabulary.of(schema)
     # Quoted-printable keeps both bodies readable in the raw message and in the .eml outbox.
-    message.set_content(_text_body(sections, now, describe), cte="quoted-printable")
+    message.set_content(_text_body(sections, now, vocab), cte="quoted-printable")
     message.add_alternative(
-        _html_body(sections, now, describe), subtype="html", cte="quoted-printable"
+        _html_body(sections, now, vocab), subtype="html", cte="quoted-printable"
     )
     for section in sections:
         rejects = section.rejects
@@ -277,16 +277,29 @@ def _plural(count: int, word: str) -> str:
     return word if count == 1 else word + "s"
 
 
-def _describer(reason_text: Mapping[str, str] | None) -> Callable[[str], str]:
-    texts = reason_text or {}
-    return lambda code: texts.get(code, "")
+@dataclass(frozen=True)
+class _Vocabulary:
+    """What the schema lends the email: a sentence per reason code, the columns' order."""
 
+    texts: Mapping[str, str]
+    order: tuple[str, ...]
 
-def _columns(sample: Sequence[SampleRow]) -> list[str]:
-    columns: dict[str, None] = {}
-    for row in sample:
-        columns.update(dict.fromkeys(row.values))
-    return list(columns)
+    @classmethod
+    def of(cls, schema: Schema | None) -> _Vocabulary:
+        if schema is None:
+            return cls({}, ())
+        return cls(describe_reasons(schema), schema.column_names)
+
+    def describe(self, code: str) -> str:
+        return self.texts.get(code, "")
+
+    def columns(self, sample: Sequence[SampleRow]) -> list[str]:
+        """The sample's columns in the schema's order (notices carry them sorted by name)."""
+        seen: dict[str, None] = {}
+        for row in sample:
+            seen.update(dict.fromkeys(row.values))
+        rank = {name: i for i, name in enumerate(self.order)}
+        return sorted(seen, key=lambda c: (rank.get(c, len(rank)), c))
 
 
 def _cut(value: str | None, limit: int) -> str:
@@ -323,7 +336,7 @@ def _rejects_line(rejects: Rejects | None) -> str:
 # --- plain text -----------------------------------------------------------------------------
 
 
-def _text_body(sections: Sequence[Section], now: datetime, describe: Callable[[str], str]) -> str:
+def _text_body(sections: Sequence[Section], now: datetime, vocab: _Vocabulary) -> str:
     notices = [s.notice for s in sections]
     lines = [subject_for(notices).removeprefix("orderpipe: "), ""]
     for section in sections:
@@ -338,10 +351,10 @@ def _text_body(sections: Sequence[Section], now: datetime, describe: Callable[[s
         if n.reasons:
             lines += ["", "Reasons:"]
             for code, count in _sorted_reasons(n):
-                text = describe(code)
+                text = vocab.describe(code)
                 lines.append(f"  {count:>9,}  {code}" + (f"  - {text}" if text else ""))
         if n.sample:
-            lines += ["", _sample_caption(n), *_text_table(n.sample)]
+            lines += ["", _sample_caption(n), *_text_table(n.sample, vocab)]
         lines += ["", f"Rejected rows: {_rejects_line(section.rejects)}"]
         if section.rejects is not None and section.rejects.url:
             lines.append(f"  {section.rejects.url}")
@@ -354,8 +367,8 @@ def _text_body(sections: Sequence[Section], now: datetime, describe: Callable[[s
     return "\n".join(lines) + "\n"
 
 
-def _text_table(sample: Sequence[SampleRow]) -> list[str]:
-    columns = _columns(sample)
+def _text_table(sample: Sequence[SampleRow], vocab: _Vocabulary) -> list[str]:
+    columns = vocab.columns(sample)
     header = ["Line", *columns, "Reasons"]
     rows = [
         [
@@ -370,7 +383,8 @@ def _text_table(sample: Sequence[SampleRow]) -> list[str]:
     def fmt(cells: Sequence[str]) -> str:
         return "  " + "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))
 
-    return [fmt(header).rstrip(), fmt(["-" * w for w in widths]), *(fmt(r).rstrip() for r in rows)]
+    rule = ["-" * w for w in widths[:-1]] + ["-" * min(widths[-1], 30)]
+    return [fmt(header).rstrip(), fmt(rule).rstrip(), *(fmt(r).rstrip() for r in rows)]
 
 
 def _reasons(row: SampleRow) -> str:
@@ -396,7 +410,7 @@ def _text_footer(now: datetime) -> list[str]:
 # --- HTML -----------------------------------------------------------------------------------
 
 
-def _html_body(sections: Sequence[Section], now: datetime, describe: Callable[[str], str]) -> str:
+def _html_body(sections: Sequence[Section], now: datetime, vocab: _Vocabulary) -> str:
     e = html.escape
     notices = [s.notice for s in sections]
     parts = [
@@ -409,7 +423,7 @@ def _html_body(sections: Sequence[Section], now: datetime, describe: Callable[[s
         _html_summary(sections),
     ]
     for index, section in enumerate(sections, 1):
-        parts.append(_html_section(index, section, describe))
+        parts.append(_html_section(index, section, vocab))
     parts.append(
         "<p style='font-size:12px;color:#6b7280;border-top:1px solid #e5e7eb;padding-top:8px'>"
         "Rows that were stored stay stored. Correct the rejected rows and upload them again "
@@ -457,7 +471,7 @@ def _html_rejects(rejects: Rejects | None) -> str:
     return e(_rejects_line(rejects))
 
 
-def _html_section(index: int, section: Section, describe: Callable[[str], str]) -> str:
+def _html_section(index: int, section: Section, vocab: _Vocabulary) -> str:
     e = html.escape
     n = section.notice
     out = [
@@ -468,7 +482,8 @@ def _html_section(index: int, section: Section, describe: Callable[[str], str]) 
     if n.reasons:
         rows = "".join(
             f"<tr><td style='{_TD}'><code>{e(code)}</code></td>"
-            f"<td style='{_TD}'>{e(describe(code))}</td><td style='{_NUM}'>{count:,}</td></tr>"
+            f"<td style='{_TD}'>{e(vocab.describe(code))}</td>"
+            f"<td style='{_NUM}'>{count:,}</td></tr>"
             for code, count in _sorted_reasons(n)
         )
         out.append(
@@ -476,9 +491,9 @@ def _html_section(index: int, section: Section, describe: Callable[[str], str]) 
             f"<th style='{_TH}'>Rows</th></tr>{rows}</table>"
         )
     if n.sample:
-        columns = _columns(n.sample)
+        columns = vocab.columns(n.sample)
         head = "".join(f"<th style='{_TH}'>{e(h)}</th>" for h in ("Line", *columns, "Reasons"))
-        body = "".join(_html_sample_row(r, columns, describe) for r in n.sample)
+        body = "".join(_html_sample_row(r, columns, vocab) for r in n.sample)
         out.append(f"<p style='margin:8px 0 0;font-weight:600'>{e(_sample_caption(n))}</p>")
         out.append(f"<table style='{_TABLE}'><tr>{head}</tr>{body}</table>")
     out.append(
@@ -490,7 +505,7 @@ def _html_section(index: int, section: Section, describe: Callable[[str], str]) 
     return "".join(out)
 
 
-def _html_sample_row(row: SampleRow, columns: Sequence[str], describe: Callable[[str], str]) -> str:
+def _html_sample_row(row: SampleRow, columns: Sequence[str], vocab: _Vocabulary) -> str:
     e = html.escape
     cells = "".join(
         f"<td style='{_TD}'>"
@@ -503,6 +518,6 @@ def _html_sample_row(row: SampleRow, columns: Sequence[str], describe: Callable[
         for c in columns
     )
     reasons = "<br>".join(
-        f"<code title='{e(describe(r), quote=True)}'>{e(r)}</code>" for r in row.reasons
+        f"<code title='{e(vocab.describe(r), quote=True)}'>{e(r)}</code>" for r in row.reasons
     )
     return f"<tr><td style='{_NUM}'>{row.line}</td>{cells}<td style='{_TD}'>{reasons}</td></tr>"

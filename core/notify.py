@@ -29,10 +29,9 @@ from core.email_report import (
     Composed,
     RejectsStore,
     compose,
-    describe_reasons,
 )
 from core.notice import FileNotice
-from core.schema import default_schema
+from core.schema import Schema, default_schema
 from core.settings import Settings
 from core.stack import FILES_KEY
 
@@ -132,7 +131,7 @@ class Notifier:
         lease_s: int = MIN_LEASE_S,
         max_bytes: int = DEFAULT_MAX_BYTES,
         send_attempts: int = SEND_ATTEMPTS,
-        reason_text: Mapping[str, str] | None = None,
+        schema: Schema | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -140,7 +139,7 @@ class Notifier:
         self.sender, self.recipients = sender, tuple(recipients)
         self.outbox_dir = outbox_dir
         self.lease_s, self.max_bytes, self.send_attempts = lease_s, max_bytes, send_attempts
-        self.reason_text = reason_text
+        self.schema = schema
         self.clock, self.sleep = clock, sleep
 
     def handle(self, messages: Sequence[QueueMessage]) -> BatchReport:
@@ -221,7 +220,7 @@ class Notifier:
             sender=self.sender,
             recipients=self.recipients,
             max_bytes=self.max_bytes,
-            reason_text=self.reason_text,
+            schema=self.schema,
         )
 
     def _send(self, data: bytes) -> str:
@@ -453,5 +452,5 @@ def build_notifier(settings: Settings, clients: Clients) -> Notifier:
         recipients=settings.recipients,
         outbox_dir=settings.outbox_dir,
         lease_s=lease_for(settings),
-        reason_text=describe_reasons(default_schema()),
+        schema=default_schema(),
     )

@@ -345,10 +345,30 @@ def test_reason_sentences_appear_next_to_their_codes() -> None:
             MemoryStore(),
             sender="s@x.test",
             recipients=["r@x.test"],
-            reason_text=describe_reasons(default_schema()),
+            schema=default_schema(),
         ).data
     )
     text, html = bodies(message)
     assert "        2  Customer_Id.required  - Customer_Id is empty" in text
     assert "<code>Customer_Id.required</code></td><td" in html
     assert ">Customer_Id is empty</td>" in html
+
+
+def test_sample_columns_follow_the_schema_order_not_the_notice_order() -> None:
+    row = SampleRow(
+        5,
+        {"Customer_Id": "C1", "Order_Id": "O1", "Order_Total": "x", "Extra": "e"},
+        ["Order_Total.format"],
+    )
+    n = notice(sample=[row], invalid=1, rejects=False)
+    message = parse(
+        compose(
+            [n], MemoryStore(), sender="s@x.test", recipients=["r"], schema=default_schema()
+        ).data
+    )
+    text, html = bodies(message)
+    header = next(line for line in text.splitlines() if line.strip().startswith("Line"))
+    assert header.split() == ["Line", "Order_Id", "Customer_Id", "Order_Total", "Extra", "Reasons"]
+    assert (
+        html.index(">Order_Id</th>") < html.index(">Customer_Id</th>") < html.index(">Extra</th>")
+    )
