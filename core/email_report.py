@@ -507,17 +507,20 @@ def _html_section(index: int, section: Section, vocab: _Vocabulary) -> str:
 
 def _html_sample_row(row: SampleRow, columns: Sequence[str], vocab: _Vocabulary) -> str:
     e = html.escape
-    cells = "".join(
-        f"<td style='{_TD}'>"
-        + (
+    # Reason codes are "<Column>.<rule>": tint the cells the row was rejected for.
+    flagged = {code.split(".", 1)[0] for code in row.reasons}
+    cells = []
+    for column in columns:
+        value = row.values.get(column)
+        style = _TD + (";background:#fee2e2" if column in flagged else "")
+        shown = (
             "<span style='color:#9ca3af'>(empty)</span>"
-            if row.values.get(c) in (None, "")
-            else e(_cut(row.values.get(c), CELL_CHARS))
+            if value in (None, "")
+            else e(_cut(value, CELL_CHARS))
         )
-        + "</td>"
-        for c in columns
-    )
+        cells.append(f"<td style='{style}'>{shown}</td>")
     reasons = "<br>".join(
         f"<code title='{e(vocab.describe(r), quote=True)}'>{e(r)}</code>" for r in row.reasons
     )
-    return f"<tr><td style='{_NUM}'>{row.line}</td>{cells}<td style='{_TD}'>{reasons}</td></tr>"
+    line = f"<td style='{_NUM}'>{row.line}</td>"
+    return f"<tr>{line}{''.join(cells)}<td style='{_TD}'>{reasons}</td></tr>"

@@ -372,3 +372,11 @@ def test_sample_columns_follow_the_schema_order_not_the_notice_order() -> None:
     assert (
         html.index(">Order_Id</th>") < html.index(">Customer_Id</th>") < html.index(">Extra</th>")
     )
+
+
+def test_the_cells_a_row_was_rejected_for_are_tinted() -> None:
+    row = SampleRow(5, {"Order_Id": "O1", "Order_Total": "abc"}, ["Order_Total.format"])
+    n = notice(sample=[row], invalid=1, rejects=False)
+    _, html = bodies(parse(compose([n], MemoryStore(), sender="s@x.test", recipients=["r"]).data))
+    assert "background:#fee2e2'>abc</td>" in html
+    assert "background:#fee2e2'>O1</td>" not in html
