@@ -116,10 +116,11 @@ class LedgerRecord:
 
 
 class LedgerReader:
-    """Read-only files-table queries for the Glue job.
+    """Read-only files-table queries for the Glue job (and the raw items the DLQ review shows).
 
     core/ledger.py is the ledger; it needs Python 3.11, and the Glue job runs 3.9, so reconcile
-    reads the same item shape through these few queries instead.
+    reads the same item shape through these few queries instead. ``LedgerRecord.raw`` keeps
+    attributes other parts add (notify's ``notify_error``).
     """
 
     def __init__(self, dynamodb: Any, table: str) -> None:

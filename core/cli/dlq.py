@@ -16,6 +16,7 @@ from core.cli.context import Target, json_option, resolve_target, stack_options
 from core.clients import Clients
 from core.dlq import DeadLetter, DeadLetterQueue, DlqError, reached_dlq_estimate
 from core.ledger import DynamoLedger, LedgerEntry
+from core.ops_adapters import LedgerReader
 
 QUEUES = ("ingest", "notify")
 
@@ -55,12 +56,12 @@ def _ledger(target: Target) -> DynamoLedger:
     return DynamoLedger(target.clients.dynamodb, target.settings.files_table)
 
 
-def _row(letter: DeadLetter, ledger: DynamoLedger, visibility_s: int) -> dict[str, Any]:
+def _row(letter: DeadLetter, ledger: LedgerReader, visibility_s: int, queue: str) -> dict[str, Any]:
     files = letter.files()
     entries = [ledger.get(f.file_id) for f in files]
-    errors = [
-        e.last_error or e.error for e in entries if e is not None and (e.last_error or e.error)
-    ]
+    # Ingest records infrastructure errors as last_error; notify keeps its own notify_error.
+    field = "notify_error" if queue == "notify" else "last_error"
+    errors = [str(e.raw[field]) for e in entries if e is not None and e.raw.get(field)]
     failed_at = max(
         (e.updated_at for e in entries if e is not None and e.status == "FAILED"), default=None
     )
@@ -73,8 +74,10 @@ def _row(letter: DeadLetter, ledger: DynamoLedger, visibility_s: int) -> dict[st
         "body_bytes": letter.body_bytes,
         "receive_count": letter.receive_count,
         "sent_at": letter.sent_at,
-        "reached_dlq_at": reached_dlq_estimate(letter, failed_at, visibility_s),
-        "ledger_status": [e.status.value if e else None for e in entries],
+        "reached_dlq_at": reached_dlq_estimate(
+            letter, failed_at if queue == "ingest" else None, visibility_s
+        ),
+        "ledger_status": [e.status if e else None for e in entries],
         "last_error": errors[0] if errors else None,
     }
 
@@ -104,7 +107,8 @@ def list_command(
     with aws_errors(target.where):
         letters = dlq.peek(limit)
         visibility = dlq.source_visibility_s()
-        rows = [_row(m, _ledger(target), visibility) for m in letters]
+        reader = LedgerReader(target.clients.dynamodb, target.settings.files_table)
+        rows = [_row(m, reader, visibility, queue) for m in letters]
     if as_json:
         for row in rows:
             click.echo(json.dumps(row, separators=(",", ":")))

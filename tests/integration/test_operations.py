@@ -82,6 +82,7 @@ def upload(stack: Any, key: str, body: str) -> None:
     stack.clients.s3.put_object(Bucket=stack.names.bucket, Key=key, Body=body.encode())
 
 
+@pytest.mark.slow  # five failed receives, then the redrive: about 15 s
 def test_poison_message_is_listed_redriven_after_the_fix_and_succeeds_once(stack, tmp_path) -> None:
     upload(stack, "incoming/poison.csv", VALID)
     # The cause: ingest deployed with a wrong orders table name. Every attempt fails.
@@ -326,3 +327,62 @@ def test_glue_job_entry_runs_reconcile_from_job_arguments(stack, capsys) -> None
     assert report["requeued"] == 1
     assert report["missing"][0]["key"] == "incoming/lost-in-glue.csv"
     assert depth(stack, stack.names.ingest_queue) == 1
+
+
+def test_notify_dead_letter_shows_the_notify_error(stack, tmp_path) -> None:
+    from core.notice import FileNotice
+
+    upload(stack, "incoming/partial.csv", PARTIAL)
+    drain(stack.clients, stack.settings, timeout_s=60)
+    entry = ledger(stack, "incoming/partial.csv")
+    file_id = entry["file_id"]["S"]
+    error = "MessageRejected: Email address is not verified"
+    stack.clients.dynamodb.update_item(
+        TableName=stack.names.files_table,
+        Key={"file_id": {"S": file_id}},
+        UpdateExpression="SET notify_error = :e",
+        ExpressionAttributeValues={":e": {"S": error}},
+    )
+    notice = FileNotice(
+        file_id=file_id,
+        bucket=stack.names.bucket,
+        key="incoming/partial.csv",
+        version=entry["version"]["S"],
+        status="PARTIAL",
+        rows=3,
+        valid=2,
+        invalid=1,
+    )
+    dlq = queue_url(stack, stack.names.notify_dlq)
+    stack.clients.sqs.send_message(QueueUrl=dlq, MessageBody=notice.to_json())
+    (row,) = json_lines(run_cli(stack, tmp_path, "dlq", "list", "--queue", "notify", "--json"))
+    assert row["keys"] == ["incoming/partial.csv"]
+    assert row["last_error"] == error
+    assert row["ledger_status"] == ["PARTIAL"]
+
+
+def test_stuck_processing_file_is_requeued_by_reconcile_and_taken_over(stack, tmp_path) -> None:
+    import time
+
+    from core.events import parse_body
+    from core.ledger import DynamoLedger
+
+    upload(stack, "incoming/stuck.csv", VALID)
+    (message,) = stack.clients.sqs.receive_message(
+        QueueUrl=stack.settings.ingest_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+    ).get("Messages", [])[-1:]
+    stack.clients.sqs.purge_queue(QueueUrl=stack.settings.ingest_queue_url)
+    (ref,) = parse_body(message["Body"])
+    # An attempt claims the file and dies: its one-second lease is never renewed.
+    claim = DynamoLedger(stack.clients.dynamodb, stack.names.files_table).claim(ref, 1)
+    assert claim.owned
+    time.sleep(2.1)
+
+    (report,) = json_lines(run_cli(stack, tmp_path, "reconcile", "--json"))
+    assert [s["key"] for s in report["stuck"]] == ["incoming/stuck.csv"]
+    assert report["counts"]["missing"] == 0
+    drain(stack.clients, stack.settings, timeout_s=60)
+    after = ledger(stack, "incoming/stuck.csv")
+    assert after["status"]["S"] == "SUCCEEDED"
+    assert int(after["attempts"]["N"]) == 2
+    assert sorted(orders(stack)) == ["A1", "A2", "A3"]
