@@ -386,3 +386,42 @@ def test_stuck_processing_file_is_requeued_by_reconcile_and_taken_over(stack, tm
     assert after["status"]["S"] == "SUCCEEDED"
     assert int(after["attempts"]["N"]) == 2
     assert sorted(orders(stack)) == ["A1", "A2", "A3"]
+
+
+def test_expected_errors_are_one_line_and_non_zero(stack, tmp_path) -> None:
+    unknown = run_cli(stack, tmp_path, "dlq", "show", "no-such-id")
+    assert unknown.exit_code == 1
+    assert unknown.output.strip() == "Error: no message no-such-id in the ingest dead-letter queue"
+
+    nothing = run_cli(stack, tmp_path, "replay")
+    assert nothing.exit_code == 2
+    assert "name the files" in nothing.output
+
+    bad_status = run_cli(stack, tmp_path, "replay", "--status", "DONE")
+    assert bad_status.exit_code == 2
+    assert "unknown status 'DONE'" in bad_status.output
+
+    bad_window = run_cli(stack, tmp_path, "reconcile", "--window", "soon")
+    assert bad_window.exit_code == 2
+    assert "not a duration" in bad_window.output
+
+    missing_table = CliRunner().invoke(
+        cli,
+        ["reconcile", "--json"],
+        env={
+            **stack.settings.with_(files_table="nope").to_env(),
+            "AWS_ENDPOINT_URL": stack.endpoint,
+            "ORDERPIPE_STATE_DIR": str(tmp_path / "none"),
+        },
+    )
+    assert missing_table.exit_code == 1
+    assert "ResourceNotFound" in missing_table.output
+    assert "Traceback" not in missing_table.output
+
+
+def test_commands_without_a_stack_say_so(tmp_path) -> None:
+    env = {"ORDERPIPE_STATE_DIR": str(tmp_path), "ORDERPIPE_BUCKET": ""}
+    for args in (["dlq", "list"], ["replay", "x.csv"], ["reconcile"], ["alerts"]):
+        result = CliRunner().invoke(cli, args, env=env)
+        assert result.exit_code == 1, args
+        assert "no stack found" in result.output
