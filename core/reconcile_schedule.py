@@ -12,8 +12,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from core.alerts import AlertsError, LocalJobAlarm
-from core.reconcile import ReconcileOptions, ReconcileReport, build_reconciler
+from core.alerts import AlertsError, LocalJobAlarm, local_names
+from core.reconcile import ReconcileOptions, Reconciler, ReconcileReport, build_reconciler
 from core.settings import Settings
 
 DEFAULT_EVERY_S = 3600
@@ -34,6 +34,7 @@ class ReconcileSchedule:
         *,
         options: ReconcileOptions | None = None,
         log: Log = _quiet,
+        build: Callable[[Any, Settings], Reconciler] = build_reconciler,
     ) -> None:
         if every_s <= 0:
             raise ValueError("--reconcile-every must be a positive number of seconds")
@@ -42,6 +43,7 @@ class ReconcileSchedule:
         self.every_s = every_s
         self._options = options or ReconcileOptions(function_timeout_s=settings.function_timeout_s)
         self._log = log
+        self._build = build
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.runs = 0
@@ -49,17 +51,20 @@ class ReconcileSchedule:
         self.last_report: ReconcileReport | None = None
 
     def _alarm(self) -> LocalJobAlarm | None:
-        try:
-            c = self._clients
-            return LocalJobAlarm(c.events, c.sqs, c.sns, self._settings)
-        except AlertsError:
+        if not self._settings.alerts_topic_arn:
             return None
+        try:
+            local_names(self._settings)
+        except AlertsError:
+            return None  # not a local stack's topic: on AWS the Glue run itself alerts
+        c = self._clients
+        return LocalJobAlarm(c.events, c.sqs, c.sns, self._settings)
 
     def run_once(self) -> ReconcileReport | None:
         """One reconcile; a failure is logged and alerted, never raised."""
         self.runs += 1
         try:
-            report = build_reconciler(self._clients, self._settings).run(self._options)
+            report = self._build(self._clients, self._settings).run(self._options)
         except Exception as exc:  # any failure of the job is what the alert is for
             self.failures += 1
             error = f"{type(exc).__name__}: {exc}"
