@@ -96,7 +96,7 @@ def _record(raw: Any, replay: Replay | None) -> FileRef | None:
         return FileRef(
             bucket=str(s3["bucket"]["name"]),
             key=unquote_plus(str(obj["key"])),
-            version=str(obj.get("versionId") or ""),
+            version=_version(obj.get("versionId")),
             etag=str(obj.get("eTag") or obj.get("etag") or "").strip('"'),
             size=int(obj.get("size") or 0),
             event_time=normalise_time(str(raw["eventTime"])),
@@ -105,6 +105,12 @@ def _record(raw: Any, replay: Replay | None) -> FileRef | None:
         )
     except (KeyError, TypeError) as exc:
         raise EventShapeError(f"S3 record lacks {exc}") from None
+
+
+def _version(raw: Any) -> str:
+    # An unversioned bucket reports "null": such a version is known by its ETag only.
+    text = str(raw or "")
+    return "" if text == "null" else text
 
 
 def _replay(raw: Any) -> Replay | None:
