@@ -27,6 +27,7 @@ from core.outcome import ACCEPTED, SAMPLE_REJECTS, ChunkResult, Outcome, Rejecte
 from core.rules import (
     FIELD_COUNT_OK,
     LINE,
+    derived_values,
     normalised_values,
     row_rules,
     seen_col,
@@ -85,6 +86,12 @@ def validate_chunks(
     return judge.outcome(name)
 
 
+def _staged(frame: pl.LazyFrame, stages: list[list[pl.Expr]]) -> pl.LazyFrame:
+    for stage in stages:
+        frame = frame.with_columns(stage)
+    return frame
+
+
 class SeenValues:
     """Values of a unique column met in earlier chunks.
 
@@ -114,6 +121,7 @@ class ChunkJudge:
     def __init__(self, schema: Schema) -> None:
         self.schema = schema
         self._trim = trimmed_values(schema)
+        self._derived = derived_values(schema)
         self._rules = row_rules(schema)
         self._normalised = normalised_values(schema)
         self._unique = [c.name for c in schema.columns if c.unique]
@@ -133,7 +141,7 @@ class ChunkJudge:
             ).to_series()
             frame = frame.with_columns(self._seen[column].repeats(key).alias(seen_col(column)))
         judged = (
-            frame.lazy()
+            _staged(frame.lazy(), self._derived)
             .with_columns(**self._rules)
             .with_columns(pl.any_horizontal(list(self._rules)).alias(_INVALID))
             .collect()

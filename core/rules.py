@@ -1,9 +1,12 @@
 """The schema's row rules as named polars expressions.
 
 Every rule is ``code -> boolean expression that is true when the row breaks it``. They run on a
-chunk that carries, per schema column, the reader's original text and a trimmed value column
-(``value_col(name)``: stripped, empty -> null). Casts use ``strict=False`` so a value that does
-not convert becomes null and fails its rule; nothing loops over rows in Python.
+chunk prepared in two steps: ``trimmed_values`` adds, per schema column, a trimmed value column
+(``value_col(name)``: stripped, empty -> null) beside the reader's original text, then
+``derived_values`` adds what several rules and the normalised output share (a date column's
+parsed date, a status's allowed spelling), so each is computed once per chunk. Casts use
+``strict=False`` so a value that does not convert becomes null and fails its rule; nothing
+loops over rows in Python.
 
 A row whose field count is wrong fails ``row.field_count`` alone: its values are misaligned, so
 judging them would only add noise.
@@ -36,6 +39,11 @@ def value_col(name: str) -> str:
     return f"__value__{name}"
 
 
+def parsed_col(name: str) -> str:
+    """Name of the derived column: a date column's Date, an allowed column's canonical text."""
+    return f"__parsed__{name}"
+
+
 def seen_col(name: str) -> str:
     """Name of the flag an engine sets when a unique column's value appeared in an earlier chunk."""
     return f"__seen__{name}"
@@ -50,6 +58,22 @@ def trimmed_values(schema: Schema) -> list[pl.Expr]:
             pl.when(stripped.str.len_bytes() > 0).then(stripped).alias(value_col(column.name))
         )
     return exprs
+
+
+def derived_values(schema: Schema) -> list[list[pl.Expr]]:
+    """Parsed dates and canonical spellings (``parsed_col``), as stages of ``with_columns``.
+
+    Each stage only reads columns made by the ones before it, so nothing is computed twice
+    whether or not polars spots the common subexpressions. Needs the trimmed values.
+    """
+    stages: list[list[pl.Expr]] = [[], [], [], []]
+    for column in schema.columns:
+        if column.type == "date":
+            for stage, exprs in zip(stages, _parsed_date(column), strict=True):
+                stage.extend(exprs)
+        elif column.allowed:
+            stages[-1].append(_canonical(column).alias(parsed_col(column.name)))
+    return [stage for stage in stages if stage]
 
 
 def row_rules(schema: Schema) -> dict[str, pl.Expr]:
@@ -79,7 +103,7 @@ def _column_rules(column: Column) -> dict[str, pl.Expr]:
         elif rule == FORMAT:
             rules[rule] = present & ~_well_formed(column)
         elif rule == ALLOWED:
-            rules[rule] = present & _canonical(column).is_null()
+            rules[rule] = present & pl.col(parsed_col(column.name)).is_null()
         elif rule == RANGE:
             rules[rule] = present & _well_formed(column) & ~_in_range(column)
     return rules
@@ -96,7 +120,7 @@ def _is_repeat(column: Column) -> pl.Expr:
 
 def _well_formed(column: Column) -> pl.Expr:
     if column.type == "date":
-        return _iso_date(column).is_not_null()
+        return pl.col(parsed_col(column.name)).is_not_null()
     if column.type == "decimal":
         return pl.col(value_col(column.name)).str.contains(_decimal_pattern(column.scale))
     return pl.lit(True)
@@ -108,33 +132,68 @@ def _decimal_pattern(scale: int) -> str:
     return rf"^-?\d+{fraction}$"
 
 
-def _date_parts(column: Column) -> tuple[pl.Expr, pl.Expr, pl.Expr, pl.Expr]:
-    """Year, month, day digits (as text, year widened to four digits) and the parsed ints.
+def _parsed_date(column: Column) -> list[list[pl.Expr]]:
+    """The value as a Date when it is a real calendar date in an accepted format, else null.
 
-    All formats are tried in one regex pass; the first that matches supplies all three parts.
-    Returns (year_text, month_text, day_text, valid_calendar_date).
+    Capturing regex groups is slow (seconds per million values), so formats are matched
+    without captures and cut apart cheaply: by position when every part has a fixed width
+    (yyyy-mm-dd), else by one literal split per separator (d/m/yy); only an unusual format (no
+    or mixed separators with variable widths) is captured. The first format that matches
+    wins. Stages: split, parts as integers, the first match's parts, the calendar check.
     """
-    alternatives = []
-    for i, fmt in enumerate(column.date_formats):
-        alternatives.append(
-            fmt.pattern[1:-1]
-            .replace("?P<day>", f"?P<d{i}>")
-            .replace("?P<month>", f"?P<m{i}>")
-            .replace("?P<year>", f"?P<y{i}>")
-        )
-    groups = pl.col(value_col(column.name)).str.extract_groups(
-        "^(?:" + "|".join(alternatives) + ")$"
-    )
+    value = pl.col(value_col(column.name))
+    tmp = f"__date__{column.name}"
+    splits: list[pl.Expr] = []
+    parts_stage: list[pl.Expr] = []
+    split_names: dict[str, str] = {}
+
+    def part_col(name: str, expr: pl.Expr) -> pl.Expr:
+        parts_stage.append(expr.cast(pl.Int32, strict=False).alias(name))
+        return pl.col(name)
+
     years, months, days = [], [], []
     for i, fmt in enumerate(column.date_formats):
-        year = groups.struct.field(f"y{i}")
-        years.append(pl.lit("20") + year if fmt.two_digit_year else year)
-        months.append(groups.struct.field(f"m{i}"))
-        days.append(groups.struct.field(f"d{i}"))
-    year_text, month_text, day_text = pl.coalesce(years), pl.coalesce(months), pl.coalesce(days)
-    y = year_text.cast(pl.Int32, strict=False)
-    m = month_text.cast(pl.Int32, strict=False)
-    d = day_text.cast(pl.Int32, strict=False)
+        matched = pl.col(f"{tmp}_match{i}")
+        if fmt.slices is not None:
+            parts = {
+                part: part_col(f"{tmp}_{i}{part}", value.str.slice(offset, length))
+                for part, offset, length in fmt.slices
+            }
+            parts_stage.append(
+                value.str.contains(fmt.match_pattern).alias(matched.meta.output_name())
+            )
+        elif fmt.separator is not None:
+            if fmt.separator not in split_names:
+                split_names[fmt.separator] = f"{tmp}_split{len(split_names)}"
+                splits.append(
+                    value.str.split_exact(fmt.separator, 2).alias(split_names[fmt.separator])
+                )
+            split = pl.col(split_names[fmt.separator])
+            parts = {
+                part: part_col(f"{tmp}_{i}{part}", split.struct.field(f"field_{k}"))
+                for k, part in enumerate(fmt.order)
+            }
+            parts_stage.append(
+                value.str.contains(fmt.match_pattern).alias(matched.meta.output_name())
+            )
+        else:
+            groups = value.str.extract_groups(fmt.pattern)
+            parts = {
+                part: part_col(f"{tmp}_{i}{part}", groups.struct.field(part)) for part in fmt.order
+            }
+            parts_stage.append(
+                value.str.contains(fmt.match_pattern).alias(matched.meta.output_name())
+            )
+        year = parts["year"] + 2000 if fmt.two_digit_year else parts["year"]
+        years.append(pl.when(matched).then(year))
+        months.append(pl.when(matched).then(parts["month"]))
+        days.append(pl.when(matched).then(parts["day"]))
+    first_match = [
+        pl.coalesce(years).alias(f"{tmp}_y"),
+        pl.coalesce(months).alias(f"{tmp}_m"),
+        pl.coalesce(days).alias(f"{tmp}_d"),
+    ]
+    y, m, d = pl.col(f"{tmp}_y"), pl.col(f"{tmp}_m"), pl.col(f"{tmp}_d")
     leap = ((y % 4 == 0) & (y % 100 != 0)) | (y % 400 == 0)
     month_days = (
         pl.when(m == 2)
@@ -144,14 +203,22 @@ def _date_parts(column: Column) -> tuple[pl.Expr, pl.Expr, pl.Expr, pl.Expr]:
         .otherwise(31)
     )
     real = (y >= 1) & (m >= 1) & (m <= 12) & (d >= 1) & (d <= month_days)
-    return year_text, month_text, day_text, real
+    date = pl.when(real).then(_days_since_epoch(y, m, d)).cast(pl.Date)
+    return [splits, parts_stage, first_match, [date.alias(parsed_col(column.name))]]
 
 
-def _iso_date(column: Column) -> pl.Expr:
-    """ISO ``yyyy-mm-dd`` text for a real calendar date in an accepted format, else null."""
-    year, month, day, real = _date_parts(column)
-    iso = pl.concat_str([year, month.str.zfill(2), day.str.zfill(2)], separator="-")
-    return pl.when(real).then(iso)
+def _days_since_epoch(y: pl.Expr, m: pl.Expr, d: pl.Expr) -> pl.Expr:
+    """Civil date to days since 1970-01-01 in integer arithmetic (valid for any y >= 1).
+
+    pl.date() raises on an impossible date anywhere in the column, even under a when(); plain
+    arithmetic has no such trap and is cheaper.
+    """
+    y = y.cast(pl.Int64) - (m <= 2).cast(pl.Int64)
+    era = y // 400
+    year_of_era = y - era * 400
+    day_of_year = (153 * ((m + 9) % 12) + 2) // 5 + d - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    return era * 146_097 + day_of_era - 719_468
 
 
 def _in_range(column: Column) -> pl.Expr:
@@ -187,7 +254,7 @@ def _canonical(column: Column) -> pl.Expr:
 def _normalised(column: Column) -> pl.Expr:
     value = pl.col(value_col(column.name))
     if column.type == "date":
-        return _iso_date(column)
+        return pl.col(parsed_col(column.name)).cast(pl.String)  # ISO yyyy-mm-dd
     if column.type == "decimal":
         # "-0" and "-0.00" are zero: store them without the sign.
         return (
@@ -196,5 +263,5 @@ def _normalised(column: Column) -> pl.Expr:
             .otherwise(value)
         )
     if column.allowed:
-        return _canonical(column)
+        return pl.col(parsed_col(column.name))
     return value

@@ -34,6 +34,7 @@ _DATE_TOKENS = {
     "mm": r"\d{2}", "m": r"\d{1,2}",
     "dd": r"\d{2}", "d": r"\d{1,2}",
 }  # fmt: skip
+_FIXED_WIDTH = {"yyyy": 4, "yy": 2, "mm": 2, "dd": 2}
 _TOKEN_RE = re.compile(r"yyyy|yy|mm|m|dd|d")
 _TOKEN_PART = {"yyyy": "year", "yy": "year", "mm": "month", "m": "month", "dd": "day", "d": "day"}
 
@@ -48,29 +49,55 @@ class DateFormat:
 
     spec: str
     pattern: str  # anchored regex with named groups day, month, year
+    match_pattern: str  # the same without groups: matching alone is much faster than capturing
+    order: tuple[str, ...]  # "day", "month", "year" in the order they are written
+    separator: str | None  # the one literal between the parts, when the spelling has one
     two_digit_year: bool
+    # (part, offset, length) when every part has a fixed width (yyyy-mm-dd): cut by position
+    slices: tuple[tuple[str, int, int], ...] | None = None
 
     @classmethod
     def parse(cls, spec: str) -> DateFormat:
-        pattern, seen, pos, two_digit = "", [], 0, False
+        pattern, plain, literals, pos = "", "", [], 0
+        order: list[str] = []
+        slices: list[tuple[str, int, int]] | None = []
         for match in _TOKEN_RE.finditer(spec):
-            pattern += re.escape(spec[pos : match.start()])
+            literal = spec[pos : match.start()]
+            literals.append(literal)
+            pattern += re.escape(literal)
+            plain += re.escape(literal)
             piece = match.group()
             part = _TOKEN_PART[piece]
-            seen.append(part)
-            two_digit = two_digit or piece == "yy"
+            order.append(part)
+            if slices is not None and piece in _FIXED_WIDTH:
+                # Every part so far is as wide in the value as in the spelling.
+                slices.append((part, match.start(), _FIXED_WIDTH[piece]))
+            else:
+                slices = None
             pattern += f"(?P<{part}>{_DATE_TOKENS[piece]})"
+            plain += f"(?:{_DATE_TOKENS[piece]})"
             pos = match.end()
-        literal_tail = spec[pos:]
-        pattern += re.escape(literal_tail)
-        if sorted(seen) != ["day", "month", "year"]:
+        literals.append(spec[pos:])
+        pattern += re.escape(spec[pos:])
+        plain += re.escape(spec[pos:])
+        if sorted(order) != ["day", "month", "year"]:
             raise SchemaError(
                 f"date format {spec!r} must name day (d/dd), month (m/mm) and year "
                 "(yy/yyyy) exactly once each"
             )
         if any(ch.isalnum() for ch in _TOKEN_RE.sub("", spec)):
             raise SchemaError(f"date format {spec!r}: only d, dd, m, mm, yy, yyyy and separators")
-        return cls(spec, f"^{pattern}$", two_digit)
+        inner = literals[1:-1]
+        uniform = not literals[0] and not literals[-1] and len(set(inner)) == 1 and inner[0]
+        return cls(
+            spec=spec,
+            pattern=f"^{pattern}$",
+            match_pattern=f"^{plain}$",
+            order=tuple(order),
+            separator=inner[0] if uniform else None,
+            two_digit_year="yy" in _TOKEN_RE.findall(spec),
+            slices=tuple(slices) if slices else None,
+        )
 
 
 @dataclass(frozen=True)
