@@ -109,7 +109,9 @@ def compose(
     if not notices:
         raise ValueError("an email needs at least one notice")
     now = now or datetime.now(UTC)
-    sections = [Section(n, _rejects_of(n, store, name)) for n, name in _filenames(notices)]
+    # Worst first: files rejected whole, then by rejected rows.
+    ordered = sorted(notices, key=lambda n: (n.status != "REJECTED", -n.invalid, n.key))
+    sections = [Section(n, _rejects_of(n, store, name)) for n, name in _filenames(ordered)]
     present = [s.rejects for s in sections if s.rejects is not None and s.rejects.size is not None]
     # Link the largest CSVs until the rest fit, so as many files as possible keep their
     # attachment. Estimated from sizes first (nothing downloaded), then verified below.
@@ -325,7 +327,7 @@ def _sorted_reasons(notice: FileNotice) -> list[tuple[str, int]]:
 
 def _rejects_line(rejects: Rejects | None) -> str:
     if rejects is None:
-        return "no rejects file"
+        return "none"
     if rejects.size is None:
         return f"{rejects.key} is no longer in the bucket"
     if rejects.content is not None:
@@ -346,7 +348,6 @@ def _text_body(sections: Sequence[Section], now: datetime, vocab: _Vocabulary) -
             f"{n.key}  [{STATUS_LABEL.get(n.status, n.status)}]",
             "",
             _headline(n),
-            f"Rows: {n.rows:,}   Stored: {n.valid:,}   Rejected: {n.invalid:,}",
         ]
         if n.reasons:
             lines += ["", "Reasons:"]
@@ -355,10 +356,12 @@ def _text_body(sections: Sequence[Section], now: datetime, vocab: _Vocabulary) -
                 lines.append(f"  {count:>9,}  {code}" + (f"  - {text}" if text else ""))
         if n.sample:
             lines += ["", _sample_caption(n), *_text_table(n.sample, vocab)]
-        lines += ["", f"Rejected rows: {_rejects_line(section.rejects)}"]
+        if section.rejects is not None:
+            lines += ["", f"Rejected rows: {_rejects_line(section.rejects)}"]
         if section.rejects is not None and section.rejects.url:
             lines.append(f"  {section.rejects.url}")
         lines += [
+            "",
             f"Source: s3://{n.bucket}/{n.key} (version {n.version})",
             f"Finished: {n.finished_at or 'unknown'}",
             "",
@@ -496,8 +499,9 @@ def _html_section(index: int, section: Section, vocab: _Vocabulary) -> str:
         body = "".join(_html_sample_row(r, columns, vocab) for r in n.sample)
         out.append(f"<p style='margin:8px 0 0;font-weight:600'>{e(_sample_caption(n))}</p>")
         out.append(f"<table style='{_TABLE}'><tr>{head}</tr>{body}</table>")
+    if section.rejects is not None:
+        out.append(f"<p style='margin:4px 0'>Rejected rows: {_html_rejects(section.rejects)}</p>")
     out.append(
-        f"<p style='margin:4px 0'>Rejected rows: {_html_rejects(section.rejects)}</p>"
         f"<p style='font-size:12px;color:#6b7280;margin:4px 0'>"
         f"s3://{e(n.bucket)}/{e(n.key)} &middot; version {e(n.version)} &middot; "
         f"finished {e(n.finished_at or 'unknown')}</p>"

@@ -380,3 +380,24 @@ def test_the_cells_a_row_was_rejected_for_are_tinted() -> None:
     _, html = bodies(parse(compose([n], MemoryStore(), sender="s@x.test", recipients=["r"]).data))
     assert "background:#fee2e2'>abc</td>" in html
     assert "background:#fee2e2'>O1</td>" not in html
+
+
+def test_files_are_listed_worst_first() -> None:
+    notices = [
+        notice("incoming/few.csv", invalid=1),
+        notice("incoming/many.csv", invalid=50),
+        notice(
+            "incoming/broken.xlsx",
+            status="REJECTED",
+            rows=0,
+            invalid=0,
+            reasons={},
+            sample=[],
+            rejects=False,
+            error="not a readable order file",
+        ),
+    ]
+    text, html = bodies(parse(compose(notices, MemoryStore(), sender="s", recipients=["r"]).data))
+    for body in (text, html):
+        assert body.index("broken.xlsx") < body.index("many.csv") < body.index("few.csv")
+    assert "Rejected rows: none" not in text  # a file rejected whole has no rejects line
