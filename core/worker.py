@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from core.clients import Clients
 from core.settings import Settings
 from core.stack import LOCAL_TIMINGS
@@ -293,12 +295,18 @@ class QueueConsumer:
     def _delete(self, messages: Sequence[Mapping[str, Any]]) -> None:
         for start in range(0, len(messages), SQS_RECEIVE_MAX):
             chunk = messages[start : start + SQS_RECEIVE_MAX]
-            response = self.sqs.delete_message_batch(
-                QueueUrl=self.spec.url,
-                Entries=[
-                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)
-                ],
-            )
+            try:
+                response = self.sqs.delete_message_batch(
+                    QueueUrl=self.spec.url,
+                    Entries=[
+                        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                        for i, m in enumerate(chunk)
+                    ],
+                )
+            except (ClientError, BotoCoreError) as exc:
+                # Like a per-entry failure: the batch comes back and is recognised as done.
+                self.log(f"{self.spec.name}: delete failed ({exc}); messages will be redelivered")
+                continue
             for failure in response.get("Failed", []):
                 # The message comes back and is handled again; handlers are idempotent.
                 self.log(f"{self.spec.name}: delete failed: {failure.get('Message')}")
