@@ -163,7 +163,9 @@ class ArtifactStore:
                 "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
             },
         )
-        self._s3.put_bucket_policy(Bucket=self.bucket, Policy=json.dumps(tls_only(self.bucket)))
+        # Requiring TLS would lock out an endpoint that has none (a local emulator).
+        if str(self._s3.meta.endpoint_url).startswith("https://"):
+            self._s3.put_bucket_policy(Bucket=self.bucket, Policy=json.dumps(tls_only(self.bucket)))
         return True
 
     def has(self, key: str) -> bool:
@@ -426,7 +428,7 @@ def deploy(
     else:
         store = ArtifactStore(clients.s3, bucket, clients.session.region_name)
         if store.ensure():
-            say(f"created artifact bucket {bucket} (private, encrypted, TLS only)")
+            say(f"created artifact bucket {bucket} (private, encrypted)")
         for artifact in sorted(manifest.artifacts.values(), key=lambda a: a.role):
             if store.has(artifact.key):
                 continue

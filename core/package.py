@@ -163,7 +163,7 @@ class Manifest:
             raise PackageError(f"unreadable {path}: {exc}; run `orderpipe package` again") from None
         for artifact in artifacts.values():
             file = out_dir / artifact.file
-            if not file.is_file() or _sha256(file) != artifact.sha256:
+            if not file.is_file() or file_sha256(file) != artifact.sha256:
                 raise PackageError(f"{file} is missing or changed: run `orderpipe package` again")
         return manifest
 
@@ -311,7 +311,7 @@ def copy_project(root: Path, dest: Path) -> None:
             shutil.copyfile(path, target)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -411,7 +411,7 @@ class BuildOptions:
 
 
 def _artifact(role: str, path: Path, unzipped: int) -> Artifact:
-    return Artifact(role, path.name, _sha256(path), path.stat().st_size, unzipped)
+    return Artifact(role, path.name, file_sha256(path), path.stat().st_size, unzipped)
 
 
 def _largest(site: Path, count: int = 3) -> str:
