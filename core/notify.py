@@ -231,7 +231,8 @@ class Notifier:
                 if attempt == self.send_attempts:
                     raise
                 # Full jitter: concurrent senders spread out instead of retrying in step.
-                delay = random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))  # noqa: S311
+                ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)
+                delay = random.uniform(0, ceiling)  # noqa: S311  # nosec B311: jitter, not a secret
                 log.warning("SES throttled (attempt %d); retrying in %.2fs", attempt, delay)
                 self.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
