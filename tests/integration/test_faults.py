@@ -1,0 +1,340 @@
+"""Reliability scenarios: the real handlers, on a moto server, while AWS misbehaves on purpose.
+
+Each scenario injects one kind of trouble production sees, lets the pipeline run until it is
+idle, and then checks the whole promise at once (``Pipeline.assert_end_state``): the orders
+table holds exactly the expected orders with their newest values, every file has a terminal
+ledger status, every file with rejected rows is named in exactly one email, the DLQs hold only
+what they should and nothing is left PROCESSING.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from core.clients import Clients
+from core.faults import FaultPlan
+from core.worker import Worker, drain, handler_environment
+from tests.integration.pipeline_kit import (
+    OrderFile,
+    Pipeline,
+    Scenario,
+    handler_faults,
+    newest,
+    order_file,
+)
+
+pytestmark = pytest.mark.integration
+
+DRAIN_S = 120  # a ceiling, not a pause: drain returns as soon as the queues are idle
+
+
+@pytest.fixture
+def scenario(request: pytest.FixtureRequest) -> Iterator[Scenario]:
+    record = Scenario(request.node.name)
+    yield record
+    record.save()
+
+
+@pytest.fixture
+def pipe(stack: Any) -> Pipeline:
+    return Pipeline(stack)
+
+
+def run(pipe: Pipeline, plan: FaultPlan | None = None) -> None:
+    """Run the real handlers until both queues are idle, failed messages retried at once."""
+    if plan is None:
+        drain(pipe.stack.clients, pipe.stack.settings, DRAIN_S, retry_after_s=0)
+        return
+    with handler_faults(plan):
+        drain(pipe.stack.clients, pipe.stack.settings, DRAIN_S, retry_after_s=0)
+
+
+def expect_files(pipe: Pipeline, *files: OrderFile) -> dict[str, str]:
+    return {pipe.file_id(f): f.status for f in files}
+
+
+def attempts(pipe: Pipeline) -> dict[str, int]:
+    return {fid: int(e.get("attempts", 0)) for fid, e in pipe.ledger().items()}
+
+
+# -- DynamoDB -----------------------------------------------------------------------------------
+
+
+def test_throttled_batch_writes_lose_nothing(pipe: Pipeline, scenario: Scenario) -> None:
+    scenario.describe(
+        "DynamoDB throttling",
+        "BatchWriteItem answers ThrottlingException or ProvisionedThroughputExceededException "
+        "(30% of calls, up to 2 each)",
+        "botocore backs off and retries; every order stored once; outcomes and emails exact",
+    )
+    files = [order_file(f"incoming/throttle-{i}.csv", f"T{i}-", 60, invalid=i) for i in range(3)]
+    plan = FaultPlan.parse(
+        "seed=3; dynamodb.BatchWriteItem=throttle:0.3:2; dynamodb.BatchWriteItem=provisioned:0.3:2"
+    )
+    pipe.upload(*files)
+    run(pipe, plan)
+
+    pipe.assert_end_state(newest(*files), expect_files(pipe, *files))
+    assert plan.total("throttle") >= 1
+    assert plan.total("provisioned") >= 1
+    scenario.measure(faults=plan.counts())
+    scenario.passed()
+
+
+def test_partial_unprocessed_items_are_retried_until_written(
+    pipe: Pipeline, scenario: Scenario
+) -> None:
+    scenario.describe(
+        "DynamoDB partial batches",
+        "BatchWriteItem leaves a random part of the batch in UnprocessedItems (50% of calls)",
+        "the writer re-sends exactly the unprocessed items; every order stored once",
+    )
+    files = [order_file(f"incoming/partial-{i}.csv", f"P{i}-", 150, invalid=i) for i in range(3)]
+    plan = FaultPlan.parse("seed=5; dynamodb.BatchWriteItem=unprocessed:0.5")
+    pipe.upload(*files)
+    run(pipe, plan)
+
+    pipe.assert_end_state(newest(*files), expect_files(pipe, *files))
+    assert plan.total("unprocessed") >= 5
+    scenario.measure(faults=plan.counts(), attempts=sum(attempts(pipe).values()))
+    scenario.passed()
+
+
+def test_writes_refused_past_every_retry_fail_the_attempt_and_the_file_is_redone(
+    pipe: Pipeline, scenario: Scenario
+) -> None:
+    scenario.describe(
+        "DynamoDB refuses past all retries",
+        "the first 8 BatchWriteItem calls leave items unprocessed, exhausting the writer",
+        "attempt 1 ends FAILED, the message is redelivered, attempt 2 stores every order once",
+    )
+    good = order_file("incoming/refused.csv", "R-", 80, invalid=2)
+    plan = FaultPlan.parse("dynamodb.BatchWriteItem=unprocessed:1:8")
+    pipe.upload(good)
+    run(pipe, plan)
+
+    pipe.assert_end_state(newest(good), expect_files(pipe, good))
+    entry = pipe.ledger()[pipe.file_id(good)]
+    assert int(entry["attempts"]) == 2
+    scenario.measure(faults=plan.counts(), attempts=int(entry["attempts"]))
+    scenario.passed()
+
+
+# -- S3 -----------------------------------------------------------------------------------------
+
+
+def test_s3_read_timeouts_and_resets_mid_stream(pipe: Pipeline, scenario: Scenario) -> None:
+    scenario.describe(
+        "S3 read errors",
+        "GetObject times out once (no answer), then its body is cut by a connection reset; "
+        "later a body stalls with a read timeout",
+        "each broken read fails only that attempt; the file is read again whole; "
+        "nothing half-read is stored",
+    )
+    first = order_file("incoming/s3-a.csv", "SA-", 150, invalid=1)
+    pipe.upload(first)
+    plan_a = FaultPlan.parse("s3.GetObject=timeout:1:1; s3.GetObject=stream-reset:1:1")
+    run(pipe, plan_a)
+    second = order_file("incoming/s3-b.csv", "SB-", 150)
+    pipe.upload(second)
+    plan_b = FaultPlan.parse("s3.GetObject=stream-timeout:1:1")
+    run(pipe, plan_b)
+
+    pipe.assert_end_state(newest(first, second), expect_files(pipe, first, second))
+    assert plan_a.counts() == {"s3.GetObject:timeout": 1, "s3.GetObject:stream-reset": 1}
+    assert plan_b.counts() == {"s3.GetObject:stream-timeout": 1}
+    tries = attempts(pipe)
+    assert tries == {pipe.file_id(first): 2, pipe.file_id(second): 2}
+    scenario.measure(faults={**plan_a.counts(), **plan_b.counts()}, attempts=tries)
+    scenario.passed()
+
+
+# -- SES ----------------------------------------------------------------------------------------
+
+
+def test_ses_throttling_and_a_rejected_send_still_mail_each_file_once(
+    pipe: Pipeline, scenario: Scenario
+) -> None:
+    scenario.describe(
+        "SES throttling and rejection",
+        "SendRawEmail is throttled 3 times, then rejected once (MessageRejected)",
+        "notify backs off, releases its claim on the rejection and retries; each file with "
+        "rejected rows is in exactly one email",
+    )
+    files = [order_file(f"incoming/ses-{i}.csv", f"S{i}-", 20, invalid=1 + i) for i in range(3)]
+    plan = FaultPlan.parse("ses.SendRawEmail=throttle:1:3; ses.SendRawEmail=rejected:1:1")
+    pipe.upload(*files)
+    run(pipe, plan)
+
+    pipe.assert_end_state(newest(*files), expect_files(pipe, *files))
+    assert plan.counts() == {"ses.SendRawEmail:throttle": 3, "ses.SendRawEmail:rejected": 1}
+    scenario.measure(faults=plan.counts(), emails=len(pipe.emails()))
+    scenario.passed()
+
+
+# -- SQS ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_sqs_receive_and_delete_errors_in_the_worker_loop(
+    pipe: Pipeline, scenario: Scenario
+) -> None:
+    scenario.describe(
+        "SQS receive and delete errors",
+        "the worker's ReceiveMessage throttled or reset (20%), DeleteMessageBatch failing "
+        "with InternalError past botocore's retries (first 3 calls)",
+        "the worker keeps polling; an undeleted message comes back and is recognised as "
+        "done; no order or email twice",
+    )
+    files = [order_file(f"incoming/sqs-{i}.csv", f"Q{i}-", 40, invalid=i % 2) for i in range(4)]
+    plan = FaultPlan.parse(
+        "seed=2; sqs.ReceiveMessage=throttle:0.2; sqs.ReceiveMessage=reset:0.2; "
+        "sqs.DeleteMessageBatch=internal:1:3"
+    )
+    # Only the worker's own client fails (max_attempts=0: no retries hide the delete errors).
+    worker_clients = Clients(endpoint_url=pipe.stack.endpoint, max_attempts=0, faults=plan)
+    pipe.upload(*files)
+    wanted = expect_files(pipe, *files)
+
+    def settled() -> bool:
+        ledger = pipe.ledger()
+        return set(ledger) == set(wanted) and all(
+            e["status"] == wanted[f] and (wanted[f] == "SUCCEEDED" or e.get("notified_at"))
+            for f, e in ledger.items()
+        )
+
+    with handler_environment(worker_clients, pipe.stack.settings):
+        worker = Worker(
+            worker_clients,
+            pipe.stack.settings,
+            wait_time_s=1,
+            notify_window_s=0,
+            failed_visibility_s=0,
+        )
+        stop = threading.Event()
+        thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+        thread.start()
+        try:
+            deadline = time.monotonic() + DRAIN_S
+            while time.monotonic() < deadline and not (settled() and _queues_empty(pipe)):
+                time.sleep(1)
+        finally:
+            stop.set()
+            thread.join(30)
+
+    assert not thread.is_alive()
+    pipe.assert_end_state(newest(*files), wanted)
+    assert plan.total("internal") == 3
+    assert plan.total("throttle") + plan.total("reset") >= 1
+    scenario.measure(faults=plan.counts())
+    scenario.passed()
+
+
+def _queues_empty(pipe: Pipeline) -> bool:
+    names = pipe.stack.names
+    return pipe.queue_depth(names.ingest_queue) == 0 and pipe.queue_depth(names.notify_queue) == 0
+
+
+# -- delivery order and duplicates --------------------------------------------------------------
+
+
+def test_the_same_s3_event_delivered_three_times(pipe: Pipeline, scenario: Scenario) -> None:
+    scenario.describe(
+        "duplicate S3 events",
+        "the file's S3 event delivered three times: twice in one batch, once after it finished",
+        "one ledger entry, one attempt, orders written once, one email",
+    )
+    f = order_file("incoming/dup.csv", "D-", 60, invalid=2)
+    pipe.upload(f)
+    (event,) = pipe.take_events()
+    pipe.deliver(event)
+    pipe.deliver(event)
+    run(pipe)
+    pipe.deliver(event)
+    run(pipe)
+
+    pipe.assert_end_state(newest(f), expect_files(pipe, f))
+    assert attempts(pipe) == {pipe.file_id(f): 1}
+    scenario.passed()
+
+
+def test_events_delivered_out_of_order_keep_the_newest_values(
+    pipe: Pipeline, scenario: Scenario
+) -> None:
+    scenario.describe(
+        "events out of order",
+        "two uploads of one key; the newer upload's event is delivered and processed first",
+        "the older upload never overwrites the newer values; orders only the older had are stored",
+    )
+    old = order_file("incoming/late.csv", "L-", 50, invalid=1, variant=1)
+    new = order_file("incoming/late.csv", "L-", 40, variant=2)  # L-00040..49 only in the old
+    pipe.upload(old)
+    time.sleep(0.01)  # distinct event times, as S3 gives two writes
+    pipe.upload(new)
+    old_event, new_event = pipe.take_events()
+    pipe.deliver(new_event)
+    run(pipe)
+    pipe.deliver(old_event)
+    run(pipe)
+
+    pipe.assert_end_state(newest(old, new), expect_files(pipe, old, new))
+    scenario.passed()
+
+
+def test_same_key_uploaded_twice_in_quick_succession(pipe: Pipeline, scenario: Scenario) -> None:
+    scenario.describe(
+        "one key uploaded twice at once",
+        "two versions of one key, different content, uploaded back to back before any processing",
+        "both versions processed (the first read by its ETag); newest values win",
+    )
+    first = order_file("incoming/twice.csv", "W-", 50, invalid=1, variant=1)
+    second = order_file("incoming/twice.csv", "W-", 45, invalid=2, variant=2)
+    pipe.upload(first, second)
+    run(pipe)
+
+    pipe.assert_end_state(newest(first, second), expect_files(pipe, first, second))
+    scenario.passed()
+
+
+# -- load ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_burst_of_100_files(pipe: Pipeline, scenario: Scenario) -> None:
+    scenario.describe(
+        "burst of 100 files",
+        "100 small files uploaded at once (one in five with a rejected row)",
+        "every file terminal, every order stored once, one email per file with rejects",
+    )
+    files = [
+        order_file(f"incoming/burst/{i:03d}.csv", f"B{i:03d}-", 10, invalid=int(i % 5 == 0))
+        for i in range(100)
+    ]
+    sent = pipe.upload(*files)
+    started = time.monotonic()
+    run(pipe)
+    seconds = time.monotonic() - started
+
+    pipe.assert_end_state(newest(*files), expect_files(pipe, *files))
+    latencies = sorted(
+        _epoch(e["finished_at"]) - sent[fid] for fid, e in pipe.ledger().items() if fid in sent
+    )
+    scenario.measure(
+        files=len(files),
+        drain_seconds=round(seconds, 1),
+        p50_s=round(statistics.median(latencies), 2),
+        p95_s=round(latencies[int(0.95 * (len(latencies) - 1))], 2),
+    )
+    scenario.passed()
+
+
+def _epoch(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
