@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.engine import validate, validate_chunks
+from core.engine import SeenValues, validate, validate_chunks
 from core.limits import Limits
 from core.outcome import SAMPLE_REJECTS, ChunkResult
 from core.schema import default_schema
@@ -238,3 +238,29 @@ def test_any_bytes_give_an_outcome(data: bytes, name: str) -> None:
     outcome = validate(data, name, chunk_rows=5)
     assert outcome.status in ("accepted", "rejected")
     assert outcome.rows == outcome.valid + outcome.invalid
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.one_of(st.none(), st.text(alphabet="AB01", max_size=4)), max_size=60),
+    st.integers(1, 12),
+)
+def test_seen_values_flags_exactly_the_values_of_earlier_chunks(
+    values: list[str | None], size: int
+) -> None:
+    seen = SeenValues()
+    earlier: set[str] = set()
+    for start in range(0, len(values), size):
+        part = values[start : start + size]
+        flags = seen.repeats(pl.Series("v", part, dtype=pl.String)).to_list()
+        assert flags == [v is not None and v in earlier for v in part]
+        earlier.update(v for v in part if v is not None)
+
+
+def test_seen_values_finds_an_early_id_repeated_late_in_growing_ids() -> None:
+    seen = SeenValues()
+    chunks = [[f"ORD{i:06d}" for i in range(k, k + 1000)] for k in range(0, 5000, 1000)]
+    chunks[3][500] = "ORD000007"
+    flagged = [seen.repeats(pl.Series("v", c)).to_list() for c in chunks]
+    assert [sum(f) for f in flagged] == [0, 0, 0, 1, 0]
+    assert flagged[3][500]
