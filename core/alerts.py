@@ -118,6 +118,7 @@ class AlertsInbox:
                     QueueUrl=self.url,
                     MaxNumberOfMessages=SQS_BATCH,
                     VisibilityTimeout=30,
+                    WaitTimeSeconds=1,  # a long poll asks every server; a short one may miss
                     AttributeNames=["SentTimestamp"],
                 ).get("Messages", [])
                 fresh = [m for m in got if m["MessageId"] not in seen]

@@ -214,12 +214,13 @@ class DeadLetterQueue:
         seen: dict[str, DeadLetter] = {}
         held: list[DeadLetter] = []
         try:
-            empty_rounds = 0
-            while len(seen) < limit and empty_rounds < 2:
-                batch = self._receive(limit - len(seen), PEEK_VISIBILITY_S)
+            while len(seen) < limit:
+                # A 1 s long poll asks every SQS server; a short poll may miss messages.
+                batch = self._receive(limit - len(seen), PEEK_VISIBILITY_S, wait_s=1)
                 held.extend(batch)
                 fresh = [m for m in batch if m.message_id not in seen]
-                empty_rounds = 0 if fresh else empty_rounds + 1
+                if not fresh:
+                    break
                 for m in fresh:
                     seen[m.message_id] = m
         finally:
