@@ -527,7 +527,7 @@ def build(settings: Settings, clients: Any, *, span: Span = _no_span) -> IngestS
         ledger=DynamoLedger(clients.dynamodb, settings.files_table),
         objects=objects,
         writer=OrdersWriter(
-            clients.dynamodb, settings.orders_table, threads=settings.write_threads
+            clients.dynamodb_bulk, settings.orders_table, threads=settings.write_threads
         ),
         rejects=objects,
         notices=SqsNotices(clients.sqs, settings.notify_queue_url),

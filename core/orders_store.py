@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import polars as pl
@@ -86,10 +87,15 @@ class Backoff:
 
 
 def order_items(frame: pl.DataFrame, source: FileRef, ingested_at: str) -> list[dict[str, Any]]:
-    """Valid rows (``line`` + schema columns as text) as DynamoDB items, keys de-duplicated."""
+    """Valid rows (``line`` + schema columns as text) as DynamoDB items, keys de-duplicated.
+
+    Built column by column (list comprehensions, ``dict(zip(...))`` per row): this runs on the
+    submitting thread for every row, so it is kept to a few hundred nanoseconds a row.
+    """
     frame = frame.unique(subset=[ORDERS_KEY], keep="last", maintain_order=True)
     columns = [c for c in frame.columns if c != "line"]
-    stamp = {
+    # The provenance values are the same for every row: one shared attribute value each.
+    stamp: dict[str, dict[str, str]] = {
         "source_file_id": {"S": source.file_id},
         "source_key": {"S": source.key},
         "source_version": {"S": source.version_tag},
@@ -97,13 +103,18 @@ def order_items(frame: pl.DataFrame, source: FileRef, ingested_at: str) -> list[
         "source_rank": {"S": source.rank},
         "ingested_at": {"S": ingested_at},
     }
-    kinds = ["N" if c in NUMBER_COLUMNS else "S" for c in columns]
-    items: list[dict[str, Any]] = []
-    for line, *values in frame.select("line", *columns).iter_rows():
-        item = {c: {k: v} for c, k, v in zip(columns, kinds, values, strict=True) if v is not None}
-        item.update(stamp)
-        item["source_line"] = {"N": str(line)}
-        items.append(item)
+    names = [*columns, "source_line", *stamp]
+    wrapped: list[Iterable[Any]] = []
+    for column in columns:
+        kind = "N" if column in NUMBER_COLUMNS else "S"
+        wrapped.append(
+            [None if v is None else {kind: v} for v in frame.get_column(column).to_list()]
+        )
+    wrapped.append([{"N": str(line)} for line in frame.get_column("line").to_list()])
+    wrapped.extend(repeat(value) for value in stamp.values())
+    items = [dict(zip(names, values, strict=False)) for values in zip(*wrapped, strict=False)]
+    if any(frame.get_column(c).null_count() for c in columns):
+        items = [{k: v for k, v in item.items() if v is not None} for item in items]
     return items
 
 
