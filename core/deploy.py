@@ -18,7 +18,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from core.package import Manifest, PackageError
+from core.package import MIB, Manifest, PackageError
 from core.template import (
     TEMPLATE_BODY_LIMIT,
     TEMPLATE_PATH,
@@ -435,7 +435,8 @@ def deploy(
             store.put_file(request.artifacts_dir / artifact.file, artifact.key)
             result.uploaded.append(artifact.key)
             say(
-                f"uploaded {artifact.file} ({artifact.zipped_bytes / 1e6:.1f} MB) -> {artifact.key}"
+                f"uploaded {artifact.file} ({artifact.zipped_bytes / MIB:.1f} MiB)"
+                f" -> {artifact.key}"
             )
 
     verb = "create" if change_set_type == "CREATE" else "update"

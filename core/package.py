@@ -36,8 +36,9 @@ ARCHITECTURES = {"arm64": "aarch64", "x86_64": "x86_64"}
 PYTHON_VERSIONS = ("3.12", "3.13")  # the Lambda runtimes the template allows
 GLUE_PYTHON = "3.9"
 
-# AWS counts 250 MB as 262,144,000 bytes for function code plus all its layers, unzipped.
-LAMBDA_UNZIPPED_LIMIT = 262_144_000
+# Lambda's "250 MB" for function code plus all its layers, unzipped, is 250 MiB.
+MIB = 1024 * 1024
+LAMBDA_UNZIPPED_LIMIT = 250 * MIB
 
 # The layer holds polars; the function zip the rest. Versions are pinned to this environment's
 # so Lambda runs what the tests ran.
@@ -419,7 +420,7 @@ def _largest(site: Path, count: int = 3) -> str:
         ((_tree_size(p) if p.is_dir() else p.stat().st_size, p.name) for p in site.iterdir()),
         reverse=True,
     )
-    return ", ".join(f"{name} {size / 1e6:.0f} MB" for size, name in sizes[:count])
+    return ", ".join(f"{name} {size / MIB:.0f} MiB" for size, name in sizes[:count])
 
 
 def check_limit(layer_site: Path, code_site: Path, limit_bytes: int) -> None:
@@ -427,8 +428,8 @@ def check_limit(layer_site: Path, code_site: Path, limit_bytes: int) -> None:
     total = _tree_size(layer_site) + _tree_size(code_site)
     if total > limit_bytes:
         raise PackageError(
-            f"the Lambda code would be {total / 1e6:.1f} MB unzipped, over the "
-            f"{limit_bytes / 1e6:.1f} MB limit for code plus layers "
+            f"the Lambda code would be {total / MIB:.1f} MiB unzipped, over the "
+            f"{limit_bytes / MIB:.1f} MiB limit for code plus layers "
             f"(largest: {_largest(layer_site)}; {_largest(code_site)})"
         )
 
@@ -460,7 +461,7 @@ def build(options: BuildOptions) -> Manifest:
             saved, slim_notes = slim(site, target, strip=options.strip)
             notes += slim_notes
             if saved:
-                notes.append(f"{site.name}: {saved / 1e6:.1f} MB of caches, stubs and symbols cut")
+                notes.append(f"{site.name}: {saved / MIB:.1f} MiB of caches, stubs and symbols cut")
         copy_project(options.project_root, code_site)
 
         check_limit(layer_site, code_site, options.limit_bytes)

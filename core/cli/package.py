@@ -12,6 +12,7 @@ from core.package import (
     ARCHITECTURES,
     DEFAULT_OUT_DIR,
     LAMBDA_UNZIPPED_LIMIT,
+    MIB,
     PYTHON_VERSIONS,
     BuildOptions,
     Manifest,
@@ -22,7 +23,7 @@ from core.package import (
 
 
 def _mb(size: int) -> str:
-    return f"{size / 1e6:,.1f} MB"
+    return f"{size / MIB:,.1f} MiB"
 
 
 def summary_lines(manifest: Manifest, out_dir: Path) -> list[str]:

@@ -18,6 +18,7 @@ from core.cli import cli
 from core.cli.package import summary_lines
 from core.package import (
     LAMBDA_UNZIPPED_LIMIT,
+    MIB,
     BuildOptions,
     Manifest,
     PackageError,
@@ -214,7 +215,7 @@ def test_past_the_lambda_limit_fails_with_one_clear_line(tmp_path: Path) -> None
     with pytest.raises(PackageError) as err:
         check_limit(layer, code, 1099)
     message = str(err.value)
-    assert "would be 0.0 MB unzipped, over the 0.0 MB limit for code plus layers" in message
+    assert "would be 0.0 MiB unzipped, over the 0.0 MiB limit for code plus layers" in message
     assert "polars" in message  # names the biggest contributors
     assert "\n" not in message
 
@@ -253,7 +254,7 @@ def test_summary_reports_each_artifact_and_the_share_of_the_limit(
     text = "\n".join(summary_lines(manifest, offline.out_dir))
     for artifact in manifest.artifacts.values():
         assert artifact.file in text
-    assert f"of {LAMBDA_UNZIPPED_LIMIT / 1e6:,.1f} MB allowed" in text
+    assert f"of {LAMBDA_UNZIPPED_LIMIT / MIB:,.1f} MiB allowed" in text
 
 
 @pytest.mark.slow
