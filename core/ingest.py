@@ -49,15 +49,15 @@ from core.orders_store import OrdersWriter, WriteStats
 from core.settings import INCOMING_PREFIX, REJECTS_PREFIX, Settings
 
 COPY_BUFFER = 1024 * 1024
-BUSY_RETRY_S = 30  # a file held by another attempt is looked at again after this
+# A file held by another attempt is looked at again after 60 s, doubling per receive: the
+# first four waits add up to 15 min (the longest a Lambda can run), so a message only reaches
+# its DLQ when the holder is truly stuck, never because it is merely slow.
+BUSY_RETRY_S = 60
+BUSY_RETRY_MAX_S = 900
 
 
 class FileBusy(RuntimeError):
     """Another attempt holds this file (or another version of its key): retry later."""
-
-    def __init__(self, message: str, retry_after_s: int = BUSY_RETRY_S) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
 
 class ObjectUnavailable(RuntimeError):
@@ -536,13 +536,18 @@ def build(settings: Settings, clients: Any, *, span: Span = _no_span) -> IngestS
     )
 
 
+def busy_delay(receive_count: int) -> int:
+    return int(min(BUSY_RETRY_MAX_S, BUSY_RETRY_S * 2 ** max(0, receive_count - 1)))
+
+
 def handle_record(
-    service: IngestService, body: str, receipt_handle: str, sqs: Any
+    service: IngestService, body: str, receipt_handle: str, sqs: Any, receive_count: int = 1
 ) -> list[IngestResult]:
-    """One SQS record; a busy file is made visible again soon, then the record fails."""
+    """One SQS record; a busy file is made visible again after a growing delay, then fails."""
     try:
         return service.handle_body(body)
-    except FileBusy as busy:
+    except FileBusy:
         if receipt_handle and service.settings.ingest_queue_url:
-            defer(sqs, service.settings.ingest_queue_url, receipt_handle, busy.retry_after_s)
+            delay = busy_delay(receive_count)
+            defer(sqs, service.settings.ingest_queue_url, receipt_handle, delay)
         raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from typing import Any
 
@@ -26,8 +27,9 @@ processor = BatchProcessor(event_type=EventType.SQS)
 
 
 @cache
-def _clients() -> Clients:
-    return Clients()  # reused across warm invocations: building clients costs ~50 ms each
+def _clients(endpoint_url: str | None) -> Clients:
+    # Reused across warm invocations: building a client costs ~50 ms.
+    return Clients(endpoint_url=endpoint_url)
 
 
 def _observe(result: IngestResult) -> None:
@@ -46,10 +48,14 @@ def _observe(result: IngestResult) -> None:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
-    service = build(Settings.from_env(), _clients(), span=tracer.provider.in_subsegment)
+    clients = _clients(os.environ.get("AWS_ENDPOINT_URL"))
+    service = build(Settings.from_env(), clients, span=tracer.provider.in_subsegment)
 
     def record_handler(record: SQSRecord) -> None:
-        for result in handle_record(service, record.body, record.receipt_handle, _clients().sqs):
+        count = int(record.attributes.approximate_receive_count or 1)
+        for result in handle_record(
+            service, record.body, record.receipt_handle, clients.sqs, count
+        ):
             _observe(result)
 
     return process_partial_response(

@@ -10,7 +10,7 @@ from botocore.exceptions import ClientError
 
 from core.engine import validate
 from core.events import FileRef, event_body
-from core.ingest import FileBusy, IngestService, handle_record, rejects_key_for
+from core.ingest import FileBusy, IngestService, busy_delay, handle_record, rejects_key_for
 from core.ledger import Decision, LeaseLost, Status
 from core.orders_store import OrdersWriter
 from core.settings import Settings
@@ -199,10 +199,12 @@ def test_handle_record_defers_a_busy_message(pipe: Pipeline) -> None:
 
     sqs = Sqs()
     with pytest.raises(FileBusy):
-        handle_record(pipe.service, event_body([ref]), "receipt-1", sqs)
+        handle_record(pipe.service, event_body([ref]), "receipt-1", sqs, receive_count=3)
     assert sqs.calls == [
-        {"QueueUrl": "http://queue/ingest", "ReceiptHandle": "receipt-1", "VisibilityTimeout": 30}
+        {"QueueUrl": "http://queue/ingest", "ReceiptHandle": "receipt-1", "VisibilityTimeout": 240}
     ]
+    # The waits before the fifth receive cover the longest run a Lambda can have.
+    assert sum(busy_delay(n) for n in range(1, 5)) >= 900
 
 
 def test_a_message_with_several_files_processes_each(pipe: Pipeline) -> None:
