@@ -71,6 +71,8 @@ class LedgerEntry:
     valid: int = 0
     invalid: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+    written: int = 0  # orders this version stored (the rest of ``valid`` lost to newer files)
+    superseded: int = 0  # valid rows not stored because a newer upload holds the order
     error: str | None = None
     last_error: str | None = None
     attempts: int = 0
@@ -104,6 +106,8 @@ class FileOutcome:
     invalid: int = 0
     reasons: Mapping[str, int] = field(default_factory=dict)
     error: str | None = None
+    written: int = 0
+    superseded: int = 0
 
 
 @dataclass(frozen=True)
@@ -190,6 +194,8 @@ def _to_item(entry: LedgerEntry) -> dict[str, Any]:
         "valid": {"N": str(entry.valid)},
         "invalid": {"N": str(entry.invalid)},
         "reasons": {"M": {k: {"N": str(v)} for k, v in entry.reasons.items()}},
+        "written": {"N": str(entry.written)},
+        "superseded": {"N": str(entry.superseded)},
         "attempts": {"N": str(entry.attempts)},
         "received_at": {"S": entry.received_at},
         "started_at": {"S": entry.started_at},
@@ -248,6 +254,8 @@ def from_item(item: Mapping[str, Any]) -> LedgerEntry:
         valid=_n(item, "valid") or 0,
         invalid=_n(item, "invalid") or 0,
         reasons=reasons,
+        written=_n(item, "written") or 0,
+        superseded=_n(item, "superseded") or 0,
         error=_s(item, "error"),
         last_error=_s(item, "last_error"),
         attempts=_n(item, "attempts") or 0,
@@ -329,7 +337,9 @@ class DynamoLedger:
             )
             return fresh
         stamp = iso_ms(now)
-        replay_id = ref.replay.id if decision == Decision.REPLAY and ref.replay else None
+        # Any claim made for a replay message remembers its id (a FAILED file's replay is a
+        # RETRY claim), so a second delivery of that message is a duplicate, not a new replay.
+        replay_id = ref.replay.id if ref.replay else None
         entry = replace(
             existing,
             status=Status.PROCESSING,
@@ -451,11 +461,14 @@ class DynamoLedger:
             ":valid": {"N": str(outcome.valid)},
             ":invalid": {"N": str(outcome.invalid)},
             ":reasons": {"M": {k: {"N": str(v)} for k, v in outcome.reasons.items()}},
+            ":written": {"N": str(outcome.written)},
+            ":superseded": {"N": str(outcome.superseded)},
             ":now": {"S": now},
             ":exp": {"N": str(int((_parse(now) + RETENTION).timestamp()))},
         }
         sets = (
             "SET #s = :s, #rows = :rows, valid = :valid, invalid = :invalid, reasons = :reasons,"
+            " written = :written, superseded = :superseded,"
             " finished_at = :now, updated_at = :now, expires_at = :exp"
         )
         removes = ["lease_until", "claim_token", "last_error"]
