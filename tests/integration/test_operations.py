@@ -425,3 +425,30 @@ def test_commands_without_a_stack_say_so(tmp_path) -> None:
         result = CliRunner().invoke(cli, args, env=env)
         assert result.exit_code == 1, args
         assert "no stack found" in result.output
+
+
+def test_replay_of_a_failed_file_delivered_twice_runs_once(stack, tmp_path) -> None:
+    from core.events import parse_body
+    from core.ledger import DynamoLedger
+
+    upload(stack, "incoming/failed.csv", VALID)
+    (message,) = stack.clients.sqs.receive_message(
+        QueueUrl=stack.settings.ingest_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+    ).get("Messages", [])[-1:]
+    stack.clients.sqs.purge_queue(QueueUrl=stack.settings.ingest_queue_url)
+    (ref,) = parse_body(message["Body"])
+    led = DynamoLedger(stack.clients.dynamodb, stack.names.files_table)
+    led.fail(led.claim(ref, 30), "AccessDenied: the bucket policy was wrong")
+
+    (item,) = json_lines(run_cli(stack, tmp_path, "replay", "failed.csv", "--json"))
+    assert item["action"] == "replayed"
+    sqs = stack.clients.sqs
+    (sent,) = sqs.receive_message(QueueUrl=stack.settings.ingest_queue_url, VisibilityTimeout=0)[
+        "Messages"
+    ]
+    sqs.send_message(QueueUrl=stack.settings.ingest_queue_url, MessageBody=sent["Body"])
+    drain(stack.clients, stack.settings, timeout_s=60)
+    after = ledger(stack, "incoming/failed.csv")
+    assert after["status"]["S"] == "SUCCEEDED"
+    assert int(after["attempts"]["N"]) == 2  # the failed attempt, then the replay: once
+    assert int(after["replays"]["N"]) == 1
