@@ -428,6 +428,16 @@ def test_physical_names_follow_stack_names() -> None:
     assert sub_name(props("OrdersBucket")["BucketName"], "qa").startswith(names.bucket + "-")
 
 
+def test_the_longest_env_name_keeps_the_bucket_name_within_63_characters() -> None:
+    longest = "e" * 18
+    check_values(T, {**GOOD, "EnvName": longest}, previous={})
+    with pytest.raises(TemplateError, match="EnvName"):
+        check_values(T, {**GOOD, "EnvName": longest + "e"}, previous={})
+    name = sub_name(props("OrdersBucket")["BucketName"], longest)
+    name = name.replace("${AWS::AccountId}", "1" * 12).replace("${AWS::Region}", "ap-southeast-2")
+    assert len(name) <= 63
+
+
 def test_outputs_are_exactly_what_the_cli_reads() -> None:
     assert set(T["Outputs"]) == set(ALL_OUTPUTS)
     assert set(REQUIRED_OUTPUTS) <= set(ALL_OUTPUTS)
