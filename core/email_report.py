@@ -43,15 +43,23 @@ CELL_CHARS = 80  # a longer value is cut in the body (the CSV keeps it whole)
 TEXT_CELL_CHARS = 28
 
 STATUS_LABEL = {"PARTIAL": "Partly loaded", "REJECTED": "Rejected, nothing loaded"}
-# Inline styles: many mail clients drop <style> blocks.
+# Badges carry inline styles (they hold meaning); table cosmetics sit in one <style> block
+# with HTML attributes as the fallback, so a 50-file email is not a megabyte of repeated CSS.
 _STATUS_STYLE = {
     "PARTIAL": "background:#fef3c7;color:#92400e",
     "REJECTED": "background:#fee2e2;color:#991b1b",
 }
-_TABLE = "border-collapse:collapse;font-size:13px;margin:6px 0 14px"
-_TH = "text-align:left;padding:4px 8px;border-bottom:2px solid #d1d5db;background:#f3f4f6"
-_TD = "padding:4px 8px;border-bottom:1px solid #e5e7eb;vertical-align:top"
-_NUM = _TD + ";text-align:right;font-variant-numeric:tabular-nums"
+_CSS = (
+    "table.op{border-collapse:collapse;font-size:13px;margin:6px 0 14px}"
+    ".op th{text-align:left;padding:4px 8px;border-bottom:2px solid #d1d5db;background:#f3f4f6}"
+    ".op td{padding:4px 8px;border-bottom:1px solid #e5e7eb;vertical-align:top}"
+    ".op td.n{text-align:right;font-variant-numeric:tabular-nums}"
+    ".empty{color:#9ca3af}"
+)
+_TABLE = "<table class='op' cellpadding='4' cellspacing='0'>"
+_TD = "<td>"
+_NUM = "<td class='n' align='right'>"
+_BAD = "<td bgcolor='#fee2e2'>"  # a value the row was rejected for
 
 
 class RejectsStore(Protocol):
@@ -418,7 +426,7 @@ def _html_body(sections: Sequence[Section], now: datetime, vocab: _Vocabulary) -
     notices = [s.notice for s in sections]
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
-        f"<title>{e(subject_for(notices))}</title></head>",
+        f"<title>{e(subject_for(notices))}</title><style>{_CSS}</style></head>",
         "<body style='font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;"
         "color:#111827;margin:0;padding:16px;max-width:960px'>",
         f"<h1 style='font-size:20px;margin:0 0 8px'>"
@@ -448,20 +456,19 @@ def _badge(status: str) -> str:
 def _html_summary(sections: Sequence[Section]) -> str:
     e = html.escape
     head = "".join(
-        f"<th style='{_TH}'>{h}</th>"
-        for h in ("File", "Outcome", "Rows", "Stored", "Rejected", "Rejected rows")
+        f"<th>{h}</th>" for h in ("File", "Outcome", "Rows", "Stored", "Rejected", "Rejected rows")
     )
     rows = []
     for index, s in enumerate(sections, 1):
         n = s.notice
         rows.append(
-            f"<tr><td style='{_TD}'><a href='#f{index}'>{e(n.key)}</a></td>"
-            f"<td style='{_TD}'>{_badge(n.status)}</td>"
-            f"<td style='{_NUM}'>{n.rows:,}</td><td style='{_NUM}'>{n.valid:,}</td>"
-            f"<td style='{_NUM}'>{n.invalid:,}</td>"
-            f"<td style='{_TD}'>{_html_rejects(s.rejects)}</td></tr>"
+            f"<tr>{_TD}<a href='#f{index}'>{e(n.key)}</a></td>"
+            f"{_TD}{_badge(n.status)}</td>"
+            f"{_NUM}{n.rows:,}</td>{_NUM}{n.valid:,}</td>"
+            f"{_NUM}{n.invalid:,}</td>"
+            f"{_TD}{_html_rejects(s.rejects)}</td></tr>"
         )
-    return f"<table style='{_TABLE}'><tr>{head}</tr>{''.join(rows)}</table>"
+    return f"{_TABLE}<tr>{head}</tr>{''.join(rows)}</table>"
 
 
 def _html_rejects(rejects: Rejects | None) -> str:
@@ -484,21 +491,18 @@ def _html_section(index: int, section: Section, vocab: _Vocabulary) -> str:
     ]
     if n.reasons:
         rows = "".join(
-            f"<tr><td style='{_TD}'><code>{e(code)}</code></td>"
-            f"<td style='{_TD}'>{e(vocab.describe(code))}</td>"
-            f"<td style='{_NUM}'>{count:,}</td></tr>"
+            f"<tr>{_TD}<code>{e(code)}</code></td>"
+            f"{_TD}{e(vocab.describe(code))}</td>"
+            f"{_NUM}{count:,}</td></tr>"
             for code, count in _sorted_reasons(n)
         )
-        out.append(
-            f"<table style='{_TABLE}'><tr><th style='{_TH}'>Reason</th><th style='{_TH}'></th>"
-            f"<th style='{_TH}'>Rows</th></tr>{rows}</table>"
-        )
+        out.append(f"{_TABLE}<tr><th>Reason</th><th></th><th>Rows</th></tr>{rows}</table>")
     if n.sample:
         columns = vocab.columns(n.sample)
-        head = "".join(f"<th style='{_TH}'>{e(h)}</th>" for h in ("Line", *columns, "Reasons"))
+        head = "".join(f"<th>{e(h)}</th>" for h in ("Line", *columns, "Reasons"))
         body = "".join(_html_sample_row(r, columns, vocab) for r in n.sample)
         out.append(f"<p style='margin:8px 0 0;font-weight:600'>{e(_sample_caption(n))}</p>")
-        out.append(f"<table style='{_TABLE}'><tr>{head}</tr>{body}</table>")
+        out.append(f"{_TABLE}<tr>{head}</tr>{body}</table>")
     if section.rejects is not None:
         out.append(f"<p style='margin:4px 0'>Rejected rows: {_html_rejects(section.rejects)}</p>")
     out.append(
@@ -516,15 +520,14 @@ def _html_sample_row(row: SampleRow, columns: Sequence[str], vocab: _Vocabulary)
     cells = []
     for column in columns:
         value = row.values.get(column)
-        style = _TD + (";background:#fee2e2" if column in flagged else "")
+        cell = _BAD if column in flagged else _TD
         shown = (
-            "<span style='color:#9ca3af'>(empty)</span>"
+            "<span class='empty'>(empty)</span>"
             if value in (None, "")
             else e(_cut(value, CELL_CHARS))
         )
-        cells.append(f"<td style='{style}'>{shown}</td>")
+        cells.append(f"{cell}{shown}</td>")
     reasons = "<br>".join(
         f"<code title='{e(vocab.describe(r), quote=True)}'>{e(r)}</code>" for r in row.reasons
     )
-    line = f"<td style='{_NUM}'>{row.line}</td>"
-    return f"<tr>{line}{''.join(cells)}<td style='{_TD}'>{reasons}</td></tr>"
+    return f"<tr>{_NUM}{row.line}</td>{''.join(cells)}{_TD}{reasons}</td></tr>"
