@@ -32,7 +32,7 @@ from core.email_report import (
 )
 from core.notice import FileNotice
 from core.schema import Schema, default_schema
-from core.settings import Settings
+from core.settings import ENV_RECIPIENTS, Settings, SettingsError
 from core.stack import FILES_KEY
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ LEASE_MARGIN_S = 10
 SEND_ATTEMPTS = 4  # on top of botocore's own retries of a throttled call
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 8.0
+SES_MAX_RECIPIENTS = 50  # To + Cc + Bcc of one SendRawEmail
 
 
 # --- what the service consumes and reports --------------------------------------------------
@@ -445,6 +446,11 @@ def lease_for(settings: Settings) -> int:
 
 def build_notifier(settings: Settings, clients: Clients) -> Notifier:
     """Wire the notifier for the Lambda, the local worker and the integration tests."""
+    if len(settings.recipients) > SES_MAX_RECIPIENTS:
+        raise SettingsError(
+            f"{ENV_RECIPIENTS} names {len(settings.recipients)} addresses; SES sends one message"
+            f" to at most {SES_MAX_RECIPIENTS}: use a distribution list"
+        )
     return Notifier(
         DynamoNotifyLedger(clients.dynamodb, settings.files_table),
         S3RejectsStore(clients.s3),

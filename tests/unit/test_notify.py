@@ -342,3 +342,13 @@ def test_messages_are_read_from_a_lambda_sqs_event() -> None:
     }
     assert messages_from_event(event) == [QueueMessage("1", "a"), QueueMessage("2", "b")]
     assert messages_from_event({}) == []
+
+
+def test_more_recipients_than_ses_takes_is_a_clear_settings_error() -> None:
+    from core.clients import Clients
+    from core.notify import build_notifier
+    from core.settings import Settings, SettingsError
+
+    many = tuple(f"ops{i}@x.test" for i in range(51))
+    with pytest.raises(SettingsError, match="ORDERPIPE_RECIPIENTS names 51 addresses"):
+        build_notifier(Settings(files_table="t", sender="s@x.test", recipients=many), Clients())
