@@ -160,6 +160,13 @@ def test_create_then_update_then_no_change(deploy_env: dict[str, Any]) -> None:
     assert fn["Configuration"]["Handler"] == "handlers.ingest.handler"
     assert fn["Configuration"]["Runtime"] == "python3.12"  # from the build's manifest
 
+    # Any other command drives the deployed stack by its name.
+    status = CliRunner().invoke(
+        cli, ["status", "--stack", env["stack"], "--endpoint-url", env["endpoint"], "--json"]
+    )
+    assert status.exit_code == 0, status.output
+    assert status.output == ""  # an empty ledger, read from the stack's files table
+
     # An update: one changed parameter, everything else kept from the stack.
     updated = run(env, "-p", "LogRetentionDays=60")
     assert updated.exit_code == 0, updated.output
