@@ -408,6 +408,8 @@ class IngestService:
                 invalid=verdict.invalid,
                 reasons=verdict.reasons,
                 error=verdict.error,
+                written=stats.written if stats else 0,
+                superseded=stats.superseded if stats else 0,
             ),
         )
         stats = stats or WriteStats()

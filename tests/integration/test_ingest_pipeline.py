@@ -192,6 +192,10 @@ def test_older_upload_delivered_late_never_overwrites_newer(stack, run_handler) 
     assert orders["Ord1"]["Order_Status"] == "Completed"
     assert orders["Ord1"]["Order_Total"] == 11
     assert orders["Ord2"]["Order_Total"] == 20  # rows only in the older upload still land
+    ledger = DynamoLedger(stack.clients.dynamodb, stack.names.files_table)
+    late = ledger.get(parse_body(old[0]["Body"])[0].file_id)
+    assert late is not None
+    assert (late.valid, late.written, late.superseded) == (2, 1, 1)
     # Both versions were read by their own ETag even though the key now holds the newer one.
     versions = s3.list_object_versions(Bucket=bucket, Prefix="incoming/o.csv")["Versions"]
     assert len(versions) == 2

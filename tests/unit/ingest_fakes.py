@@ -113,6 +113,8 @@ class InMemoryLedger:
             invalid=outcome.invalid,
             reasons=dict(outcome.reasons),
             error=outcome.error,
+            written=outcome.written,
+            superseded=outcome.superseded,
             last_error=None,
             finished_at=stamp,
             updated_at=stamp,

@@ -86,8 +86,17 @@ def test_finished_version_is_a_duplicate(env) -> None:
     clock.advance(2.5)
     done = ledger.finish(
         claim,
-        FileOutcome(Status.PARTIAL, rows=3, valid=2, invalid=1, reasons={"Order_Id.required": 1}),
+        FileOutcome(
+            Status.PARTIAL,
+            rows=3,
+            valid=2,
+            invalid=1,
+            reasons={"Order_Id.required": 1},
+            written=1,
+            superseded=1,
+        ),
     )
+    assert (done.written, done.superseded) == (1, 1)
     assert (done.status, done.rows, done.valid, done.invalid) == (Status.PARTIAL, 3, 2, 1)
     assert done.reasons == {"Order_Id.required": 1}
     assert done.lease_until is None
