@@ -119,9 +119,8 @@ def main() -> None:
     p50, p95 = percentile(latencies, 0.5), percentile(latencies, 0.95)
     base50 = percentile(direct, 0.5)
     print(f"\nupload → ledger outcome, {args.rows:,}-row file, {len(latencies)} files:")
-    print(
-        f"  p50 {p50:.3f} s   p95 {p95:.3f} s   min {min(latencies):.3f} s   max {max(latencies):.3f} s"
-    )
+    print(f"  p50 {p50:.3f} s   p95 {p95:.3f} s", end="   ")
+    print(f"min {min(latencies):.3f} s   max {max(latencies):.3f} s")
     print(f"  of which queued (event → claim) p50 {statistics.median(queued):.3f} s,")
     print(f"           processing (claim → outcome) p50 {statistics.median(processing):.3f} s")
     print(f"baseline (put + validate + raw batch_writer, no events) p50 {base50:.3f} s")
