@@ -32,6 +32,7 @@ from core.settings import (
     REPORTS_PREFIX,
     Settings,
 )
+from core.package import GLUE_SCRIPT, PROJECT_ROOT
 from core.stack_outputs import ALL_OUTPUTS, REQUIRED_OUTPUTS
 from core.template import TemplateError, check_values, load_template, parse_template
 
@@ -159,6 +160,12 @@ def test_every_handler_path_imports(name: str) -> None:
 
 def test_reconcile_job_arguments_are_the_ones_the_job_reads() -> None:
     job = importlib.import_module("handlers.reconcile_job")
+    # The script package uploads for ScriptLocation is this module, and it has an entry point.
+    assert job.__file__ == str(PROJECT_ROOT / GLUE_SCRIPT)
+    assert callable(job.main)
+    assert props("ReconcileJob")["Command"]["ScriptLocation"] == {
+        "Fn::Sub": "s3://${ArtifactBucket}/${ReconcileScriptKey}"
+    }
     args = props("ReconcileJob")["DefaultArguments"]
     names = {k[2:] for k in args if k != "--extra-py-files"}
     assert set(job.REQUIRED) <= names
