@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from core import stack as stack_def
+from core.package import GLUE_SCRIPT, PROJECT_ROOT
 from core.settings import (
     ALL_ENV_VARS,
     ENV_ALERTS_TOPIC_ARN,
@@ -32,7 +33,6 @@ from core.settings import (
     REPORTS_PREFIX,
     Settings,
 )
-from core.package import GLUE_SCRIPT, PROJECT_ROOT
 from core.stack_outputs import ALL_OUTPUTS, REQUIRED_OUTPUTS
 from core.template import TemplateError, check_values, load_template, parse_template
 
