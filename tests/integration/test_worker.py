@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -256,3 +257,31 @@ def test_a_missing_handler_module_is_one_clear_error(stack) -> None:
 
     with pytest.raises(WorkerError, match=r"cannot load handler handlers\.nope:handler"):
         load_handler("handlers.nope:handler")
+
+
+def test_drain_runs_the_real_handlers_end_to_end(stack, fixtures_dir) -> None:
+    from core.ledger import DynamoLedger
+
+    for name in ("test_data1.csv", "test_data2.csv"):
+        stack.clients.s3.put_object(
+            Bucket=stack.names.bucket,
+            Key=f"incoming/{name}",
+            Body=(fixtures_dir / name).read_bytes(),
+        )
+
+    report = drain(stack.clients, stack.settings, 60)
+
+    assert report.idle
+    assert report.failed == 0
+    ledger = DynamoLedger(stack.clients.dynamodb, stack.settings.files_table)
+    outcomes = {
+        e.object_key: (str(e.status), e.valid, e.invalid, e.attempts, bool(e.notified_at))
+        for e in ledger.recent(10)
+    }
+    assert outcomes == {
+        "incoming/test_data1.csv": ("PARTIAL", 7, 5, 1, True),
+        "incoming/test_data2.csv": ("PARTIAL", 4, 8, 1, True),
+    }
+    count = stack.clients.dynamodb.scan(TableName=stack.names.orders_table, Select="COUNT")
+    assert count["Count"] == 11
+    assert len(list(Path(stack.settings.outbox_dir).glob("*.eml"))) == 1  # one batched email
