@@ -4,6 +4,7 @@ failed stack)."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from core.deploy import (
+    ArtifactStore,
     Change,
     DeployError,
     StackDeployer,
@@ -272,3 +274,53 @@ def test_event_line_is_readable() -> None:
         }
     )
     assert line == "09:05:07  CREATE_FAILED        OrdersBucket (AWS::S3::Bucket)  already exists"
+
+
+class FakeS3:
+    """Records bucket settings; ``head_bucket`` answers as the scenario says."""
+
+    def __init__(self, head_code: str | None, endpoint: str = "https://s3.amazonaws.com") -> None:
+        self.head_code = head_code
+        self.meta = type("Meta", (), {"endpoint_url": endpoint})()
+        self.calls: dict[str, dict[str, Any]] = {}
+
+    def head_bucket(self, **kwargs: Any) -> None:
+        if self.head_code:
+            raise client_error(self.head_code, "head")
+
+    def __getattr__(self, name: str) -> Any:
+        def record(**kwargs: Any) -> None:
+            self.calls[name] = kwargs
+
+        return record
+
+
+def test_artifact_bucket_is_created_private_encrypted_and_tls_only() -> None:
+    s3 = FakeS3(head_code="404")
+    assert ArtifactStore(s3, "arts", "eu-west-1").ensure() is True
+    assert s3.calls["create_bucket"]["CreateBucketConfiguration"] == {
+        "LocationConstraint": "eu-west-1"
+    }
+    assert all(s3.calls["put_public_access_block"]["PublicAccessBlockConfiguration"].values())
+    rule = s3.calls["put_bucket_encryption"]["ServerSideEncryptionConfiguration"]["Rules"][0]
+    assert rule["ApplyServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
+    assert s3.calls["put_bucket_ownership_controls"]["OwnershipControls"]["Rules"] == [
+        {"ObjectOwnership": "BucketOwnerEnforced"}
+    ]
+    policy = json.loads(s3.calls["put_bucket_policy"]["Policy"])
+    assert policy["Statement"][0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_an_existing_bucket_is_left_alone_and_a_foreign_one_refused() -> None:
+    mine = FakeS3(head_code=None)
+    assert ArtifactStore(mine, "arts", "us-east-1").ensure() is False
+    assert mine.calls == {}
+    with pytest.raises(DeployError, match="exists but is not yours: pass --artifact-bucket"):
+        ArtifactStore(FakeS3(head_code="403"), "arts", "us-east-1").ensure()
+
+
+def test_no_tls_policy_on_a_plain_http_endpoint() -> None:
+    s3 = FakeS3(head_code="404", endpoint="http://127.0.0.1:5000")
+    ArtifactStore(s3, "arts", "us-east-1").ensure()
+    assert "CreateBucketConfiguration" not in s3.calls["create_bucket"]  # us-east-1 takes none
+    assert "put_bucket_policy" not in s3.calls
