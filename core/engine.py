@@ -151,7 +151,7 @@ class ChunkJudge:
 
     def judge(self, chunk: pl.DataFrame) -> ChunkResult:
         names = self.schema.column_names
-        frame = chunk.with_columns(self._trim)
+        frame = _staged(chunk.lazy(), self._trim).collect()
         for column in self._unique:
             # A misaligned row's value is not really this column's: it claims nothing.
             key = frame.select(

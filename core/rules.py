@@ -49,15 +49,16 @@ def seen_col(name: str) -> str:
     return f"__seen__{name}"
 
 
-def trimmed_values(schema: Schema) -> list[pl.Expr]:
-    """Trimmed values: surrounding whitespace removed, empty means missing."""
-    exprs = []
-    for column in schema.columns:
-        stripped = pl.col(column.name).str.strip_chars()
-        exprs.append(
-            pl.when(stripped.str.len_bytes() > 0).then(stripped).alias(value_col(column.name))
-        )
-    return exprs
+def trimmed_values(schema: Schema) -> list[list[pl.Expr]]:
+    """Trimmed values (surrounding whitespace removed, empty means missing), in two stages so
+    the strip runs once per value."""
+    names = [(column.name, value_col(column.name)) for column in schema.columns]
+    strip = [pl.col(name).str.strip_chars().alias(value) for name, value in names]
+    empty_is_missing = [
+        pl.when(pl.col(value).str.len_bytes() > 0).then(pl.col(value)).alias(value)
+        for _, value in names
+    ]
+    return [strip, empty_is_missing]
 
 
 def derived_values(schema: Schema) -> list[list[pl.Expr]]:
@@ -256,7 +257,10 @@ def _normalised(column: Column) -> pl.Expr:
     if column.type == "date":
         return pl.col(parsed_col(column.name)).cast(pl.String)  # ISO yyyy-mm-dd
     if column.type == "decimal":
-        # "-0" and "-0.00" are zero: store them without the sign.
+        # "-0" and "-0.00" are zero: store them without the sign. When negatives cannot be
+        # valid, a valid value with a minus is such a zero, and no digit needs looking at.
+        if column.minimum is not None and column.minimum >= 0:
+            return value.str.strip_prefix("-")
         return (
             pl.when(value.str.starts_with("-") & ~value.str.contains("[1-9]"))
             .then(value.str.strip_prefix("-"))
