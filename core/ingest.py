@@ -31,7 +31,8 @@ from typing import IO, Any, Protocol
 import polars as pl
 from botocore.exceptions import BotoCoreError, ClientError
 
-from core.engine import validate
+from core.csv_out import RejectsCsv
+from core.engine import REASONS, validate
 from core.events import FileRef, iso_ms, parse_body
 from core.ledger import (
     Claim,
@@ -46,6 +47,7 @@ from core.ledger import (
 from core.limits import Limits, human_bytes
 from core.notice import SAMPLE_ROWS, FileNotice, SampleRow
 from core.orders_store import OrdersWriter, WriteStats
+from core.rules import LINE
 from core.settings import INCOMING_PREFIX, REJECTS_PREFIX, Settings
 
 COPY_BUFFER = 1024 * 1024
@@ -218,6 +220,7 @@ class ChunkSpill:
         self._valid: list[Path] = []
         self.rejects_path = workdir / "rejects.csv"
         self._rejects_file: IO[bytes] | None = None
+        self._rejects_csv: RejectsCsv | None = None
         self.rejected_rows = 0
         self.sample: list[SampleRow] = []
 
@@ -228,10 +231,11 @@ class ChunkSpill:
             self._valid.append(path)
         rejects = chunk.rejects
         if rejects.height:
-            first = self._rejects_file is None
-            if self._rejects_file is None:
+            if self._rejects_csv is None:
                 self._rejects_file = self.rejects_path.open("wb")
-            rejects.write_csv(self._rejects_file, include_header=first)
+                columns = [c for c in rejects.columns if c not in (LINE, REASONS)]
+                self._rejects_csv = RejectsCsv(self._rejects_file, columns)
+            self._rejects_csv.write(rejects)
             self.rejected_rows += rejects.height
             self._keep_sample(rejects)
 
@@ -239,12 +243,12 @@ class ChunkSpill:
         room = SAMPLE_ROWS - len(self.sample)
         if room <= 0:
             return
-        values_cols = [c for c in rejects.columns if c not in ("line", "reasons")]
+        values_cols = [c for c in rejects.columns if c not in (LINE, REASONS)]
         for row in rejects.head(room).iter_rows(named=True):
-            reasons = str(row.get("reasons") or "")
+            reasons = str(row.get(REASONS) or "")
             self.sample.append(
                 SampleRow(
-                    line=int(row["line"]),
+                    line=int(row[LINE]),
                     values={c: row[c] for c in values_cols},
                     reasons=[r for r in reasons.split(";") if r],
                 )
