@@ -217,6 +217,14 @@ class EmbeddedStack:
         env.setdefault("POWERTOOLS_METRICS_NAMESPACE", "orderpipe")
         return env
 
+    def wait(self, stop: threading.Event) -> str | None:
+        """Block until ``stop`` is set (None) or the emulator has died (why, as a sentence)."""
+        while not stop.wait(0.5):
+            process = self.emulator.process
+            if process is not None and process.poll() is not None:
+                return f"the emulator exited with code {process.returncode}"
+        return None
+
     def stop(self) -> None:
         """Stop the worker first (it may be mid-batch), then the emulator; clear the state."""
         if self.worker is not None:
