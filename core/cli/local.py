@@ -16,6 +16,7 @@ import click
 from core.embedded import EmbeddedConfig, EmbeddedStack
 from core.emulator import EmulatorError
 from core.local_state import LocalState, state_dir
+from core.reconcile_schedule import DEFAULT_EVERY_S, ReconcileSchedule
 
 
 def _say(line: str) -> None:
@@ -36,7 +37,16 @@ def _say(line: str) -> None:
     help="Folder for the emails as .eml files; default: outbox/ in the state folder.",
 )
 @click.option("--verbose", "-v", is_flag=True, help="Show the worker's log here too.")
-def command(*, port: int | None, outbox: Path | None, verbose: bool) -> None:
+@click.option(
+    "--reconcile-every",
+    type=click.FloatRange(min=1),
+    default=DEFAULT_EVERY_S,
+    show_default=True,
+    help="Seconds between reconcile runs (the hourly Glue job's stand-in).",
+)
+def command(
+    *, port: int | None, outbox: Path | None, verbose: bool, reconcile_every: float
+) -> None:
     """Run the emulator, the stack and a worker on this machine (Ctrl-C stops them)."""
     running = LocalState.load()
     if running is not None:
@@ -62,16 +72,22 @@ def command(*, port: int | None, outbox: Path | None, verbose: bool) -> None:
         stack.start()
     except EmulatorError as exc:
         raise click.ClickException(str(exc)) from None
+    schedule: ReconcileSchedule | None = None
     try:
         assert stack.settings is not None
         assert stack.worker is not None
+        schedule = ReconcileSchedule(stack.clients, stack.settings, reconcile_every, log=_say)
+        schedule.start()
         click.echo(f"AWS_ENDPOINT_URL={stack.endpoint}")
         click.echo(f"bucket:  s3://{stack.settings.bucket}/incoming/")
         click.echo(f"outbox:  {config.outbox_dir.resolve()}")
         click.echo(f"worker:  pid {stack.worker.pid}, log {stack.worker_log}")
+        click.echo(f"reconcile: every {reconcile_every:g} s (alerts: `orderpipe alerts`)")
         click.echo("orderpipe local is ready: try `orderpipe upload FILE --wait` (Ctrl-C stops)")
         stop.wait()
         _say("stopping")
     finally:
+        if schedule is not None:
+            schedule.stop()
         stack.stop()
     _say("stopped")
