@@ -17,6 +17,9 @@ from core.reconcile import ReconcileOptions, Reconciler, ReconcileReport, build_
 from core.settings import Settings
 
 DEFAULT_EVERY_S = 3600
+# The emulator enqueues an upload's event inside PutObject, so locally an object without a
+# ledger entry after half a minute has lost its event (AWS needs the 5-minute default).
+LOCAL_GRACE_S = 30
 
 Log = Callable[[str], None]
 

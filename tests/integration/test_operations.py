@@ -452,3 +452,26 @@ def test_replay_of_a_failed_file_delivered_twice_runs_once(stack, tmp_path) -> N
     assert after["status"]["S"] == "SUCCEEDED"
     assert int(after["attempts"]["N"]) == 2  # the failed attempt, then the replay: once
     assert int(after["replays"]["N"]) == 1
+
+
+def test_local_schedule_finds_a_lost_event_on_its_own(stack) -> None:
+    import time
+
+    from core.reconcile import ReconcileOptions
+
+    upload(stack, "incoming/scheduled.csv", VALID)
+    stack.clients.sqs.purge_queue(QueueUrl=stack.settings.ingest_queue_url)
+    schedule = ReconcileSchedule(
+        stack.clients, stack.settings, every_s=1, options=ReconcileOptions(grace_s=0)
+    )
+    schedule.start()
+    try:
+        deadline = time.monotonic() + 30
+        while schedule.last_report is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        schedule.stop()
+    assert schedule.last_report is not None
+    assert schedule.last_report.counts["missing"] == 1
+    drain(stack.clients, stack.settings, timeout_s=60)
+    assert ledger(stack, "incoming/scheduled.csv")["status"]["S"] == "SUCCEEDED"
