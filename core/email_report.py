@@ -2,9 +2,9 @@
 
 The message is a ``multipart/mixed`` MIME document: a ``multipart/alternative`` body (plain
 text first, HTML second, carrying the same facts) followed by each file's rejects CSV. SES v1
-refuses messages over 10 MB, so attachments are decided largest first: whatever does not fit
-is linked with a presigned URL instead. Composition reads S3 only through ``RejectsStore``, so
-it is tested with an in-memory store.
+refuses messages over 10 MB, so when the CSVs would not fit, the largest are replaced one by one
+with a presigned URL until the rest fit. Composition reads S3 only through ``RejectsStore``,
+so it is tested with an in-memory store.
 """
 
 from __future__ import annotations
