@@ -254,7 +254,7 @@ class Notifier:
         for file_id in claimed:
             try:
                 self.ledger.confirm(file_id, token, notified_at, ses_id)
-            except Exception:  # the email is out; a lapsed lease will not cause a resend
+            except Exception:  # the email is out and its messages are consumed: no resend
                 log.exception("email sent but %s not marked notified", file_id)
         log.info(
             "email %s sent for %d file(s): %d attached, %d linked",
