@@ -9,16 +9,22 @@ what they should and nothing is left PROCESSING.
 
 from __future__ import annotations
 
+import os
+import signal
 import statistics
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from core.clients import Clients
+from core.embedded import EmbeddedConfig, EmbeddedStack
 from core.faults import FaultPlan
+from core.stack import StackNames
 from core.worker import Worker, drain, handler_environment
 from tests.integration.pipeline_kit import (
     OrderFile,
@@ -338,3 +344,78 @@ def _epoch(iso: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+# -- the worker process killed ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_file_is_restarted_and_the_file_finishes_exactly(
+    tmp_path: Path, scenario: Scenario
+) -> None:
+    scenario.describe(
+        "worker killed with SIGKILL mid-file",
+        "`orderpipe local`'s worker process SIGKILLed while writing a 12,000-row file",
+        "the supervisor restarts it; the message returns after its visibility timeout; the "
+        "lapsed claim is taken over; every order stored once, one email, nothing PROCESSING",
+    )
+    config = EmbeddedConfig(
+        state_dir=tmp_path / "state", outbox_dir=tmp_path / "outbox", save_state=False
+    )
+    big = order_file("incoming/big.csv", "K-", 12_000, invalid=3)
+    with EmbeddedStack(config) as local:
+        assert local.settings is not None
+        assert local.worker is not None
+        clients = Clients(endpoint_url=local.endpoint)
+        pipe = Pipeline(
+            SimpleNamespace(
+                endpoint=local.endpoint,
+                clients=clients,
+                names=StackNames.for_env(config.env_name),
+                settings=local.settings,
+            )
+        )
+        started = time.monotonic()
+        pipe.upload(big)
+        _wait(lambda: _stored(pipe) >= 1_500, 120, "the worker to start writing")
+        assert pipe.ledger()[pipe.file_id(big)]["status"] == "PROCESSING"
+        stored_at_kill, killed_pid = _stored(pipe), local.worker.pid
+        assert killed_pid is not None
+        os.kill(killed_pid, signal.SIGKILL)
+        _wait(lambda: local.worker.restarts >= 1 and local.worker.ready.is_set(), 90, "a restart")
+        _wait(lambda: _finished_and_told(pipe, big), 240, "the file to finish")
+        seconds = time.monotonic() - started
+        checked = time.monotonic()
+        pipe.assert_end_state(newest(big), expect_files(pipe, big))
+        assert local.worker.pid != killed_pid
+        assert int(pipe.ledger()[pipe.file_id(big)]["attempts"]) == 2
+    scenario.measure(
+        stored_when_killed=stored_at_kill,
+        restarts=1,
+        upload_to_notified_s=round(seconds, 1),
+        check_s=round(time.monotonic() - checked, 1),
+    )
+    scenario.passed()
+
+
+def _stored(pipe: Pipeline) -> int:
+    table = pipe.stack.settings.orders_table
+    return sum(
+        page["Count"]
+        for page in pipe.ddb.get_paginator("scan").paginate(TableName=table, Select="COUNT")
+    )
+
+
+def _finished_and_told(pipe: Pipeline, f: OrderFile) -> bool:
+    entry = pipe.ledger().get(pipe.file_id(f), {})
+    return (
+        entry.get("status") == f.status and bool(entry.get("notified_at")) and _queues_empty(pipe)
+    )
+
+
+def _wait(done: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not done():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds:g} s waiting for {what}")
+        time.sleep(1)  # gently: every look is a scan on the emulator the worker also uses
