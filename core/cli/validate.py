@@ -44,7 +44,12 @@ SHOWN_REJECTS = 5  # rejected rows printed per file; --out has them all
 def command(
     paths: tuple[Path, ...], as_json: bool, out_dir: Path | None, schema_path: Path | None
 ) -> None:
-    """Validate order files (or every file in a directory) and report each one."""
+    """Validate order files (or every file in a directory) and report each one.
+
+    \b
+    Exit status: 0 every file accepted with every row valid; 1 an invalid row or a rejected
+    file; 2 a usage error.
+    """
     schema = _load_schema(schema_path)
     files = _expand(paths)
     if out_dir is not None:
