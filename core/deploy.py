@@ -18,7 +18,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from core.package import MIB, Manifest, PackageError
+from core.package import MIB, BuildOptions, Manifest, PackageError, Target
+from core.package import build as build_artifacts
 from core.template import (
     TEMPLATE_BODY_LIMIT,
     TEMPLATE_PATH,
@@ -100,6 +101,7 @@ class DeployRequest:
     artifacts_dir: Path = Path("dist/orderpipe")
     template_path: Path = TEMPLATE_PATH
     artifact_bucket: str | None = None
+    build: bool = False  # build the artifacts first, as `orderpipe package` would
 
 
 def parse_parameters(items: tuple[str, ...] | list[str]) -> dict[str, str]:
@@ -392,14 +394,34 @@ def stack_values(
         raise DeployError(str(exc)) from None
 
 
-def deploy(
-    request: DeployRequest, clients: Any, say: Say, *, deployer: StackDeployer | None = None
-) -> DeployResult:
-    """Upload, plan, and (unless a dry run or nothing changed) execute; return what happened."""
+def build_target(
+    template: Mapping[str, Any], given: Mapping[str, str], previous: Mapping[str, str]
+) -> Target:
+    """What ``--build`` builds for: the parameters given, else the stack's, else the defaults."""
+    specs = template.get("Parameters", {})
+
+    def pick(name: str) -> str:
+        return str(given.get(name) or previous.get(name) or specs[name]["Default"])
+
+    runtime = pick("PythonRuntime")
     try:
-        manifest = Manifest.load(request.artifacts_dir)
+        return Target(pick("Architecture"), runtime.removeprefix("python"))
+    except PackageError as exc:
+        raise DeployError(str(exc)) from None
+
+
+def deploy(
+    request: DeployRequest,
+    clients: Any,
+    say: Say,
+    *,
+    deployer: StackDeployer | None = None,
+    builder: Callable[[BuildOptions], Manifest] = build_artifacts,
+) -> DeployResult:
+    """(Build,) upload, plan, and (unless a dry run or nothing changed) execute."""
+    try:
         template = load_template(request.template_path)
-    except (PackageError, TemplateError) as exc:
+    except TemplateError as exc:
         raise DeployError(str(exc)) from None
     body = request.template_path.read_text()
     if len(body.encode()) > TEMPLATE_BODY_LIMIT:
@@ -418,6 +440,16 @@ def deploy(
     if status and status.endswith("_IN_PROGRESS") and status != "REVIEW_IN_PROGRESS":
         raise DeployError(f"stack {name} is busy ({status}): wait for it to finish")
     change_set_type = "UPDATE" if status and status != "REVIEW_IN_PROGRESS" else "CREATE"
+
+    try:
+        if request.build:
+            target = build_target(template, request.parameters, previous)
+            say(f"building for {target.arch} / {target.runtime} into {request.artifacts_dir} ...")
+            manifest = builder(BuildOptions(target=target, out_dir=request.artifacts_dir))
+        else:
+            manifest = Manifest.load(request.artifacts_dir)
+    except PackageError as exc:
+        raise DeployError(str(exc)) from None
 
     bucket = request.artifact_bucket or default_artifact_bucket(clients)
     values = stack_values(template, manifest, bucket, request.parameters, previous)

@@ -41,6 +41,11 @@ def _print_result(result: DeployResult) -> None:
 )
 @click.option("--dry-run", is_flag=True, help="Print the change set; execute nothing.")
 @click.option(
+    "--build",
+    is_flag=True,
+    help="Build the artifacts first (as `orderpipe package`) for the stack's architecture.",
+)
+@click.option(
     "--artifacts",
     "artifacts_dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -75,6 +80,7 @@ def command(
     stack_name: str,
     parameters: tuple[str, ...],
     dry_run: bool,
+    build: bool,
     artifacts_dir: Path,
     template_path: Path,
     artifact_bucket: str | None,
@@ -83,8 +89,8 @@ def command(
 ) -> None:
     """Create or update an orderpipe stack through a change set, showing events as they happen.
 
-    Run `orderpipe package` first. The first deploy needs SenderAddress, RecipientAddresses and
-    AlertAddress; later ones reuse the stack's values unless given again.
+    Run `orderpipe package` first, or pass --build. The first deploy needs SenderAddress,
+    RecipientAddresses and AlertAddress; later ones reuse the stack's values unless given again.
     """
 
     def say(line: str) -> None:
@@ -99,6 +105,7 @@ def command(
             artifacts_dir=artifacts_dir,
             template_path=template_path,
             artifact_bucket=artifact_bucket,
+            build=build,
         )
         with aws_errors(f"deploy {stack_name}"):
             result = deploy(request, clients, say)

@@ -18,7 +18,16 @@ from click.testing import CliRunner, Result
 
 from core.cli import cli
 from core.clients import Clients
-from core.package import Artifact, Manifest, deterministic_zip, file_sha256, write_wheel
+from core.deploy import DeployRequest, deploy
+from core.package import (
+    Artifact,
+    BuildOptions,
+    Manifest,
+    Target,
+    deterministic_zip,
+    file_sha256,
+    write_wheel,
+)
 from core.stack_outputs import settings_from_stack
 
 pytestmark = pytest.mark.integration
@@ -47,7 +56,7 @@ def _emulator_change_sets() -> Iterator[None]:
         yield
 
 
-def fake_build(out: Path) -> Manifest:
+def fake_build(out: Path, arch: str = "arm64", python: str = "3.12") -> Manifest:
     """Small stand-ins for what `orderpipe package` builds (moto never runs them)."""
     out.mkdir(parents=True, exist_ok=True)
     src = out.parent / "src"
@@ -68,7 +77,7 @@ def fake_build(out: Path) -> Manifest:
         path = out / name
         size = path.stat().st_size
         artifacts[role] = Artifact(role, name, file_sha256(path), size, size)
-    manifest = Manifest("arm64", "3.12", artifacts)
+    manifest = Manifest(arch, python, artifacts)
     manifest.save(out)
     return manifest
 
@@ -287,3 +296,28 @@ def test_other_commands_given_a_missing_stack_say_so_in_one_line(moto_endpoint: 
     lines = result.output.strip().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("Error: stack 'no-such-stack' not found")
+
+
+def test_build_first_builds_for_the_requested_target_then_plans(
+    deploy_env: dict[str, Any], tmp_path: Path
+) -> None:
+    env, built = deploy_env, []
+
+    def builder(options: BuildOptions) -> Manifest:
+        built.append(options.target)
+        return fake_build(options.out_dir, options.target.arch, options.target.python)
+
+    said: list[str] = []
+    request = DeployRequest(
+        stack_name=env["stack"],
+        parameters={**ADDRESSES, "EnvName": env["env"], "Architecture": "x86_64"},
+        dry_run=True,
+        artifacts_dir=tmp_path / "fresh",
+        artifact_bucket=env["bucket"],
+        build=True,
+    )
+    result = deploy(request, env["clients"], said.append, builder=builder)
+    assert built == [Target("x86_64", "3.12")]
+    assert said[0] == f"building for x86_64 / python3.12 into {tmp_path / 'fresh'} ..."
+    assert result.action == "dry-run"
+    assert result.changes

@@ -16,11 +16,12 @@ from core.deploy import (
     Change,
     DeployError,
     StackDeployer,
+    build_target,
     event_line,
     parse_parameters,
     stack_values,
 )
-from core.package import Artifact, Manifest
+from core.package import Artifact, Manifest, Target
 from core.template import load_template
 
 
@@ -324,3 +325,14 @@ def test_no_tls_policy_on_a_plain_http_endpoint() -> None:
     ArtifactStore(s3, "arts", "us-east-1").ensure()
     assert "CreateBucketConfiguration" not in s3.calls["create_bucket"]  # us-east-1 takes none
     assert "put_bucket_policy" not in s3.calls
+
+
+def test_build_target_takes_given_then_stack_then_default_values() -> None:
+    template = load_template()
+    assert build_target(template, {}, {}) == Target("arm64", "3.12")
+    assert build_target(template, {}, {"Architecture": "x86_64"}) == Target("x86_64", "3.12")
+    assert build_target(
+        template, {"PythonRuntime": "python3.13"}, {"Architecture": "x86_64"}
+    ) == Target("x86_64", "3.13")
+    with pytest.raises(DeployError, match="--arch must be one of"):
+        build_target(template, {"Architecture": "sparc"}, {})
