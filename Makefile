@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv demo test lint typecheck unit bench clean tools
+.PHONY: venv demo test lint typecheck security unit bench clean tools
 
 venv: $(STAMP)
 
@@ -41,7 +41,11 @@ typecheck: venv
 unit: venv
 	$(BIN)/pytest -q
 
-test: lint typecheck unit
+# Static security check; each accepted finding is justified inline with `# nosec BXXX`.
+security: venv
+	$(BIN)/bandit -q -r core handlers
+
+test: lint typecheck security unit
 
 bench: venv
 	$(BIN)/python bench/validate_bench.py
