@@ -15,6 +15,8 @@ from core.template import TEMPLATE_PATH
 
 
 def _print_result(result: DeployResult) -> None:
+    if not result.outputs and result.action in ("created", "updated"):
+        click.echo("the stack reported no outputs")
     if result.outputs:
         click.echo("outputs:")
         width = max(len(k) for k in result.outputs)
