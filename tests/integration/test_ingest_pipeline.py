@@ -305,3 +305,27 @@ def test_replay_runs_a_finished_version_once_per_replay_id(stack, run_handler) -
     assert entry.replay_id == replay.id
     assert len(_notices(stack)) == 2  # the first run's and the replay's
     assert (entry.status, entry.valid, entry.invalid) == (Status.PARTIAL, 1, 1)
+
+
+@pytest.mark.slow
+def test_object_gone_dead_letters_after_five_receives_with_its_error(stack) -> None:
+    from core.worker import drain
+
+    s3, bucket = stack.clients.s3, stack.names.bucket
+    s3.put_object(Bucket=bucket, Key="incoming/vanished.csv", Body=b"Ord1,C1,01/01/24,Pending,1\n")
+    for version in s3.list_object_versions(Bucket=bucket, Prefix="incoming/vanished.csv")[
+        "Versions"
+    ]:
+        s3.delete_object(Bucket=bucket, Key=version["Key"], VersionId=version["VersionId"])
+
+    drain(stack.clients, stack.settings, timeout_s=60, retry_after_s=0)
+
+    dlq_url = stack.clients.sqs.get_queue_url(QueueName=stack.names.ingest_dlq)["QueueUrl"]
+    dead = stack.clients.sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10)["Messages"]
+    (ref,) = [r for m in dead for r in parse_body(m["Body"])]
+    assert ref.key == "incoming/vanished.csv"
+    entry = DynamoLedger(stack.clients.dynamodb, stack.names.files_table).get(ref.file_id)
+    assert entry is not None
+    assert entry.status == Status.FAILED
+    assert entry.attempts == 5
+    assert "gone" in (entry.last_error or "")
