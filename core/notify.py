@@ -42,6 +42,7 @@ LEASE_MARGIN_S = 10
 SEND_ATTEMPTS = 4  # on top of botocore's own retries of a throttled call
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 8.0
+SEND_RESERVE_S = 10.0  # stop retrying when less is left: release the claims before the timeout
 SES_MAX_RECIPIENTS = 50  # To + Cc + Bcc of one SendRawEmail
 
 
@@ -143,7 +144,10 @@ class Notifier:
         self.schema = schema
         self.clock, self.sleep = clock, sleep
 
-    def handle(self, messages: Sequence[QueueMessage]) -> BatchReport:
+    def handle(
+        self, messages: Sequence[QueueMessage], time_left: Callable[[], float] | None = None
+    ) -> BatchReport:
+        """Send the batch's email; ``time_left`` (seconds) bounds the throttling retries."""
         report = BatchReport()
         by_file = self._parse(messages, report)
         token = uuid.uuid4().hex
@@ -153,7 +157,7 @@ class Notifier:
         notices = [notice for notice, _ in claimed.values()]
         try:
             composed = self._compose(notices)
-            ses_id = self._send(composed.data)
+            ses_id = self._send(composed.data, time_left)
         except Exception as exc:  # anything that stops the email: release, let SQS retry
             error = _describe_send_error(exc, self.sender)
             log.error("email for %d file(s) not sent: %s", len(notices), error)
@@ -224,7 +228,7 @@ class Notifier:
             schema=self.schema,
         )
 
-    def _send(self, data: bytes) -> str:
+    def _send(self, data: bytes, time_left: Callable[[], float] | None) -> str:
         for attempt in range(1, self.send_attempts + 1):
             try:
                 return self.mailer.send(self.sender, self.recipients, data)
@@ -234,6 +238,8 @@ class Notifier:
                 # Full jitter: concurrent senders spread out instead of retrying in step.
                 ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)
                 delay = random.uniform(0, ceiling)  # noqa: S311  # nosec B311: jitter, not a secret
+                if time_left is not None and time_left() - delay < SEND_RESERVE_S:
+                    raise  # out of time: fail cleanly now rather than be killed mid-retry
                 log.warning("SES throttled (attempt %d); retrying in %.2fs", attempt, delay)
                 self.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover

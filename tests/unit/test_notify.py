@@ -352,3 +352,13 @@ def test_more_recipients_than_ses_takes_is_a_clear_settings_error() -> None:
     many = tuple(f"ops{i}@x.test" for i in range(51))
     with pytest.raises(SettingsError, match="ORDERPIPE_RECIPIENTS names 51 addresses"):
         build_notifier(Settings(files_table="t", sender="s@x.test", recipients=many), Clients())
+
+
+def test_throttling_retries_stop_when_the_function_is_about_to_time_out() -> None:
+    w = world("a.csv")
+    w.mailer.failures = [SendThrottledError("Throttling")] * 4
+    report = w.notifier.handle([msg(w.notices[0], "m1")], time_left=lambda: 5.0)
+    assert w.mailer.calls == 1  # no time for a retry: fail now, claims released
+    assert w.clock.slept == []
+    assert "SES kept throttling" in report.failed["m1"]
+    assert w.ledger.items[w.notices[0].file_id].claim is None
