@@ -583,6 +583,7 @@ class DynamoLedger:
             merged.extend(
                 self._query(
                     limit,
+                    Limit=limit,
                     IndexName=FILES_STATUS_INDEX,
                     KeyConditionExpression="#s = :s",
                     ExpressionAttributeNames={"#s": "status"},
