@@ -8,7 +8,7 @@ had received come back after their visibility timeout and the handlers are idemp
 from __future__ import annotations
 
 import os
-import subprocess
+import subprocess  # runs only our own interpreter (the worker)  # nosec B404
 import sys
 import threading
 import time
@@ -84,7 +84,8 @@ class WorkerSupervisor:
     def _spawn(self) -> None:
         self.ready.clear()
         with self._lock:
-            self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            # Our own interpreter and module with a fixed argv: no shell, no outside input.
+            self.process = subprocess.Popen(  # noqa: S603  # nosec B603
                 self.argv,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
@@ -96,7 +97,7 @@ class WorkerSupervisor:
                 start_new_session=True,
             )
             stdout = self.process.stdout
-        assert stdout is not None
+        assert stdout is not None  # stdout=PIPE always gives a stream  # nosec B101
         threading.Thread(target=self._pump, args=(stdout,), name="worker-log", daemon=True).start()
 
     def _pump(self, stream: IO[str]) -> None:
@@ -207,7 +208,7 @@ class EmbeddedStack:
         ]
 
     def _worker_env(self) -> dict[str, str]:
-        assert self.settings is not None
+        assert self.settings is not None  # set by start() before this  # nosec B101
         env = dict(os.environ)
         use_emulator_credentials(env)
         env.update(self.settings.to_env())

@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import socket
-import subprocess
+import subprocess  # runs only our own interpreter (the emulator)  # nosec B404
 import sys
 import threading
 import time
@@ -29,7 +29,7 @@ START_TIMEOUT_S = 30.0
 
 # What boto3 signs with against the emulator. Never a real key: a developer's own credentials
 # are not sent to a local port.
-EMULATOR_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+EMULATOR_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}  # nosec B105
 _REAL_CREDENTIAL_VARS = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
 
 
@@ -64,7 +64,8 @@ def port_is_free(port: int) -> bool:
 def answers(endpoint: str, timeout_s: float = 1.0) -> bool:
     """Whether a moto server answers at ``endpoint``."""
     try:
-        with urllib.request.urlopen(endpoint + HEALTH_PATH, timeout=timeout_s) as response:  # noqa: S310 - loopback URL we built
+        # The URL is the loopback endpoint we built (http only): no file: or custom scheme.
+        with urllib.request.urlopen(endpoint + HEALTH_PATH, timeout=timeout_s) as response:  # noqa: S310  # nosec B310
             return bool(response.status == 200)
     except (OSError, urllib.error.URLError):
         return False
@@ -89,7 +90,8 @@ class Emulator:
             raise EmulatorError(f"port {self.port} on {LOOPBACK} is already in use")
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
-            self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            # Our own interpreter and module with a fixed argv: no shell, no outside input.
+            self.process = subprocess.Popen(  # noqa: S603  # nosec B603
                 [
                     sys.executable,
                     "-m",

@@ -195,7 +195,7 @@ class Heartbeat:
             except LeaseLost as exc:
                 self._lost = exc
                 return
-            except Exception:  # noqa: S112 - a missed renewal is retried on the next beat
+            except Exception:  # noqa: S112 - a missed renewal is retried on the next beat  # nosec B112
                 continue
 
     def check(self) -> None:

@@ -55,7 +55,7 @@ def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
 
 def parse_template(text: str) -> dict[str, Any]:
     try:
-        data = yaml.load(text, Loader=_CfnLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_CfnLoader)  # noqa: S506 - a SafeLoader subclass  # nosec B506
     except yaml.YAMLError as exc:
         raise TemplateError(f"template is not valid YAML: {exc}") from None
     if not isinstance(data, dict) or "Resources" not in data:
