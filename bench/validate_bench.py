@@ -122,6 +122,7 @@ def _whole(path: Path) -> int:
         row_rules,
         seen_col,
         trimmed_values,
+        value_col,
     )
     from core.schema import default_schema
 
@@ -131,10 +132,13 @@ def _whole(path: Path) -> int:
     frame = frame.with_columns(
         pl.int_range(2, frame.height + 2).alias("line"),
         pl.lit(True).alias("field_count_ok"),
-        pl.lit(False).alias(seen_col("Order_Id")),
     )
     judged = frame
-    for stage in [*trimmed_values(schema), *derived_values(schema)]:
+    for stage in trimmed_values(schema):
+        judged = judged.with_columns(stage)
+    repeat = ~pl.col(value_col("Order_Id")).is_first_distinct()
+    judged = judged.with_columns(repeat.alias(seen_col("Order_Id")))
+    for stage in derived_values(schema):
         judged = judged.with_columns(stage)
     judged = judged.with_columns(**rules)
     judged = judged.with_columns(pl.any_horizontal(list(rules)).alias("bad"))

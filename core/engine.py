@@ -152,12 +152,9 @@ class ChunkJudge:
     def judge(self, chunk: pl.DataFrame) -> ChunkResult:
         names = self.schema.column_names
         frame = _staged(chunk.lazy(), self._trim).collect()
+        aligned = bool(frame[FIELD_COUNT_OK].all())
         for column in self._unique:
-            # A misaligned row's value is not really this column's: it claims nothing.
-            key = frame.select(
-                pl.when(pl.col(FIELD_COUNT_OK)).then(pl.col(value_col(column)))
-            ).to_series()
-            frame = frame.with_columns(self._seen[column].repeats(key).alias(seen_col(column)))
+            frame = frame.with_columns(self._repeats(frame, column, aligned=aligned))
         judged = (
             _staged(frame.lazy(), self._derived)
             .with_columns(**self._rules)
@@ -188,6 +185,15 @@ class ChunkJudge:
         self.valid += valid.height
         self._keep_sample(rejects)
         return ChunkResult(valid=valid, rejects=rejects)
+
+    def _repeats(self, frame: pl.DataFrame, column: str, *, aligned: bool) -> pl.Series:
+        """Rows whose value appeared earlier in the file; the first occurrence is no repeat."""
+        key = frame[value_col(column)]
+        if not aligned:
+            # A misaligned row's value is not really this column's: it claims nothing.
+            key = frame.select(pl.when(pl.col(FIELD_COUNT_OK)).then(key)).to_series()
+        again_here = ~key.is_first_distinct()
+        return (again_here | self._seen[column].repeats(key)).alias(seen_col(column))
 
     def _keep_sample(self, rejects: pl.DataFrame) -> None:
         room = SAMPLE_REJECTS - len(self._sample)

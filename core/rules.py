@@ -45,20 +45,21 @@ def parsed_col(name: str) -> str:
 
 
 def seen_col(name: str) -> str:
-    """Name of the flag an engine sets when a unique column's value appeared in an earlier chunk."""
+    """Name of the flag the engine sets on a unique column's repeats: the value appeared in an
+    earlier row of the file (this chunk or an earlier one). Only aligned rows claim a value."""
     return f"__seen__{name}"
 
 
 def trimmed_values(schema: Schema) -> list[list[pl.Expr]]:
-    """Trimmed values (surrounding whitespace removed, empty means missing), in two stages so
-    the strip runs once per value."""
-    names = [(column.name, value_col(column.name)) for column in schema.columns]
-    strip = [pl.col(name).str.strip_chars().alias(value) for name, value in names]
-    empty_is_missing = [
-        pl.when(pl.col(value).str.len_bytes() > 0).then(pl.col(value)).alias(value)
-        for _, value in names
-    ]
-    return [strip, empty_is_missing]
+    """Trimmed values: surrounding whitespace removed. An empty value (``""`` or null) is
+    missing: rules test ``len > 0`` rather than turning ``""`` into null, which would copy
+    every value of every column once more."""
+    return [[pl.col(c.name).str.strip_chars().alias(value_col(c.name)) for c in schema.columns]]
+
+
+def present(name: str) -> pl.Expr:
+    """The column has a value in this row (not null, not empty after trimming)."""
+    return pl.col(value_col(name)).str.len_bytes().fill_null(0) > 0
 
 
 def derived_values(schema: Schema) -> list[list[pl.Expr]]:
@@ -93,27 +94,20 @@ def normalised_values(schema: Schema) -> dict[str, pl.Expr]:
 
 
 def _column_rules(column: Column) -> dict[str, pl.Expr]:
-    value = pl.col(value_col(column.name))
-    present = value.is_not_null()
+    has_value = present(column.name)
     rules: dict[str, pl.Expr] = {}
     for rule in column.rules():
         if rule == REQUIRED:
-            rules[rule] = ~present
+            rules[rule] = ~has_value
         elif rule == UNIQUE:
-            rules[rule] = present & _is_repeat(column)
+            rules[rule] = has_value & pl.col(seen_col(column.name))
         elif rule == FORMAT:
-            rules[rule] = present & ~_well_formed(column)
+            rules[rule] = has_value & ~_well_formed(column)
         elif rule == ALLOWED:
-            rules[rule] = present & pl.col(parsed_col(column.name)).is_null()
+            rules[rule] = has_value & pl.col(parsed_col(column.name)).is_null()
         elif rule == RANGE:
-            rules[rule] = present & _well_formed(column) & ~_in_range(column)
+            rules[rule] = has_value & _well_formed(column) & ~_in_range(column)
     return rules
-
-
-def _is_repeat(column: Column) -> pl.Expr:
-    # Only aligned rows claim a value: a misaligned row's "id" is some other field.
-    key = pl.when(pl.col(FIELD_COUNT_OK)).then(pl.col(value_col(column.name)))
-    return ~key.is_first_distinct() | pl.col(seen_col(column.name))
 
 
 # --- formats -----------------------------------------------------------------------------
@@ -268,4 +262,6 @@ def _normalised(column: Column) -> pl.Expr:
         )
     if column.allowed:
         return pl.col(parsed_col(column.name))
-    return value
+    if column.required:
+        return value  # a valid row has it
+    return pl.when(present(column.name)).then(value)
