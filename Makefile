@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv demo test lint typecheck security unit bench clean tools
+.PHONY: venv demo test lint typecheck security unit bench reliability clean tools
 
 venv: $(STAMP)
 
@@ -46,6 +46,12 @@ security: venv
 	$(BIN)/bandit -q -r core handlers
 
 test: lint typecheck security unit
+
+# The fault scenarios, recorded, then docs/reliability.md from them and bench/out/load.json.
+reliability: venv
+	rm -f build/reliability/scenarios.jsonl
+	ORDERPIPE_RELIABILITY_RESULTS=build/reliability/scenarios.jsonl $(BIN)/pytest -q tests/integration/test_faults.py
+	$(BIN)/python bench/reliability_report.py
 
 bench: venv
 	$(BIN)/python bench/validate_bench.py

@@ -53,6 +53,26 @@ both DLQs hold exactly what they should (nothing, in these scenarios); both queu
 """
 
 
+LIMITS = """\
+## What these runs do not prove
+
+- **The emulator is not AWS.** moto sends no `versionId` or `sequencer` in S3 events, so files
+  are known by ETag and "newest" is decided by event time; SES sandbox limits are not enforced;
+  DynamoDB never throttles on its own. The faults above stand in for what AWS does.
+- **Replies lost after the work was done** (a write applied but its answer timed out) are not
+  injected: every injected error happens before the request reaches the emulator, or while a
+  response body is read.
+- **Hostile input** (gzip and xlsx bombs, a 1 GB line, a million columns, huge JSON, a 10 MB
+  Order_Id, fuzzing) is covered by the readers' and engine's own tests
+  (`tests/unit/test_hostile_input.py`), not by this table.
+- **Load figures** come from one run on a shared 2-core machine; the row count actually run is
+  the one shown above (`bench/load_bench.py --rows`, default 5,000,000).
+- `ORDERPIPE_FAULTS` reaches every client of the process that reads it: given to
+  `orderpipe local`, a rule for an operation the stack's creation also calls would fail that
+  too, so name the operations (`dynamodb.BatchWriteItem`, `s3.GetObject`, ...) rather than `*`.
+"""
+
+
 def load_rows(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
@@ -151,15 +171,10 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     parser.add_argument("--load", type=Path, default=DEFAULT_LOAD)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument(
-        "--notes", type=Path, default=None, help="a Markdown file appended as it is"
-    )
     args = parser.parse_args()
     rows = load_rows(args.results)
     load = json.loads(args.load.read_text()) if args.load.exists() else {}
-    parts = [INTRO, "## Scenarios\n", scenario_table(rows), load_section(load)]
-    if args.notes and args.notes.exists():
-        parts.append(args.notes.read_text(encoding="utf-8"))
+    parts = [INTRO, "## Scenarios\n", scenario_table(rows), load_section(load), LIMITS]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(parts), encoding="utf-8")
     print(f"wrote {args.out} ({len(rows)} scenarios, load: {', '.join(load) or 'none'})")
