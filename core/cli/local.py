@@ -73,6 +73,7 @@ def command(
     except EmulatorError as exc:
         raise click.ClickException(str(exc)) from None
     schedule: ReconcileSchedule | None = None
+    problem: str | None = None
     try:
         assert stack.settings is not None
         assert stack.worker is not None
@@ -82,12 +83,15 @@ def command(
         click.echo(f"bucket:  s3://{stack.settings.bucket}/incoming/")
         click.echo(f"outbox:  {config.outbox_dir.resolve()}")
         click.echo(f"worker:  pid {stack.worker.pid}, log {stack.worker_log}")
+        click.echo(f"emulator: pid {stack.emulator.pid}, log {config.state_dir / 'emulator.log'}")
         click.echo(f"reconcile: every {reconcile_every:g} s (alerts: `orderpipe alerts`)")
         click.echo("orderpipe local is ready: try `orderpipe upload FILE --wait` (Ctrl-C stops)")
-        stop.wait()
-        _say("stopping")
+        problem = stack.wait(stop)
+        _say(f"{problem}; stopping" if problem else "stopping")
     finally:
         if schedule is not None:
             schedule.stop()
         stack.stop()
+    if problem:
+        raise click.ClickException(f"{problem}: the local stack is gone, start it again")
     _say("stopped")

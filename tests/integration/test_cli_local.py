@@ -254,6 +254,25 @@ def test_local_runs_the_pipeline_survives_a_dead_worker_and_stops_clean(
     assert list(outbox.glob("*.eml")), "rejected rows were emailed into the outbox"
 
 
+@pytest.mark.slow
+def test_local_stops_everything_and_fails_when_the_emulator_dies(tmp_path, monkeypatch) -> None:
+    state = tmp_path / "state"
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    local = LocalProcess(state)
+    try:
+        local.wait_for("ready")
+        worker_pid = int(local.value("worker:").split()[1].rstrip(","))
+        emulator_pid = int(local.value("emulator:").split()[1].rstrip(","))
+        os.kill(emulator_pid, signal.SIGKILL)
+        local.wait_for("the emulator exited")
+        code = local.proc.wait(60)
+    finally:
+        local.stop()
+    assert code == 1
+    assert not (state / "local.json").exists()
+    assert not _alive(worker_pid)
+
+
 def test_local_on_a_taken_port_fails_in_one_line(tmp_path) -> None:
     import socket
 
