@@ -48,7 +48,7 @@ before `orderpipe local`.
 After the pipeline is idle, `Pipeline.assert_end_state` checks all of it at once: the orders
 table equals the expected set (no loss, no duplicates, newest values); every file has its
 expected terminal ledger status and nothing is left PROCESSING; every file with rejected rows
-is named in exactly one email SES accepted (read back from the emulator), and no other file is;
+is named in exactly one email SES accepted (read from notify's outbox copies), and no other is;
 both DLQs hold exactly what they should (nothing, in these scenarios); both queues are empty.
 """
 

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -154,20 +153,24 @@ class Pipeline:
         return out
 
     def emails(self) -> list[Message]:
-        """Every email SES accepted from this stack (the emulator keeps them all)."""
-        with urllib.request.urlopen(
-            f"{self.stack.endpoint}/moto-api/data.json", timeout=30
-        ) as response:
-            ses = json.load(response).get("ses", {})
-        raws = [m.get("raw_data", "") for m in ses.get("RawMessage", [])]
-        return [email.message_from_string(r) for r in raws if f"s3://{self.bucket}/" in r]
+        """Every email notify sent for this stack: its outbox keeps a copy of each SES accepted.
+
+        (The emulator's ``/moto-api/data.json`` has them too, but it dumps every service's whole
+        state, orders included, which costs more than the scenario itself on a large file.)
+        """
+        outbox = Path(self.stack.settings.outbox_dir)
+        assert self.stack.settings.outbox_dir, "the stack under test needs an outbox folder"
+        return [
+            email.message_from_bytes(path.read_bytes()) for path in sorted(outbox.glob("*.eml"))
+        ]
 
     def notifications(self) -> Counter[str]:
         """How many emails name each file id (by its s3://bucket/key (version ...) line)."""
         seen: Counter[str] = Counter()
+        file_ids = list(self.ledger())
         for msg in self.emails():
             text = _text_of(msg)
-            for fid in self.ledger():
+            for fid in file_ids:
                 bucket_key, _, tag = fid.partition("#")
                 if f"s3://{bucket_key} (version {tag})" in text:
                     seen[fid] += 1
