@@ -224,38 +224,34 @@ class QueueConsumer:
 
     def process(self, messages: Sequence[Mapping[str, Any]]) -> BatchResult:
         """Call the handler on one batch; delete what succeeded, leave what failed."""
-        self.busy.set()
         started = time.monotonic()
-        try:
-            event = {"Records": [lambda_record(m, self.arn, self.region) for m in messages]}
-            ids = [m["MessageId"] for m in messages]
-            context = LambdaContext(self.function_name, self.region, self.handler_timeout_s)
-            error: str | None = None
-            with self._keep_invisible(messages):
-                try:
-                    failed = failed_ids(self.spec.handler(event, context), ids)
-                except Exception as exc:  # a Lambda invocation error fails the whole batch
-                    error = f"{type(exc).__name__}: {exc}"
-                    self.log(
-                        f"{self.spec.name}: handler error, whole batch retried\n"
-                        + traceback.format_exc().rstrip()
-                    )
-                    failed = set(ids)
-            done = [m for m in messages if m["MessageId"] not in failed]
-            self._delete(done)
-            retry = [m["ReceiptHandle"] for m in messages if m["MessageId"] in failed]
-            if retry and self.failed_visibility_s is not None:
-                self._set_visibility(retry, self.failed_visibility_s)
-            result = BatchResult(
-                self.spec.name, len(messages), len(failed), time.monotonic() - started, error
-            )
-            self.log(
-                f"{self.spec.name}: {result.received} message(s), {result.failed} failed, "
-                f"{result.seconds:.2f} s"
-            )
-            return result
-        finally:
-            self.busy.clear()
+        event = {"Records": [lambda_record(m, self.arn, self.region) for m in messages]}
+        ids = [m["MessageId"] for m in messages]
+        context = LambdaContext(self.function_name, self.region, self.handler_timeout_s)
+        error: str | None = None
+        with self._keep_invisible(messages):
+            try:
+                failed = failed_ids(self.spec.handler(event, context), ids)
+            except Exception as exc:  # a Lambda invocation error fails the whole batch
+                error = f"{type(exc).__name__}: {exc}"
+                self.log(
+                    f"{self.spec.name}: handler error, whole batch retried\n"
+                    + traceback.format_exc().rstrip()
+                )
+                failed = set(ids)
+        done = [m for m in messages if m["MessageId"] not in failed]
+        self._delete(done)
+        retry = [m["ReceiptHandle"] for m in messages if m["MessageId"] in failed]
+        if retry and self.failed_visibility_s is not None:
+            self._set_visibility(retry, self.failed_visibility_s)
+        result = BatchResult(
+            self.spec.name, len(messages), len(failed), time.monotonic() - started, error
+        )
+        self.log(
+            f"{self.spec.name}: {result.received} message(s), {result.failed} failed, "
+            f"{result.seconds:.2f} s"
+        )
+        return result
 
     @contextlib.contextmanager
     def _keep_invisible(self, messages: Sequence[Mapping[str, Any]]) -> Iterator[None]:
@@ -327,10 +323,16 @@ class QueueConsumer:
             backoff = 1.0
             if not messages:
                 continue
-            if stop.is_set():
-                self.release(messages)
-                return
-            self.process(messages)
+            # Busy before looking at ``stop``: ``Worker.run`` sets stop, then waits while busy,
+            # so a batch is either handed back or processed to the end, never cut off.
+            self.busy.set()
+            try:
+                if stop.is_set():
+                    self.release(messages)
+                    return
+                self.process(messages)
+            finally:
+                self.busy.clear()
 
     def pending(self) -> int:
         """Messages on the queue, visible or in flight."""
