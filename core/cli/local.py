@@ -75,8 +75,8 @@ def command(
     schedule: ReconcileSchedule | None = None
     problem: str | None = None
     try:
-        assert stack.settings is not None
-        assert stack.worker is not None
+        assert stack.settings is not None  # set by stack.start() above  # nosec B101
+        assert stack.worker is not None  # set by stack.start() above  # nosec B101
         schedule = ReconcileSchedule(stack.clients, stack.settings, reconcile_every, log=_say)
         schedule.start()
         click.echo(f"AWS_ENDPOINT_URL={stack.endpoint}")
