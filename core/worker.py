@@ -331,6 +331,10 @@ class QueueConsumer:
                     self.release(messages)
                     return
                 self.process(messages)
+            except Exception as exc:  # the poll thread must outlive one bad batch
+                # Whatever was not deleted comes back after the visibility timeout.
+                self.log(f"{self.spec.name}: batch not completed ({exc}); it will be redelivered")
+                stop.wait(backoff)
             finally:
                 self.busy.clear()
 
