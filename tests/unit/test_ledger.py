@@ -6,10 +6,12 @@ The same contract runs twice: ``memory`` is a unit test; ``dynamo`` needs the mo
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
 
+from core.clients import Clients
 from core.events import FileRef, Replay
 from core.ledger import (
     Decision,
@@ -20,22 +22,29 @@ from core.ledger import (
     Status,
     decide,
 )
+from core.stack import files_table_definition
 from tests.unit.ingest_fakes import FakeClock, InMemoryLedger
 
 LEASE = 60
 
 
+@pytest.fixture(scope="module")
+def files_table(moto_endpoint: str) -> tuple[Clients, str]:
+    """One files table for the module; each test uses its own bucket name, so none collide."""
+    clients = Clients(endpoint_url=moto_endpoint, max_attempts=2)
+    name = f"ledger-{uuid.uuid4().hex[:8]}"
+    clients.dynamodb.create_table(**files_table_definition(name))
+    return clients, name
+
+
 @pytest.fixture(params=["memory", pytest.param("dynamo", marks=pytest.mark.integration)])
 def env(request: pytest.FixtureRequest) -> tuple[Any, FakeClock, str]:
     clock = FakeClock()
+    bucket = f"bucket-{uuid.uuid4().hex[:8]}"
     if request.param == "memory":
-        return InMemoryLedger(clock), clock, "bucket"
-    stack = request.getfixturevalue("stack")
-    return (
-        DynamoLedger(stack.clients.dynamodb, stack.names.files_table, clock=clock),
-        clock,
-        (stack.names.bucket),
-    )
+        return InMemoryLedger(clock), clock, bucket
+    clients, table = request.getfixturevalue("files_table")
+    return DynamoLedger(clients.dynamodb, table, clock=clock), clock, bucket
 
 
 def _ref(bucket: str, key: str = "incoming/a.csv", version: str = "v1", **kw: Any) -> FileRef:
@@ -163,8 +172,13 @@ def test_renew_pushes_the_lease(env) -> None:
     assert ledger.claim(_ref(bucket), LEASE).decision == Decision.BUSY
 
 
-def test_queries_return_typed_entries_newest_first(env) -> None:
+def test_queries_return_typed_entries_newest_first(env, request: pytest.FixtureRequest) -> None:
     ledger, clock, bucket = env
+    if isinstance(ledger, DynamoLedger):  # table-wide queries: this test needs a table of its own
+        clients, _ = request.getfixturevalue("files_table")
+        name = f"ledger-{uuid.uuid4().hex[:8]}"
+        clients.dynamodb.create_table(**files_table_definition(name))
+        ledger = DynamoLedger(clients.dynamodb, name, clock=clock)
     ids = []
     for i, status in enumerate([Status.SUCCEEDED, Status.PARTIAL, Status.SUCCEEDED]):
         claim = ledger.claim(_ref(bucket, key=f"incoming/{i}.csv"), LEASE)
