@@ -416,7 +416,10 @@ def active_plan() -> FaultPlan | None:
     with _process_lock:
         plan = _env_plans.get(spec)
         if plan is None:
-            plan = _env_plans[spec] = FaultPlan.parse(spec)
+            try:
+                plan = _env_plans[spec] = FaultPlan.parse(spec)
+            except FaultSpecError as exc:
+                raise FaultSpecError(f"{ENV_FAULTS}: {exc}") from None
         return plan
 
 

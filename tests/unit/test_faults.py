@@ -379,3 +379,9 @@ def test_two_rules_never_both_claim_one_attempt() -> None:
         codes.append(error_code(exc))
     assert codes == ["Throttling", "MessageRejected"]  # in the order the spec lists them
     assert plan.counts() == {"ses.SendRawEmail:throttle": 1, "ses.SendRawEmail:rejected": 1}
+
+
+def test_a_bad_environment_spec_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_FAULTS, "s3.GetObject=explode")
+    with pytest.raises(FaultSpecError, match=r"^ORDERPIPE_FAULTS: s3.GetObject: unknown fault"):
+        Clients(endpoint_url=NOWHERE, _session=SESSION).client("s3")
