@@ -250,6 +250,7 @@ def bench_large(stack: EmbeddedStack, work: Path, rows: int, timeout_s: float) -
         "ratio_to_raw_writes": round((valid / seconds) / baseline, 2),
         "worker_idle_rss_mb": round(rss.idle_kb / 1024),
         "worker_peak_rss_mb": round(rss.peak_kb() / 1024),
+        "worker_growth_mb": round((rss.peak_kb() - rss.idle_kb) / 1024),
         "peak_rss_to_file_size": round(rss.peak_kb() * 1024 / size, 2),
         "worker_restarts": stack.worker.restarts,
     }

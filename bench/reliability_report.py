@@ -141,7 +141,7 @@ def load_section(load: dict[str, Any]) -> str:
             f"{large['baseline_items_per_s']:,} items/s "
             f"(pipeline / baseline: {large['ratio_to_raw_writes']}) |",
             f"| worker peak RSS | {large['worker_peak_rss_mb']} MB (idle "
-            f"{large['worker_idle_rss_mb']} MB; "
+            f"{large['worker_idle_rss_mb']} MB, growth {large.get('worker_growth_mb', '?')} MB; "
             f"peak / file size {large['peak_rss_to_file_size']}) |",
             f"| worker restarts during the run | {large['worker_restarts']} |",
             "",
