@@ -93,13 +93,15 @@ def _staged(frame: pl.LazyFrame, stages: list[list[pl.Expr]]) -> pl.LazyFrame:
 
 
 class SeenValues:
-    """Values of a unique column met in earlier chunks, kept exactly, as sorted polars text.
+    """Which values of a unique column already appeared earlier in the file, exactly.
 
-    A new chunk is compared with an earlier one only within the earlier chunk's range of
-    values: order ids mostly grow through a file, so few values fall in an earlier range and
+    Each chunk's values are sorted once. Repeats within the chunk are neighbours in that order
+    (and are rare, so only their rows are looked at again). For earlier chunks, one sorted copy
+    of each is kept, and a new chunk is compared with an earlier one only within the earlier
+    chunk's range of values: order ids mostly grow through a file, so few values qualify and
     each is found by binary search; when many do (ids in random order), one vectorised hash
-    probe per earlier chunk. Memory: one sorted copy of the ids, about 16-30 bytes
-    each (a string view plus any text beyond 12 bytes), so about 150 MB for 5M ids.
+    probe per earlier chunk. Memory: one sorted copy of the ids, about 16-30 bytes each (a
+    string view plus any text beyond 12 bytes), so about 150 MB for 5M ids.
     """
 
     # Binary search pays while the candidates are a small share of the earlier chunk.
@@ -109,28 +111,42 @@ class SeenValues:
         self._earlier: list[pl.Series] = []  # each sorted, non-null
 
     def repeats(self, values: pl.Series) -> pl.Series:
-        """Flag values met in an earlier chunk, then remember this chunk's values."""
-        distinct = values.drop_nulls().sort()  # repeats within the chunk do no harm here
+        """Flag each value that appeared before it in the file; then remember the chunk."""
+        ordered = values.drop_nulls().sort()
+        flags = self._repeats_in_chunk(values, ordered)
+        found = self._found_earlier(ordered)
+        if not found.is_empty():
+            flags = flags | values.is_in(found.implode()).fill_null(False)
+        if not ordered.is_empty():
+            self._earlier.append(ordered)
+        return flags.alias(values.name)
+
+    @staticmethod
+    def _repeats_in_chunk(values: pl.Series, ordered: pl.Series) -> pl.Series:
+        none = pl.repeat(False, len(values), dtype=pl.Boolean, eager=True)
+        twice = ordered.filter(ordered == ordered.shift(1)).unique()
+        if twice.is_empty():
+            return none
+        rows = values.is_in(twice.implode()).fill_null(False)
+        positions = rows.arg_true()
+        later = ~values.filter(rows).is_first_distinct()
+        return none.scatter(positions.filter(later), True)
+
+    def _found_earlier(self, ordered: pl.Series) -> pl.Series:
         found: list[pl.Series] = []
         for earlier in self._earlier:
-            start = distinct.search_sorted(earlier[0], side="left")
-            end = distinct.search_sorted(earlier[-1], side="right")
-            candidates = distinct.slice(start, end - start)
+            start = ordered.search_sorted(earlier[0], side="left")
+            end = ordered.search_sorted(earlier[-1], side="right")
+            candidates = ordered.slice(start, end - start)
             if candidates.is_empty():
                 continue
             if len(candidates) * self._SEARCH_SHARE < len(earlier):
-                at = earlier.search_sorted(candidates, side="left").clip(
-                    upper_bound=len(earlier) - 1
-                )
+                at = earlier.search_sorted(candidates, side="left")
+                at = at.clip(upper_bound=len(earlier) - 1)
                 found.append(candidates.filter(earlier.gather(at) == candidates))
             else:
                 found.append(candidates.filter(candidates.is_in(earlier.implode())))
-        if not distinct.is_empty():
-            self._earlier.append(distinct)
-        repeated = pl.concat(found) if found else distinct.clear()
-        if repeated.is_empty():
-            return pl.repeat(False, len(values), dtype=pl.Boolean, eager=True).alias(values.name)
-        return values.is_in(repeated.implode()).fill_null(False)
+        return pl.concat(found) if found else ordered.clear()
 
 
 class ChunkJudge:
@@ -192,8 +208,7 @@ class ChunkJudge:
         if not aligned:
             # A misaligned row's value is not really this column's: it claims nothing.
             key = frame.select(pl.when(pl.col(FIELD_COUNT_OK)).then(key)).to_series()
-        again_here = ~key.is_first_distinct()
-        return (again_here | self._seen[column].repeats(key)).alias(seen_col(column))
+        return self._seen[column].repeats(key).alias(seen_col(column))
 
     def _keep_sample(self, rejects: pl.DataFrame) -> None:
         room = SAMPLE_REJECTS - len(self._sample)
