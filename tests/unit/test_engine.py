@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from decimal import Decimal
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -270,3 +271,34 @@ def test_seen_values_finds_an_early_id_repeated_late_in_growing_ids() -> None:
     assert [sum(f) for f in flagged] == [0, 0, 0, 1, 1]
     assert flagged[3][500]
     assert flagged[4][900]
+
+
+def test_every_reason_fixture_has_its_exact_outcome() -> None:
+    path = Path(__file__).resolve().parents[2] / "fixtures" / "rules_every_reason.csv"
+    chunks: list[ChunkResult] = []
+    outcome = validate(path, path.name, on_chunk=chunks.append)
+    rejects = pl.concat([c.rejects for c in chunks])
+    assert rejects.select("line", "reasons").rows() == [
+        (5, "Order_Id.required"),
+        (6, "Customer_Id.required"),
+        (7, "Order_Date.required"),
+        (8, "Order_Status.required"),
+        (9, "Order_Total.required"),
+        (10, "Order_Id.unique"),
+        (11, "Order_Date.format"),
+        (12, "Order_Date.format"),
+        (13, "Order_Status.allowed"),
+        (14, "Order_Total.format"),
+        (15, "Order_Total.format"),
+        (16, "Order_Total.range"),
+        (17, "row.field_count"),
+        (18, "row.field_count"),
+    ]
+    valid = pl.concat([c.valid for c in chunks])
+    assert valid.rows() == [
+        (2, "R1", "C1", "2023-04-19", "Pending", "19.99"),
+        (3, "R2", "C1", "2024-02-01", "Completed", "0"),
+        (4, "R3", "C2", "2024-02-29", "Inprogress", "1999"),
+        (20, "R18", "C5", "2024-02-29", "Pending", "0.00"),  # line 19 is blank
+    ]
+    assert (outcome.rows, outcome.valid, outcome.invalid) == (18, 4, 14)
