@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -42,8 +43,13 @@ class InMemoryLedger:
         self.clock = clock or (lambda: datetime.now(UTC))
         self.items: dict[str, LedgerEntry] = {}
         self.locks: dict[str, tuple[str, str, int]] = {}  # key -> (holder, token, lease_until)
+        self._mutex = threading.Lock()  # DynamoDB's conditional writes are atomic; so is this
 
     def claim(self, ref: FileRef, lease_s: int) -> Claim:
+        with self._mutex:
+            return self._claim(ref, lease_s)
+
+    def _claim(self, ref: FileRef, lease_s: int) -> Claim:
         now = self.clock()
         existing = self.items.get(ref.file_id)
         decision = decide(existing, ref, now.timestamp())

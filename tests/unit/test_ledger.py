@@ -212,3 +212,13 @@ def test_decide_is_the_whole_rule() -> None:
     ]:
         entry = LedgerEntry("id", "b", "k", "v", "e", status)
         assert decide(entry, ref, 0) == expected
+
+
+def test_simultaneous_claims_leave_exactly_one_owner(env) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    ledger, _, bucket = env
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        claims = list(pool.map(lambda _: ledger.claim(_ref(bucket), LEASE), range(6)))
+    assert sum(c.owned for c in claims) == 1
+    assert {c.decision for c in claims if not c.owned} == {Decision.BUSY}

@@ -163,3 +163,27 @@ def test_a_failing_slice_fails_the_whole_write() -> None:
         write_all(
             _writer(Broken(), threads=4), [_frame([f"O{i}" for i in range(500)])], _ref("v1"), NOW
         )
+
+
+def test_same_event_time_the_sequencer_decides_whatever_the_arrival_order() -> None:
+    at = "2026-05-01T11:00:00.000Z"
+    first = FileRef("b", "incoming/a.csv", "vA", "e1", 1, at, sequencer="0A")
+    second = FileRef("b", "incoming/a.csv", "vB", "e2", 1, at, sequencer="00FF")
+    for order in ([first, second], [second, first]):
+        ddb = FakeDynamo()
+        for ref, total in sorted(
+            zip([first, second], ["1", "2"], strict=True), key=lambda p: order.index(p[0])
+        ):
+            write_all(_writer(ddb), [_frame(["O1"], total=total)], ref, NOW)
+        assert ddb.items["O1"]["source_version"] == {"S": "vB"}  # 0xFF > 0x0A
+        assert ddb.items["O1"]["Order_Total"] == {"N": "2"}
+
+
+def test_no_sequencer_no_version_the_etag_then_file_id_decide() -> None:
+    at = "2026-05-01T11:00:00.000Z"
+    low = FileRef("b", "incoming/a.csv", "", "aaa", 1, at)
+    high = FileRef("b", "incoming/a.csv", "", "bbb", 1, at)
+    ddb = FakeDynamo()
+    write_all(_writer(ddb), [_frame(["O1"], total="2")], high, NOW)
+    write_all(_writer(ddb), [_frame(["O1"], total="1")], low, NOW)
+    assert ddb.items["O1"]["Order_Total"] == {"N": "2"}
