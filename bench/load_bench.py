@@ -73,11 +73,12 @@ def large_file(path: Path, rows: int) -> tuple[int, int]:
     return rows - invalid, invalid
 
 
-def small_file(index: int) -> tuple[bytes, bool]:
-    rows = [HEADER] + [f"S{index:04d}-{n},C{n},{1 + n}/3/24,Completed,{n}.50" for n in range(10)]
+def small_file(index: int, letter: str = "S") -> tuple[bytes, bool]:
+    rows = [HEADER]
+    rows += [f"{letter}{index:04d}-{n},C{n},{1 + n}/3/24,Completed,{n}.50" for n in range(10)]
     with_reject = index % 5 == 0
     if with_reject:
-        rows.append(f"S{index:04d}-bad,C,not-a-date,Pending,1")
+        rows.append(f"{letter}{index:04d}-bad,C,not-a-date,Pending,1")
     return ("\n".join(rows) + "\n").encode(), with_reject
 
 
@@ -264,7 +265,7 @@ def bench_burst(stack: EmbeddedStack, files: int, timeout_s: float) -> dict[str,
     clients, settings = stack.clients, stack.settings
 
     def put(index: int, prefix: str = "burst") -> tuple[str, float, bool]:
-        body, rejects = small_file(index)
+        body, rejects = small_file(index, "S" if prefix == "burst" else "A")
         key = f"incoming/{prefix}/{index:04d}.csv"
         clients.s3.put_object(Bucket=settings.bucket, Key=key, Body=body)
         return key, time.time(), rejects
