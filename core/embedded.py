@@ -7,6 +7,7 @@ had received come back after their visibility timeout and the handlers are idemp
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess  # runs only our own interpreter (the worker)  # nosec B404
 import sys
@@ -61,13 +62,33 @@ class WorkerSupervisor:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._watcher: threading.Thread | None = None
+        self._handoff: str | None = None
 
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
+    def launch(self) -> None:
+        """Start the child now; it imports its handlers while the stack is being created."""
+        if self.process is None:
+            self._spawn()
+
+    def hand_over(self, line: str) -> None:
+        """Give the child (and every restarted one) the endpoint and settings it waits for."""
+        self._handoff = line
+        self._send_handoff(self.process)
+
+    def _send_handoff(self, process: subprocess.Popen[str] | None) -> None:
+        if process is None or process.stdin is None or self._handoff is None:
+            return
+        try:
+            process.stdin.write(self._handoff + "\n")
+            process.stdin.close()
+        except OSError:
+            pass  # it died meanwhile: start() or the watcher reports it
+
     def start(self, timeout_s: float = WORKER_START_TIMEOUT_S) -> None:
-        self._spawn()
+        self.launch()
         deadline = time.monotonic() + timeout_s
         while not self.ready.wait(0.1):
             process = self.process
@@ -88,7 +109,7 @@ class WorkerSupervisor:
             self.process = subprocess.Popen(  # noqa: S603  # nosec B603
                 self.argv,
                 env=self.env,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE,  # the settings arrive here (hand_over)
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
@@ -96,6 +117,7 @@ class WorkerSupervisor:
                 # Its own session: Ctrl-C reaches `local`, which then stops the worker in order.
                 start_new_session=True,
             )
+            self._send_handoff(self.process)
             stdout = self.process.stdout
         assert stdout is not None  # stdout=PIPE always gives a stream  # nosec B101
         threading.Thread(target=self._pump, args=(stdout,), name="worker-log", daemon=True).start()
@@ -173,7 +195,15 @@ class EmbeddedStack:
         config.state_dir.mkdir(parents=True, exist_ok=True)
         config.outbox_dir.mkdir(parents=True, exist_ok=True)
         use_emulator_credentials()
+        self.worker = WorkerSupervisor(
+            self._worker_argv(),
+            self._worker_env(),
+            self.worker_log,
+            echo=config.echo_worker,
+            notice=self.notice,
+        )
         try:
+            self.worker.launch()  # its imports overlap the emulator's start
             self.emulator.start()
             self.clients = Clients(endpoint_url=self.endpoint)
             self.settings = create_local_stack(
@@ -183,12 +213,8 @@ class EmbeddedStack:
             )
             if config.save_state:
                 LocalState(self.endpoint, self.settings, os.getpid()).save()
-            self.worker = WorkerSupervisor(
-                self._worker_argv(),
-                self._worker_env(),
-                self.worker_log,
-                echo=config.echo_worker,
-                notice=self.notice,
+            self.worker.hand_over(
+                json.dumps({"endpoint": self.endpoint, "env": self.settings.to_env()})
             )
             self.worker.start()
         except BaseException:
@@ -202,17 +228,14 @@ class EmbeddedStack:
             "-m",
             "core.cli",
             "worker",
-            "--endpoint-url",
-            self.endpoint,
+            "--settings-stdin",
             "--exit-with-parent",
         ]
 
     def _worker_env(self) -> dict[str, str]:
-        assert self.settings is not None  # set by start() before this  # nosec B101
         env = dict(os.environ)
         use_emulator_credentials(env)
-        env.update(self.settings.to_env())
-        env["AWS_ENDPOINT_URL"] = self.endpoint
+        env.pop("AWS_ENDPOINT_URL", None)  # the endpoint and settings come on stdin
         env["PYTHONUNBUFFERED"] = "1"
         env.setdefault("POWERTOOLS_TRACE_DISABLED", "true")  # no X-Ray daemon on a laptop
         env.setdefault("POWERTOOLS_METRICS_NAMESPACE", "orderpipe")

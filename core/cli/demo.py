@@ -29,13 +29,14 @@ from core.settings import Settings
 from core.upload import FileResult, Uploader, plan, wait_for_outcomes
 
 FIXTURES = Path(core.__file__).resolve().parent.parent / "fixtures"
+SEED_SAMPLES = ("test_data1.csv", "test_data2.csv")  # the order files the project started from
 OUTCOME_TIMEOUT_S = 60.0
 EMAIL_TIMEOUT_S = 30.0
 
 
 def demo_files(folder: Path) -> list[Path]:
-    """The seed samples at the top of fixtures/ and the files in fixtures/demo/."""
-    seeds = sorted(p for p in folder.glob("*.csv") if p.is_file())
+    """The two seed samples and the files in fixtures/demo/ (other fixtures serve the tests)."""
+    seeds = [folder / name for name in SEED_SAMPLES if (folder / name).is_file()]
     extra = sorted(p for p in (folder / "demo").glob("*") if p.is_file())
     return [p for p in seeds + extra if not p.name.startswith(".")]
 

@@ -7,6 +7,7 @@ SIGTERM or Ctrl-C: the batch in flight finishes, nothing is lost.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -18,9 +19,20 @@ import click
 
 from core.cli.aws_errors import aws_errors
 from core.cli.context import Target, resolve_target, stack_options
+from core.clients import Clients
 from core.embedded import READY_MARK
+from core.settings import Settings
 from core.stack import LOCAL_TIMINGS
-from core.worker import DEFAULT_WAIT_TIME_S, INGEST, NOTIFY, Worker, WorkerError, drain
+from core.worker import (
+    DEFAULT_WAIT_TIME_S,
+    HANDLER_PATHS,
+    INGEST,
+    NOTIFY,
+    Worker,
+    WorkerError,
+    drain,
+    load_handler,
+)
 
 
 def _log(line: str) -> None:
@@ -58,6 +70,7 @@ def _log(line: str) -> None:
     help="Process until both queues are idle, then exit (1 if still busy after SECONDS).",
 )
 @click.option("--exit-with-parent", is_flag=True, hidden=True)
+@click.option("--settings-stdin", is_flag=True, hidden=True)
 @stack_options
 def command(
     *,
@@ -66,13 +79,20 @@ def command(
     wait_time: int,
     until_idle: float | None,
     exit_with_parent: bool,
+    settings_stdin: bool,
     stack_name: str | None,
     endpoint_url: str | None,
 ) -> None:
     """Poll the ingest and notify queues and run their Lambda handlers in this process."""
-    target = resolve_target(stack_name, endpoint_url)
-    _handler_environment(target)
     chosen = list(queues) or [INGEST, NOTIFY]
+    if settings_stdin:
+        handed = _target_from_stdin(chosen)
+        if handed is None:
+            return  # the parent gave up before the stack existed
+        target = handed
+    else:
+        target = resolve_target(stack_name, endpoint_url)
+    _handler_environment(target)
     if until_idle is not None:
         with aws_errors("drain the queues"):
             try:
@@ -107,6 +127,29 @@ def command(
     _log(f"{READY_MARK} {' and '.join(chosen)} at {where} (pid {os.getpid()}; Ctrl-C stops)")
     worker.run(stop)
     _log("orderpipe worker: stopped")
+
+
+def _target_from_stdin(queues: list[str]) -> Target | None:
+    """Supervised start: import the handlers first, then read the stack ``local`` created.
+
+    ``orderpipe local`` starts this process before the emulator, so the slow imports overlap
+    the stack's creation; one JSON line ``{"endpoint": ..., "env": {...}}`` follows on stdin.
+    """
+    for queue in queues:
+        try:
+            load_handler(HANDLER_PATHS[queue])
+        except WorkerError as exc:
+            raise click.ClickException(str(exc)) from None
+    line = sys.stdin.readline()
+    if not line.strip():
+        return None
+    try:
+        handed = json.loads(line)
+        settings = Settings.from_env(handed["env"])
+        endpoint = str(handed["endpoint"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise click.ClickException(f"unreadable settings on stdin: {exc}") from None
+    return Target(Clients(endpoint_url=endpoint), settings, "local")
 
 
 def _handler_environment(target: Target) -> None:
