@@ -51,6 +51,7 @@ from core.rules import LINE
 from core.settings import INCOMING_PREFIX, REJECTS_PREFIX, Settings
 
 COPY_BUFFER = 1024 * 1024
+MULTIPART_THRESHOLD = 8 * 1024 * 1024  # boto3's own default
 # A file held by another attempt is looked at again after 60 s, doubling per receive: the
 # first four waits add up to 15 min (the longest a Lambda can run), so a message only reaches
 # its DLQ when the holder is truly stuck, never because it is merely slow.
@@ -494,15 +495,16 @@ class S3Objects:
         return None
 
     def put(self, ref: FileRef, key: str, path: Path) -> None:
-        self._s3.upload_file(
-            str(path),
-            ref.bucket,
-            key,
-            ExtraArgs={
-                "ContentType": "text/csv; charset=utf-8",
-                "Metadata": {"source-key": ref.key, "source-version": ref.version_tag},
-            },
-        )
+        extra: dict[str, Any] = {
+            "ContentType": "text/csv; charset=utf-8",
+            "Metadata": {"source-key": ref.key, "source-version": ref.version_tag},
+        }
+        if path.stat().st_size < MULTIPART_THRESHOLD:
+            # One PutObject: the transfer manager's setup costs more than a small file's upload.
+            with path.open("rb") as body:
+                self._s3.put_object(Bucket=ref.bucket, Key=key, Body=body, **extra)
+            return
+        self._s3.upload_file(str(path), ref.bucket, key, ExtraArgs=extra)
 
 
 class SqsNotices:

@@ -415,18 +415,19 @@ class DynamoLedger:
         expression: str,
         values: dict[str, Any],
         names: dict[str, str] | None = None,
-    ) -> None:
-        """Update the entry only while this attempt still holds the claim."""
+    ) -> dict[str, Any]:
+        """Update the entry only while this attempt still holds the claim; return the item."""
         if claim.token is None:
             raise ValueError("this attempt does not own the file")
         extra = {"ExpressionAttributeNames": names} if names else {}
         try:
-            self._ddb.update_item(
+            reply: dict[str, Any] = self._ddb.update_item(
                 TableName=self._table,
                 Key={FILES_KEY: {"S": claim.entry.file_id}},
                 UpdateExpression=expression,
                 ConditionExpression="claim_token = :token",
                 ExpressionAttributeValues={**values, ":token": {"S": claim.token}},
+                ReturnValues="ALL_NEW",
                 **extra,
             )
         except ClientError as exc:
@@ -435,6 +436,7 @@ class DynamoLedger:
                     f"{claim.entry.file_id} was taken over by another attempt"
                 ) from None
             raise
+        return dict(reply.get("Attributes", {}))
 
     def renew(self, claim: Claim, lease_s: int) -> None:
         """Push the lease forward; raises LeaseLost when another attempt took over."""
@@ -477,7 +479,7 @@ class DynamoLedger:
             values[":error"] = {"S": outcome.error}
         else:
             removes.append("#error")
-        self._owned_update(
+        item = self._owned_update(
             claim,
             f"{sets} REMOVE {', '.join(removes)}",
             values,
@@ -485,9 +487,7 @@ class DynamoLedger:
         )
         assert claim.token is not None  # only an owned claim gets here  # nosec B101
         self._unlock_key(_ref_of(claim.entry), claim.token)
-        entry = self.get(claim.entry.file_id)
-        assert entry is not None  # the update above just wrote it  # nosec B101
-        return entry
+        return from_item(item)
 
     def fail(self, claim: Claim, error: str) -> None:
         """Record an infrastructure failure; SQS will redeliver and RETRY picks it up."""

@@ -81,9 +81,7 @@ class InMemoryLedger:
                 updated_at=stamp,
                 lease_until=lease,
                 claim_token=token,
-                replay_id=ref.replay.id
-                if decision == Decision.REPLAY and ref.replay
-                else existing.replay_id,
+                replay_id=ref.replay.id if ref.replay else existing.replay_id,
             )
         self.items[ref.file_id] = entry
         return Claim(decision, entry, token=token)
