@@ -1,10 +1,10 @@
 """Is a buffer text, which encoding, which line ends — decided without a pass in Python.
 
 UTF-8 (with or without BOM) with LF or CRLF line ends goes to polars untouched. Text that is
-not valid UTF-8 is Windows-1252: polars reports invalid UTF-8 per chunk, and that chunk (and
-every later one) is re-encoded, so a file pays for transcoding only when it needs it. ASCII
-reads the same in both, so deciding per chunk gives what deciding per file would. Old Mac
-CR-only line ends are rewritten to LF into a temporary file, block by block.
+not valid UTF-8 is Windows-1252. The decision is made per chunk, just before parsing: an ASCII
+chunk (``isascii`` runs at memory speed) reads the same either way; the first chunk that is not
+valid UTF-8 switches this and every later chunk to Windows-1252, so a file pays for transcoding
+only when it needs it. Old Mac CR-only line ends are rewritten to LF into a temporary file.
 """
 
 from __future__ import annotations
@@ -57,5 +57,23 @@ def cp1252_to_utf8(chunk: bytes) -> bytes:
     return chunk.decode("cp1252", errors="orderpipe-cp1252").encode("utf-8")
 
 
-def is_invalid_utf8_error(exc: Exception) -> bool:
-    return "utf-8" in str(exc).lower() or "utf8" in str(exc).lower()
+class ChunkDecoder:
+    """UTF-8 chunks pass through; from the first one that is not UTF-8 on, Windows-1252."""
+
+    def __init__(self) -> None:
+        self.utf8 = True
+
+    def __call__(self, chunk: bytes) -> bytes:
+        if self.utf8:
+            if chunk.isascii() or _is_utf8(chunk):
+                return chunk
+            self.utf8 = False
+        return cp1252_to_utf8(chunk)
+
+
+def _is_utf8(chunk: bytes) -> bool:
+    try:
+        chunk.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

@@ -9,3 +9,11 @@ class FileRejected(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+def is_native_panic(exc: BaseException) -> bool:
+    """A Rust panic surfaced by a native reader (pyo3 ``PanicException``, a BaseException).
+
+    Each native extension has its own class of that name, so it is recognised by name.
+    """
+    return type(exc).__name__ == "PanicException"

@@ -17,7 +17,7 @@ from typing import Any
 import polars as pl
 
 from core.limits import Limits
-from core.readers.encoding import check_is_text, cp1252_to_utf8, is_invalid_utf8_error
+from core.readers.encoding import ChunkDecoder, check_is_text
 from core.readers.errors import FileRejected
 from core.readers.header import normalise_name
 from core.readers.source import Loaded
@@ -39,20 +39,11 @@ def iter_jsonl(
     keys = _match_keys(buf, start, columns, limits)
     size = len(buf)
     target = max(64 * 1024, chunk_rows * _average_line_bytes(buf, start))
-    pos, line, utf8 = start, 1, True
+    pos, line, decode = start, 1, ChunkDecoder()
     while pos < size:
         cut = buf.find(b"\n", min(size, pos + target)) if pos + target < size else -1
         end = size if cut == -1 else cut + 1
-        chunk = buf[pos:end]
-        if not utf8:
-            chunk = cp1252_to_utf8(chunk)
-        try:
-            frame, lines = _parse_range(chunk, line, keys, columns, limits)
-        except pl.exceptions.ComputeError as exc:
-            if not (utf8 and is_invalid_utf8_error(exc)):
-                raise
-            utf8 = False
-            continue
+        frame, lines = _parse_range(decode(buf[pos:end]), line, keys, columns, limits)
         if frame.height:
             yield frame
         line += lines
@@ -116,9 +107,7 @@ def _parse_range(
             raise ValueError("polars and the line split disagree")
         values = [parsed.get_column(key).alias(col) for key, col in zip(keys, columns, strict=True)]
         ok = pl.Series(FIELD_COUNT_OK, [True] * raw.len(), dtype=pl.Boolean)
-    except (pl.exceptions.PolarsError, ValueError) as exc:
-        if isinstance(exc, pl.exceptions.ComputeError) and is_invalid_utf8_error(exc):
-            raise
+    except (pl.exceptions.PolarsError, pl.exceptions.PanicException, ValueError):
         values, ok = _parse_lines(raw, keys, columns)
     frame = pl.DataFrame([line_no.alias(LINE), *values, ok.alias(FIELD_COUNT_OK)])
     check_cells(frame, columns, limits)

@@ -27,7 +27,7 @@ def iter_parquet(
         scan = pl.scan_parquet(source)
         schema = scan.collect_schema()
         rows = scan.select(pl.len()).collect().item()
-    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+    except (pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError, ValueError) as exc:
         raise FileRejected(f"corrupt parquet: {_first_line(exc)}") from None
     if len(schema) > limits.max_columns:
         raise FileRejected(
@@ -59,7 +59,7 @@ def iter_parquet(
         for batch in query.collect_batches(chunk_size=chunk_rows):
             check_cells(batch, columns, limits)
             yield batch
-    except pl.exceptions.PolarsError as exc:
+    except (pl.exceptions.PolarsError, pl.exceptions.PanicException) as exc:
         raise FileRejected(f"corrupt parquet: {_first_line(exc)}") from None
 
 

@@ -44,10 +44,13 @@ def iter_table(
     with load(source, limits) as loaded:
         rows = 0
         for frame in _read(loaded, name, columns, limits, chunk_rows, nested=False):
-            rows += frame.height
-            if rows > limits.max_rows:
-                raise FileRejected(f"the file has more than {limits.max_rows:,} rows")
-            yield frame
+            # Readers cut on bytes; slices (zero-copy) keep every frame within chunk_rows.
+            for lo in range(0, frame.height, chunk_rows):
+                piece = frame.slice(lo, chunk_rows)
+                rows += piece.height
+                if rows > limits.max_rows:
+                    raise FileRejected(f"the file has more than {limits.max_rows:,} rows")
+                yield piece
         if rows == 0:
             raise FileRejected("no data rows")
 

@@ -23,9 +23,16 @@ from dataclasses import dataclass
 import polars as pl
 
 from core.limits import Limits, human_bytes
-from core.readers.encoding import cp1252_to_utf8, is_invalid_utf8_error
+from core.readers.encoding import ChunkDecoder
 from core.readers.errors import FileRejected
-from core.readers.header import Layout, detect_delimiter, match_header, positional, split_rows
+from core.readers.header import (
+    DELIMITERS,
+    Layout,
+    detect_delimiter,
+    match_header,
+    positional,
+    split_rows,
+)
 from core.readers.text_buffer import Buffer
 
 LINE = "line"
@@ -87,6 +94,7 @@ def _plan(buf: Buffer, start: int, columns: Sequence[str], limits: Limits) -> _P
     sample = raw.decode("utf-8", errors="replace")
     if not sample.strip():
         raise FileRejected("the file is empty" if not sample else "the file holds only blank lines")
+    _check_width(sample, limits)
     delimiter = detect_delimiter(sample, columns)
     rows = split_rows(sample, delimiter, limit=1)
     first = rows[0] if rows else []
@@ -100,8 +108,18 @@ def _plan(buf: Buffer, start: int, columns: Sequence[str], limits: Limits) -> _P
         return _Plan(delimiter, layout, quoted, start, 1)
     # The header is the first non-blank record; it may be preceded by blank lines.
     header_start = _first_nonblank(buf, start)
-    header_end = _boundary(buf, header_start, header_start, quoted)
+    header_end = _boundary(buf, header_start, header_start, quoted, limits.max_line_bytes)
     return _Plan(delimiter, layout, quoted, header_end, buf.count(b"\n", 0, header_end) + 1)
+
+
+def _check_width(sample: str, limits: Limits) -> None:
+    """Refuse an absurdly wide first row before any parser splits it into a million cells."""
+    first = next((line for line in sample.split("\n", 64) if line.strip()), "")
+    widest = max(first.count(d) for d in DELIMITERS) + 1
+    if widest > limits.max_columns:
+        raise FileRejected(
+            f"the first row has {widest:,} fields; the limit is {limits.max_columns:,}"
+        )
 
 
 def _first_nonblank(buf: Buffer, pos: int) -> int:
@@ -112,16 +130,28 @@ def _first_nonblank(buf: Buffer, pos: int) -> int:
         pos = end + 1
 
 
-def _boundary(buf: Buffer, pos: int, at: int, quoted: bool) -> int:
+def _boundary(buf: Buffer, pos: int, at: int, quoted: bool, max_span: int) -> int:
     """Offset just after the first newline at or after ``at`` that ends a record begun at ``pos``.
 
     In a quoted file a newline ends a record only when the quotes before it (from ``pos``) are
-    balanced; an escaped quote ``""`` counts twice, so parity still holds.
+    balanced; an escaped quote ``""`` counts twice, so parity still holds. Parity is carried
+    from newline to newline, so the search is linear. A quote left open for more than
+    ``max_span`` bytes is a stray quote, not a value: the range is cut there anyway and the
+    overlong value it produces is rejected by the value-size check.
     """
     end = buf.find(b"\n", at)
-    while end != -1 and quoted and buf.count(b'"', pos, end) % 2:
-        end = buf.find(b"\n", end + 1)
-    return len(buf) if end == -1 else end + 1
+    if not quoted or end == -1:
+        return len(buf) if end == -1 else end + 1
+    odd = buf.count(b'"', pos, end) % 2
+    while odd:
+        following = buf.find(b"\n", end + 1)
+        if following == -1:
+            return len(buf)
+        if following - at > max_span:
+            break
+        odd ^= buf.count(b'"', end, following) % 2
+        end = following
+    return end + 1
 
 
 def _iter_ranges(
@@ -130,19 +160,20 @@ def _iter_ranges(
     size = len(buf)
     pos, line = plan.body_start, plan.body_line
     target = max(64 * 1024, chunk_rows * _average_line_bytes(buf, pos))
-    utf8 = True
+    decode = ChunkDecoder()
     while pos < size:
-        end = _boundary(buf, pos, pos + target, plan.quoted) if pos + target < size else size
-        chunk = buf[pos:end]
-        if not utf8:
-            chunk = cp1252_to_utf8(chunk)
+        end = (
+            _boundary(buf, pos, pos + target, plan.quoted, limits.max_line_bytes)
+            if pos + target < size
+            else size
+        )
+        chunk = decode(buf[pos:end])
         try:
             frame, lines = _parse_range(chunk, line, plan, columns, limits)
-        except pl.exceptions.ComputeError as exc:
-            if not (utf8 and is_invalid_utf8_error(exc)):
-                raise
-            utf8 = False  # not UTF-8, so Windows-1252 from here on
-            continue
+        except (pl.exceptions.PolarsError, pl.exceptions.PanicException):
+            # Quoting polars will not accept (a stray quote in a field): the csv module is
+            # lenient, exact about lines, and only this range pays for it.
+            frame, lines = _parse_with_csv_module(chunk, line, plan, columns, limits)
         if frame.height:
             yield frame
         line += lines
@@ -181,8 +212,7 @@ def _parse_range(
         raise_if_empty=False,
     )
     if fields.height != lines.height:
-        frame = _parse_with_csv_module(chunk, first_line, plan, columns, limits)
-        return frame, chunk.count(b"\n") + (not chunk.endswith(b"\n"))
+        return _parse_with_csv_module(chunk, first_line, plan, columns, limits)
     raw = lines.to_series()
     line_bytes = raw.str.len_bytes().cast(pl.Int64)
     # Unquoted row: its separators are exactly the bytes that are not field text. Eager
@@ -267,11 +297,21 @@ def check_cells(frame: pl.DataFrame, columns: Sequence[str], limits: Limits) -> 
 
 def _parse_with_csv_module(
     chunk: bytes, first_line: int, plan: _Plan, columns: Sequence[str], limits: Limits
-) -> pl.DataFrame:
-    """Exact physical line numbers when quoted values span lines (rare; Python speed)."""
-    csv.field_size_limit(max(limits.max_cell_bytes * 4, 1024))
+) -> tuple[pl.DataFrame, int]:
+    """Exact physical line numbers when quoted values span lines (rare; Python speed).
+
+    Returns the rows and the number of physical lines the range spans.
+    """
+    # A process-wide setting, so only ever raised; values are held to our own limit below.
+    field_limit = max(csv.field_size_limit(), limits.max_line_bytes + 1)
+    csv.field_size_limit(field_limit)
     text = chunk.decode("utf-8", errors="replace")
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=plan.delimiter, strict=False)
+    reader = csv.reader(
+        io.StringIO(text, newline=""),
+        delimiter=plan.delimiter,
+        quoting=csv.QUOTE_MINIMAL if plan.quoted else csv.QUOTE_NONE,
+        strict=False,
+    )
     lines: list[int] = []
     counts: list[int] = []
     values: list[list[str | None]] = [[] for _ in columns]
@@ -287,9 +327,13 @@ def _parse_with_csv_module(
             for slot, pos in zip(values, plan.layout.positions, strict=True):
                 slot.append(row[pos] if pos < len(row) else None)
     except csv.Error as exc:
-        raise FileRejected(
-            f"line {first_line + consumed + 1} cannot be read as delimited text: {exc}"
-        ) from None
+        line = first_line + consumed  # the record being read when it failed
+        if "field limit" in str(exc):
+            raise FileRejected(
+                f"line {line} holds a value of more than {human_bytes(field_limit - 1)};"
+                f" the limit is {human_bytes(limits.max_cell_bytes)}"
+            ) from None
+        raise FileRejected(f"line {line} cannot be read as delimited text: {exc}") from None
     frame = pl.DataFrame(
         {
             LINE: pl.Series(lines, dtype=pl.Int64),
@@ -298,4 +342,4 @@ def _parse_with_csv_module(
         }
     )
     check_cells(frame, columns, limits)
-    return frame
+    return frame, chunk.count(b"\n") + (not chunk.endswith(b"\n"))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import re
 import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -23,7 +24,7 @@ import fastexcel
 import polars as pl
 
 from core.limits import Limits, human_bytes
-from core.readers.errors import FileRejected
+from core.readers.errors import FileRejected, is_native_panic
 from core.readers.header import Layout, match_header, positional
 from core.readers.source import Loaded
 from core.readers.text import FIELD_COUNT_OK, LINE, check_cells
@@ -32,6 +33,17 @@ _CELL_REF = re.compile(r"([A-Z]+)(\d+)$")
 _DATETIME_TEXT = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d+)?$"
 _REL_NS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
 _INFLATE_BLOCK = 1024 * 1024
+# What zipfile raises on damaged archives (unsupported versions and methods included).
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    zlib.error,
+    OSError,
+    EOFError,
+    ValueError,
+    NotImplementedError,
+    RuntimeError,
+)
 # Excel shows 15 significant digits; a stored 0.30000000000000004 is the 0.3 a person typed.
 _EXCEL_DIGITS = 15
 
@@ -48,6 +60,10 @@ def iter_xlsx(
         text = reader.load_sheet(0, header_row=None, dtypes="string").to_polars()
     except fastexcel.FastExcelError as exc:
         raise FileRejected(f"corrupt xlsx: {_first_line(exc)}") from None
+    except BaseException as exc:
+        if is_native_panic(exc):
+            raise FileRejected(f"corrupt xlsx: {_first_line(exc)}") from None
+        raise
     if text.height == 0:
         raise FileRejected("the file is empty (the first sheet has no cells)")
     if text.width > limits.max_columns:
@@ -103,6 +119,10 @@ def _cell_texts(
         )
     except fastexcel.FastExcelError as exc:
         raise FileRejected(f"corrupt xlsx: {_first_line(exc)}") from None
+    except BaseException as exc:
+        if is_native_panic(exc):
+            raise FileRejected(f"corrupt xlsx: {_first_line(exc)}") from None
+        raise
     by_pos = {p: i for i, p in enumerate(wanted)}
     out: list[pl.Series] = []
     for pos in layout.positions:
@@ -179,7 +199,7 @@ def _check_workbook(source: Path | bytes, limits: Limits) -> int:
     """Refuse zip bombs and non-workbooks; return the sheet row of the first value."""
     try:
         archive = zipfile.ZipFile(source if isinstance(source, Path) else io.BytesIO(source))
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+    except _ZIP_ERRORS as exc:
         raise FileRejected(f"corrupt xlsx: not a readable zip archive ({exc})") from None
     with archive:
         members = archive.infolist()
@@ -217,15 +237,7 @@ def _inflate_all(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], limit
                         raise FileRejected(
                             f"the workbook expands beyond the {human_bytes(limit)} limit"
                         )
-    except (
-        zipfile.BadZipFile,
-        zipfile.LargeZipFile,
-        OSError,
-        EOFError,
-        ValueError,
-        NotImplementedError,
-        RuntimeError,
-    ) as exc:
+    except _ZIP_ERRORS as exc:
         raise FileRejected(f"corrupt xlsx: {exc}") from None
 
 
@@ -233,7 +245,7 @@ def _first_sheet_path(archive: zipfile.ZipFile, names: set[str]) -> str | None:
     try:
         workbook = _parse_part(archive.read("xl/workbook.xml"))
         rels = _parse_part(archive.read("xl/_rels/workbook.xml.rels"))
-    except (KeyError, ET.ParseError):
+    except (KeyError, ET.ParseError, *_ZIP_ERRORS):
         return None
     sheet = next((e for e in workbook.iter() if e.tag.endswith("}sheet")), None)
     rel_id = sheet.get(f"{{{_REL_NS}}}id") if sheet is not None else None
@@ -275,6 +287,6 @@ def _first_value_row(archive: zipfile.ZipFile, sheet: str) -> int:
                 ):
                     match = _CELL_REF.match(elem.get("r", ""))
                     return int(match.group(2)) if match else row_no + 1
-    except (ET.ParseError, ValueError, zipfile.BadZipFile, OSError):
+    except (ET.ParseError, *_ZIP_ERRORS):
         return 1
     return 1
