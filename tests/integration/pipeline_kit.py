@@ -125,9 +125,12 @@ class Pipeline:
         self.sqs.send_message(QueueUrl=self.stack.settings.ingest_queue_url, MessageBody=body)
 
     # -- reading the end state ----------------------------------------------------------------
-    def _scan(self, table: str) -> list[dict[str, Any]]:
+    def _scan(self, table: str, **kwargs: Any) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
-        for page in self.ddb.get_paginator("scan").paginate(TableName=table, ConsistentRead=True):
+        pages = self.ddb.get_paginator("scan").paginate(
+            TableName=table, ConsistentRead=True, **kwargs
+        )
+        for page in pages:
             items.extend(page["Items"])
         return items
 
@@ -139,7 +142,10 @@ class Pipeline:
                 it["Order_Status"]["S"],
                 Decimal(it["Order_Total"]["N"]),
             )
-            for it in self._scan(self.stack.settings.orders_table)
+            for it in self._scan(
+                self.stack.settings.orders_table,
+                ProjectionExpression="Order_Id, Customer_Id, Order_Date, Order_Status, Order_Total",
+            )
         }
 
     def ledger(self) -> dict[str, dict[str, Any]]:
