@@ -122,9 +122,10 @@ def _well_formed(column: Column) -> pl.Expr:
 
 
 def _decimal_pattern(scale: int) -> str:
-    # Plain decimal text: no sign but a leading minus, no separators, currency or exponent.
-    fraction = rf"(?:\.\d{{1,{scale}}})?" if scale else ""
-    return rf"^-?\d+{fraction}$"
+    # Plain decimal text: no sign but a leading minus, no separators, currency or exponent,
+    # ASCII digits only (a regex \d would also take other scripts' digits).
+    fraction = rf"(?:\.[0-9]{{1,{scale}}})?" if scale else ""
+    return rf"^-?[0-9]+{fraction}$"
 
 
 def _parsed_date(column: Column) -> list[list[pl.Expr]]:

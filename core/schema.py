@@ -30,9 +30,9 @@ DEFAULT_SCHEMA_RESOURCE = "orders.json"
 
 # Date format tokens a schema may use, with the digits each accepts.
 _DATE_TOKENS = {
-    "yyyy": r"\d{4}", "yy": r"\d{2}",
-    "mm": r"\d{2}", "m": r"\d{1,2}",
-    "dd": r"\d{2}", "d": r"\d{1,2}",
+    "yyyy": "[0-9]{4}", "yy": "[0-9]{2}",
+    "mm": "[0-9]{2}", "m": "[0-9]{1,2}",
+    "dd": "[0-9]{2}", "d": "[0-9]{1,2}",
 }  # fmt: skip
 _FIXED_WIDTH = {"yyyy": 4, "yy": 2, "mm": 2, "dd": 2}
 _TOKEN_RE = re.compile(r"yyyy|yy|mm|m|dd|d")

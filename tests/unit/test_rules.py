@@ -100,6 +100,7 @@ def test_date_formats_normalise_to_iso(raw: str, iso: str) -> None:
         "yesterday",
         "45000",  # a spreadsheet serial is not a date here
         "0000-01-01",
+        "\u0661/\u0662/\u0662\u0663",  # digits of another script
     ],
 )
 def test_bad_dates_fail_format(raw: str) -> None:
@@ -151,7 +152,7 @@ def test_totals_stay_exact_text(raw: str, stored: str) -> None:
 @pytest.mark.parametrize(
     "raw",
     ["19.999", "1,999", "1 999", "$19.99", "19.99€", "+19.99", "1e3", "19.", ".5", "abc", "--1",
-     "19.9.9", "NaN", "inf", "0x10"],
+     "19.9.9", "NaN", "inf", "0x10", "\u0661\u0662", "\uff11\uff12"],
 )  # fmt: skip
 def test_malformed_totals_fail_format(raw: str) -> None:
     assert judge_one(Order_Total=raw)[0] == ["Order_Total.format"]
