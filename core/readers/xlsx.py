@@ -18,8 +18,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
-# Parts are parsed only after _refuse_dtd turns away any DTD or entity declaration.
-from xml.etree import ElementTree as ET  # nosec B405
+from xml.etree import ElementTree as ET  # parsed only after _refuse_dtd  # nosec B405
 
 import fastexcel
 import polars as pl
