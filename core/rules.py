@@ -124,8 +124,9 @@ def _well_formed(column: Column) -> pl.Expr:
 def _decimal_pattern(scale: int) -> str:
     # Plain decimal text: no sign but a leading minus, no separators, currency or exponent,
     # ASCII digits only (a regex \d would also take other scripts' digits).
+    # At most 38 significant digits, what DynamoDB stores exactly; leading zeros are free.
     fraction = rf"(?:\.[0-9]{{1,{scale}}})?" if scale else ""
-    return rf"^-?[0-9]+{fraction}$"
+    return rf"^-?0*[0-9]{{1,{_DECIMAL_PRECISION - scale}}}{fraction}$"
 
 
 def _parsed_date(column: Column) -> list[list[pl.Expr]]:

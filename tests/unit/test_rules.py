@@ -141,6 +141,8 @@ def test_status_outside_the_list_fails_allowed(raw: str) -> None:
         ("007.50", "007.50"),
         (" 12.30 ", "12.30"),
         ("123456789012345678901234567890.12", "123456789012345678901234567890.12"),
+        ("9" * 36 + ".99", "9" * 36 + ".99"),  # 38 significant digits: DynamoDB's most
+        ("0" * 50 + "1", "0" * 50 + "1"),
     ],
 )
 def test_totals_stay_exact_text(raw: str, stored: str) -> None:
@@ -152,7 +154,7 @@ def test_totals_stay_exact_text(raw: str, stored: str) -> None:
 @pytest.mark.parametrize(
     "raw",
     ["19.999", "1,999", "1 999", "$19.99", "19.99€", "+19.99", "1e3", "19.", ".5", "abc", "--1",
-     "19.9.9", "NaN", "inf", "0x10", "\u0661\u0662", "\uff11\uff12"],
+     "19.9.9", "NaN", "inf", "0x10", "\u0661\u0662", "\uff11\uff12", "1" * 37],
 )  # fmt: skip
 def test_malformed_totals_fail_format(raw: str) -> None:
     assert judge_one(Order_Total=raw)[0] == ["Order_Total.format"]
