@@ -343,7 +343,7 @@ class IngestService:
                 )
             else:
                 with self.span("write"):
-                    stats = self._write(ref, spill, beat)
+                    stats = self._write(ref, claim, spill, beat)
                 verdict = _Verdict(
                     Status.PARTIAL if outcome.invalid else Status.SUCCEEDED,
                     rows=outcome.rows,
@@ -353,8 +353,13 @@ class IngestService:
                 )
             return self._conclude(ref, claim, beat, verdict, spill=spill, stats=stats)
 
-    def _write(self, ref: FileRef, spill: ChunkSpill, beat: Heartbeat) -> WriteStats:
-        session = self.writer.session(ref, iso_ms(self.clock()))
+    def _write(self, ref: FileRef, claim: Claim, spill: ChunkSpill, beat: Heartbeat) -> WriteStats:
+        # A redelivery writes byte-identical items (ingested_at = when the version was first
+        # received); only a replay stamps its own time.
+        stamp = claim.entry.received_at
+        if claim.decision == Decision.REPLAY or not stamp:
+            stamp = iso_ms(self.clock())
+        session = self.writer.session(ref, stamp)
         try:
             for frame in spill.valid_frames():
                 beat.check()
