@@ -17,7 +17,7 @@ here: the Lambda hands in an S3 body, the CLI a path.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
 
 import polars as pl
@@ -59,15 +59,28 @@ def validate(
     schema = schema or default_schema()
     limits = limits or Limits()
     try:
-        chunks = iter_table(source, name, schema.column_names, limits, chunk_rows)
+        chunks = _read_guarded(iter_table(source, name, schema.column_names, limits, chunk_rows))
         return validate_chunks(chunks, name, schema, on_chunk=on_chunk)
     except FileRejected as exc:
         return Outcome.rejected(name, str(exc))
-    except pl.exceptions.PolarsError as exc:
-        # The readers turn every known bad shape into FileRejected; this is the safety net
-        # that keeps an unforeseen one an outcome rather than a crash.
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return Outcome.rejected(name, f"not a readable order file: {first_line}")
+
+
+def _read_guarded(chunks: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+    """The readers turn every known bad shape into FileRejected; this safety net keeps an
+    unforeseen polars error *while reading* an outcome rather than a crash. Errors in the rules
+    are not caught here: they are bugs and must show."""
+    from core.readers import FileRejected
+
+    while True:
+        try:
+            chunk = next(chunks)
+        except StopIteration:
+            return
+        except pl.exceptions.PolarsError as exc:
+            text = str(exc).strip()
+            first_line = text.splitlines()[0] if text else type(exc).__name__
+            raise FileRejected(f"not a readable order file: {first_line}") from None
+        yield chunk
 
 
 def validate_chunks(

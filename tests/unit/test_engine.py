@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -302,3 +303,23 @@ def test_every_reason_fixture_has_its_exact_outcome() -> None:
         (20, "R18", "C5", "2024-02-29", "Pending", "0.00"),  # line 19 is blank
     ]
     assert (outcome.rows, outcome.valid, outcome.invalid) == (18, 4, 14)
+
+
+def test_a_polars_error_while_reading_is_a_rejection_not_a_crash() -> None:
+    from core.engine import _read_guarded
+    from core.readers import FileRejected
+
+    def broken_reader() -> Iterator[pl.DataFrame]:
+        yield pl.DataFrame({"line": [1]})
+        raise pl.exceptions.ComputeError("could not parse 'x' as the row count\nmore detail")
+
+    chunks = _read_guarded(broken_reader())
+    assert next(chunks).height == 1
+    with pytest.raises(FileRejected, match="not a readable order file: could not parse 'x'"):
+        next(chunks)
+
+
+def test_a_bug_in_the_rules_is_not_disguised_as_a_bad_file() -> None:
+    frame = pl.DataFrame({"line": [1], "field_count_ok": [True]})  # no schema columns at all
+    with pytest.raises(pl.exceptions.PolarsError):
+        validate_chunks([frame], "mem", SCHEMA)
