@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -308,7 +308,7 @@ class IngestService:
         except BaseException as exc:
             self.ledger.fail(claim, describe(exc))
             raise
-        return IngestResult(**{**result.__dict__, "seconds": round(time.monotonic() - started, 3)})
+        return replace(result, seconds=round(time.monotonic() - started, 3))
 
     def _process(self, ref: FileRef, claim: Claim, beat: Heartbeat) -> IngestResult:
         if ref.size > self.limits.max_bytes:
