@@ -21,8 +21,9 @@ class Limits:
     max_bytes: int = 512 * MB
     # Data rows (header and blank lines not counted).
     max_rows: int = 20_000_000
-    # What a gzip file may expand to before we stop inflating it.
-    max_decompressed_bytes: int = 2048 * MB
+    # What a gzip file may expand to before we stop inflating it: no more text than a plain
+    # file may hold.
+    max_decompressed_bytes: int = 512 * MB
     # One physical line of delimited text; an order line is ~100 bytes.
     max_line_bytes: int = 1 * MB
     # Fields in the header (or the first row without one).
@@ -30,15 +31,17 @@ class Limits:
     # One value; longer values reject the file rather than flow into DynamoDB (400 KB items).
     max_cell_bytes: int = 64 * 1024
     # Sum of the uncompressed sizes an xlsx claims for its members, and the sheet itself.
-    max_xlsx_uncompressed: int = 1024 * MB
+    max_xlsx_uncompressed: int = 256 * MB
     # Members of an xlsx zip; real workbooks have a few dozen.
     max_xlsx_members: int = 10_000
-    # Nesting depth of a JSON Lines value before it is refused.
-    max_json_depth: int = 32
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
-        return cls(max_bytes=settings.max_file_bytes, max_rows=settings.max_rows)
+        return cls(
+            max_bytes=settings.max_file_bytes,
+            max_rows=settings.max_rows,
+            max_decompressed_bytes=settings.max_file_bytes,
+        )
 
     def with_(self, **changes: int) -> Limits:
         return replace(self, **changes)

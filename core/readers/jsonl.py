@@ -20,7 +20,7 @@ from core.limits import Limits
 from core.readers.encoding import ChunkDecoder, check_is_text
 from core.readers.errors import FileRejected
 from core.readers.header import normalise_name
-from core.readers.source import Loaded
+from core.readers.source import Loaded, release
 from core.readers.text import FIELD_COUNT_OK, LINE, check_cells, check_line_lengths
 from core.readers.text_buffer import Buffer
 
@@ -44,6 +44,7 @@ def iter_jsonl(
         cut = buf.find(b"\n", min(size, pos + target)) if pos + target < size else -1
         end = size if cut == -1 else cut + 1
         frame, lines = _parse_range(decode(buf[pos:end]), line, keys, columns, limits)
+        release(buf, pos, end)
         if frame.height:
             yield frame
         line += lines

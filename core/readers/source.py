@@ -49,6 +49,16 @@ class Mapped:
     def __getitem__(self, index: slice, /) -> bytes:
         return self._m[index]
 
+    def release(self, start: int, end: int) -> None:
+        """Let go of the pages of [start, end): read again from the page cache if touched.
+
+        The mapping is read-only and file-backed, so this only keeps the process's resident
+        set to the part being worked on instead of the whole file.
+        """
+        lo = start - start % mmap.PAGESIZE
+        if end > lo:
+            self._m.madvise(mmap.MADV_DONTNEED, lo, min(end, len(self._m)) - lo)
+
     def count(self, sub: bytes, start: int = 0, end: int | None = None, /) -> int:
         end = len(self._m) if end is None else min(end, len(self._m))
         total = 0
@@ -57,6 +67,11 @@ class Mapped:
             # reach len(sub) - 1 bytes past the cut so a match across it is counted once
             total += self._m[lo : min(end, hi + len(sub) - 1)].count(sub)
         return total
+
+
+def release(buf: Buffer, start: int, end: int) -> None:
+    if isinstance(buf, Mapped):
+        buf.release(start, end)
 
 
 def check_size(size: int, limits: Limits) -> None:

@@ -33,6 +33,7 @@ from core.readers.header import (
     positional,
     split_rows,
 )
+from core.readers.source import release
 from core.readers.text_buffer import Buffer
 
 LINE = "line"
@@ -40,6 +41,7 @@ FIELD_COUNT_OK = "field_count_ok"
 _RAW = "__raw"
 _NFIELDS = "__nfields"
 _LONGEST = "__longest"
+_RELEASE_EVERY = 64 * 1024 * 1024
 _SAMPLE_BYTES = 64 * 1024
 _QUOTED_SECTION = r'"[^"]*"'
 
@@ -71,13 +73,19 @@ def check_line_lengths(buf: Buffer, start: int, limits: Limits) -> None:
     limit = limits.max_line_bytes
     window = max(1, limit // 2)
     size = len(buf)
+    released = start
     for lo in range(start, size, window):
         hi = min(size, lo + window)
+        if hi - released >= _RELEASE_EVERY:
+            release(buf, released, lo)  # scanned pages need not stay resident
+            released = lo
         if hi - lo < window or buf.find(b"\n", lo, hi) != -1:
             continue
         line_start = max(start, buf.rfind(b"\n", start, lo) + 1)
-        line_end = buf.find(b"\n", lo)
-        line_end = size if line_end == -1 else line_end
+        # Look no further than the limit: a 1 GB line is judged from its first megabyte.
+        stop = min(size, line_start + limit + 1)
+        line_end = buf.find(b"\n", lo, stop)
+        line_end = stop if line_end == -1 else line_end
         if line_end - line_start > limit:
             line_no = buf.count(b"\n", 0, line_start) + 1
             raise FileRejected(
@@ -175,6 +183,7 @@ def _iter_ranges(
             # Quoting polars will not accept (a stray quote in a field): the csv module is
             # lenient, exact about lines, and only this range pays for it.
             frame, lines = _parse_with_csv_module(chunk, line, plan, columns, limits)
+        release(buf, pos, end)
         if frame.height:
             yield frame
         line += lines
