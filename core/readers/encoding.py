@@ -13,9 +13,11 @@ import codecs
 from typing import BinaryIO
 
 from core.readers.errors import FileRejected
+from core.readers.source import release
 from core.readers.text_buffer import Buffer
 
 _BLOCK = 8 * 1024 * 1024
+_SCAN_BLOCK = 64 * 1024 * 1024
 _SNIFF = 4096
 # Bytes that never appear in order text; a few are tolerated, many mean "binary".
 _CONTROL = bytes(b for b in range(32) if b not in (9, 10, 12, 13))
@@ -24,12 +26,23 @@ _MAX_CONTROL_SHARE = 0.05
 
 def check_is_text(buf: Buffer) -> None:
     """Reject buffers that are not text: any NUL byte, or a head full of control bytes."""
-    if buf.find(b"\x00") != -1:
+    if _contains(buf, b"\x00"):
         raise FileRejected("not a readable order file: looks binary (it contains NUL bytes)")
     head = buf[:_SNIFF]
     controls = len(head) - len(head.translate(None, _CONTROL))
     if head and controls / len(head) > _MAX_CONTROL_SHARE:
         raise FileRejected("not a readable order file: looks binary")
+
+
+def _contains(buf: Buffer, byte: bytes) -> bool:
+    """``byte in buf``, block by block, letting each scanned block's pages go."""
+    for lo in range(0, len(buf), _SCAN_BLOCK):
+        hi = min(len(buf), lo + _SCAN_BLOCK)
+        found = buf.find(byte, lo, hi) != -1
+        release(buf, lo, hi)
+        if found:
+            return True
+    return False
 
 
 def is_cr_only(buf: Buffer) -> bool:
