@@ -319,3 +319,16 @@ def test_row_limit_is_hit_while_streaming_without_reading_further() -> None:
     assert seen == 50
     with pytest.raises(FileRejected, match="more than 50 rows"):
         next(frames)
+
+
+def test_limits_follow_the_deployment_settings() -> None:
+    from core.settings import Settings
+
+    limits = Limits.from_settings(Settings(max_file_bytes=3 * MB, max_rows=10))
+    assert (limits.max_bytes, limits.max_rows, limits.max_decompressed_bytes) == (
+        3 * MB,
+        10,
+        3 * MB,
+    )
+    with pytest.raises(FileRejected, match="over the 3 MB limit"):
+        read_all(b"x" * (3 * MB + 1), "orders.csv", limits)
