@@ -62,7 +62,7 @@ def split_rows(text: str, delimiter: str, limit: int = _SAMPLE_ROWS) -> list[lis
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=False)
     try:
         for row in reader:
-            if row and any(cell.strip() for cell in row):
+            if row and not (len(row) == 1 and not row[0].strip()):  # blank lines are not rows
                 rows.append(row)
                 if len(rows) >= limit:
                     break
