@@ -199,6 +199,10 @@ def _parse_range(
     chunk: bytes, first_line: int, plan: _Plan, columns: Sequence[str], limits: Limits
 ) -> tuple[pl.DataFrame, int]:
     """The rows of one range, and how many physical lines it spans."""
+    if b'"' not in chunk:
+        uniform = _parse_uniform(chunk, first_line, plan, columns, limits)
+        if uniform is not None:
+            return uniform
     width = plan.layout.width + 1  # one more: a row with too many fields fills it
     names = [f"__f{i}" for i in range(width)]
     quoted = plan.quoted and b'"' in chunk  # a range without quotes parses faster without
@@ -265,6 +269,64 @@ def _values(
         pl.select(pl.when(nfields > pos).then(value).otherwise(none)).to_series()
         for value, pos in zip(values, layout.positions, strict=True)
     ]
+
+
+def _parse_uniform(
+    chunk: bytes, first_line: int, plan: _Plan, columns: Sequence[str], limits: Limits
+) -> tuple[pl.DataFrame, int] | None:
+    """The common case in one read: an unquoted range whose every row has the right width.
+
+    Read with exactly ``width`` columns and ragged lines refused, polars fails on any row
+    with too many fields. If it succeeds, no row has more than ``width`` fields, so the
+    range's separator count equals ``(width - 1) * rows`` only when every row has exactly
+    ``width`` (a short row or a blank line would bring it below). Otherwise: None, and the
+    range is measured row by row.
+    """
+    width = plan.layout.width
+    if width < 2:
+        return None  # one column: a blank line would pass for a row
+    names = [f"__f{i}" for i in range(width)]
+    try:
+        fields = pl.read_csv(
+            chunk,
+            has_header=False,
+            separator=plan.delimiter,
+            quote_char=None,
+            schema=dict.fromkeys(names, pl.String),
+            missing_columns="insert",
+            truncate_ragged_lines=False,
+            empty_string_is_null=False,
+            raise_if_empty=False,
+        )
+    except (pl.exceptions.PolarsError, pl.exceptions.PanicException):
+        return None
+    rows = fields.height
+    if rows == 0 or chunk.count(plan.delimiter.encode()) != (width - 1) * rows:
+        return None
+    out = pl.DataFrame(
+        [
+            pl.int_range(first_line, first_line + rows, dtype=pl.Int64, eager=True),
+            *(fields.to_series(pos) for pos in plan.layout.positions),
+            pl.repeat(True, rows, dtype=pl.Boolean, eager=True),
+        ],
+        schema=[LINE, *columns, FIELD_COUNT_OK],
+    )
+    if _may_hold_line_over(chunk, limits.max_cell_bytes):
+        check_cells(out, columns, limits)
+    return out, rows
+
+
+def _may_hold_line_over(chunk: bytes, limit: int) -> bool:
+    """False when no line of ``chunk`` can be longer than ``limit`` (so neither can a value).
+
+    A longer line covers a whole aligned window of ``limit // 2`` bytes with no newline; a
+    find per window stops at the first newline, a few dozen bytes in.
+    """
+    window = max(1, limit // 2)
+    size = len(chunk)
+    return any(
+        chunk.find(b"\n", lo, lo + window) == -1 for lo in range(0, size - window + 1, window)
+    )
 
 
 def _count_quoted_fields(raw: pl.Series, nfields: pl.Series, delimiter: str) -> pl.Series:

@@ -151,3 +151,40 @@ def test_chunks_are_bounded_and_line_numbers_continue() -> None:
     df = pl.concat(frames)
     assert df[LINE].to_list() == list(range(2, 20_002))
     assert df["Order_Id"][-1] == "O19999"
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        # one row short and one with a trailing empty field: separator totals balance out
+        ([b"A,B,C,D", b"A,B,C,D,E,"], [False, False]),
+        ([b"A,B,C,D,E", b"A,B,C,D,E,,"], [True, False]),
+        ([b"A,B,C,D,E", b"A,B,C,D,E"], [True, True]),
+        ([b"A,B,C,D,E", b",,,,"], [True, True]),
+        ([b"A,B,C,D,E", b",,,"], [True, False]),
+    ],
+)
+def test_field_counts_exact_when_ragged_rows_balance(
+    rows: list[bytes], expected: list[bool]
+) -> None:
+    header = b"Order_Id,Customer_Id,Order_Date,Order_Status,Order_Total"
+    df = read(b"\n".join([header, *rows]) + b"\n")
+    assert df[FIELD_COUNT_OK].to_list() == expected
+
+
+def test_uniform_and_ragged_chunks_in_one_file() -> None:
+    header = b"Order_Id,Customer_Id,Order_Date,Order_Status,Order_Total\n"
+    uniform = b"".join(b"O%d,C,1/1/23,Pending,1\n" % i for i in range(5000))
+    ragged = b"R1,C,1/1/23\nR2,C,1/1/23,Pending,1,extra\n\n"
+    df = read(header + uniform + ragged + uniform, chunk_rows=1000)
+    bad = df.filter(~pl.col(FIELD_COUNT_OK))
+    assert bad[LINE].to_list() == [5002, 5003]
+    assert df.height == 10_002
+    assert df[LINE][-1] == 10_004  # the blank line (5004) still counts
+
+
+def test_long_value_in_a_uniform_file_is_rejected() -> None:
+    header = b"Order_Id,Customer_Id,Order_Date,Order_Status,Order_Total\n"
+    data = header + b"A,B,C,D,E\n" + b"X" * 70_000 + b",B,C,D,E\n"
+    with pytest.raises(FileRejected, match=r"line 3 holds a value of 68\.4 KB; the limit is 64 KB"):
+        read(data)
