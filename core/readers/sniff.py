@@ -62,6 +62,11 @@ def detect_format(head: bytes, name: str) -> Format:
         return Format.XLSX  # whether it really is a workbook is checked on opening
     if head.startswith(_PARQUET):
         return Format.PARQUET
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        # Excel's "Unicode Text" export: recognisable, so say what to do instead.
+        raise FileRejected(
+            "not a readable order file: UTF-16 text; save it as CSV UTF-8 (or Windows-1252)"
+        )
     if head.startswith(_OLE2):
         raise FileRejected(
             "not a readable order file: a legacy Excel (.xls) workbook; save it as .xlsx or CSV"
