@@ -75,6 +75,21 @@ class OrderFile:
         return hashlib.md5(self.body, usedforsecurity=False).hexdigest()
 
 
+class UnreadableFile(OrderFile):
+    """A file rejected whole (no order columns): stores nothing, still tells a person once."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key, [])
+
+    @property
+    def body(self) -> bytes:
+        return b"Order_Id,Customer_Id\nA1,C1\n"  # three required columns missing
+
+    @property
+    def status(self) -> str:
+        return "REJECTED"
+
+
 def order_file(key: str, prefix: str, n: int, *, invalid: int = 0, variant: int = 0) -> OrderFile:
     return OrderFile(key, [f"{prefix}{i:05d}" for i in range(n)], invalid, variant)
 
@@ -201,19 +216,37 @@ class Pipeline:
         notify_dlq: int = 0,
     ) -> None:
         """The promise, checked whole: tables, ledger, one email per file outcome, DLQs."""
-        assert self.orders() == orders, "orders table differs from the expected set"
+        # Messages spelled out: this module is not rewritten by pytest's assert introspection.
+        got = self.orders()
+        if got != orders:
+            missing, extra = sorted(set(orders) - set(got)), sorted(set(got) - set(orders))
+            stale = sorted(k for k in set(got) & set(orders) if got[k] != orders[k])
+            raise AssertionError(
+                f"orders differ: {len(missing)} missing {missing[:5]}, {len(extra)} unexpected "
+                f"{extra[:5]}, {len(stale)} with other values {stale[:5]}"
+            )
         ledger = self.ledger()
-        assert {fid: e["status"] for fid, e in ledger.items()} == files
-        assert not [fid for fid, e in ledger.items() if e["status"] not in TERMINAL]
+        statuses = {fid: e["status"] for fid, e in ledger.items()}
+        assert statuses == files, f"ledger statuses {statuses}, expected {files}"
         wants_mail = {fid for fid, status in files.items() if status in ("PARTIAL", "REJECTED")}
-        assert self.notifications() == Counter(dict.fromkeys(wants_mail, 1))
+        mailed = self.notifications()
+        assert mailed == Counter(dict.fromkeys(wants_mail, 1)), (
+            f"emails per file {dict(mailed)}, expected one for each of {sorted(wants_mail)}"
+        )
         for fid in wants_mail:
             assert ledger[fid].get("notified_at"), f"{fid} not marked notified"
         names = self.stack.names
-        assert self.queue_depth(names.ingest_dlq) == ingest_dlq
-        assert self.queue_depth(names.notify_dlq) == notify_dlq
-        assert self.queue_depth(names.ingest_queue) == 0
-        assert self.queue_depth(names.notify_queue) == 0
+        depths = {
+            q: self.queue_depth(q)
+            for q in (names.ingest_dlq, names.notify_dlq, names.ingest_queue, names.notify_queue)
+        }
+        wanted = {
+            names.ingest_dlq: ingest_dlq,
+            names.notify_dlq: notify_dlq,
+            names.ingest_queue: 0,
+            names.notify_queue: 0,
+        }
+        assert depths == wanted, f"queue depths {depths}, expected {wanted}"
 
 
 def _text_of(msg: Message) -> str:

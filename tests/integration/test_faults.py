@@ -30,6 +30,7 @@ from tests.integration.pipeline_kit import (
     OrderFile,
     Pipeline,
     Scenario,
+    UnreadableFile,
     handler_faults,
     newest,
     order_file,
@@ -253,20 +254,24 @@ def _queues_empty(pipe: Pipeline) -> bool:
 def test_the_same_s3_event_delivered_three_times(pipe: Pipeline, scenario: Scenario) -> None:
     scenario.describe(
         "duplicate S3 events",
-        "the file's S3 event delivered three times: twice in one batch, once after it finished",
-        "one ledger entry, one attempt, orders written once, one email",
+        "each file's S3 event delivered three times: twice in one batch, once after it "
+        "finished (a partly valid file and one rejected whole)",
+        "one ledger entry and one attempt per file, orders written once, one email per file",
     )
     f = order_file("incoming/dup.csv", "D-", 60, invalid=2)
-    pipe.upload(f)
-    (event,) = pipe.take_events()
-    pipe.deliver(event)
-    pipe.deliver(event)
+    junk = UnreadableFile("incoming/dup-junk.csv")
+    pipe.upload(f, junk)
+    events = pipe.take_events()
+    assert len(events) == 2
+    for event in events * 2:
+        pipe.deliver(event)
     run(pipe)
-    pipe.deliver(event)
+    for event in events:
+        pipe.deliver(event)
     run(pipe)
 
-    pipe.assert_end_state(newest(f), expect_files(pipe, f))
-    assert attempts(pipe) == {pipe.file_id(f): 1}
+    pipe.assert_end_state(newest(f, junk), expect_files(pipe, f, junk))
+    assert attempts(pipe) == {pipe.file_id(f): 1, pipe.file_id(junk): 1}
     scenario.passed()
 
 
