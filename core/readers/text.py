@@ -1,22 +1,25 @@
 """Delimited text (UTF-8, LF or CRLF) into bounded frames, parsed by polars.
 
 The buffer is cut into byte ranges that end on a record boundary (a newline outside quotes:
-quote parity is a C-speed ``count``), and polars parses each range. Two reads of a range give
-everything without a Python pass over the rows:
+quote parity is a C-speed ``count``), and polars parses each range, with no Python pass over
+the rows:
 
-- the fields, one more column than the header so that an extra field shows;
-- the raw lines (one column, no quoting, separated on NUL which a text file never holds), whose
-  byte lengths give the exact field count of an unquoted row (length - sum of field lengths + 1),
-  and which tell blank lines apart from rows of empty fields.
+- an unquoted range whose rows all have the header's width (the usual case) takes one read:
+  polars refuses rows that are too long, and the separator total proves none is too short;
+- any other range takes two: the fields, one more column than the header so that an extra
+  field shows, and the raw lines (one column, no quoting, separated on NUL, which a text file
+  never holds), whose byte lengths give the exact field count of an unquoted row (length - sum
+  of field lengths + 1) and tell blank lines apart from rows of empty fields.
 
-A range where a quoted value spans lines (the two reads disagree on the row count) is read by
-Python's csv module instead, which follows physical lines exactly.
+A range where a quoted value spans lines (the two reads disagree on the row count), or that
+polars refuses, is read by Python's csv module instead, which follows physical lines exactly.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -43,14 +46,14 @@ _NFIELDS = "__nfields"
 _LONGEST = "__longest"
 _RELEASE_EVERY = 64 * 1024 * 1024
 _SAMPLE_BYTES = 64 * 1024
-_QUOTED_SECTION = r'"[^"]*"'
+# A quoted field: opens right after a separator (or at the start), "" escapes a quote.
+_QUOTED_FIELD = '(^|{sep})"(?:[^"]|"")*"'
 
 
 @dataclass(frozen=True)
 class _Plan:
     delimiter: str
     layout: Layout
-    quoted: bool
     body_start: int  # byte offset of the first line after the header
     body_line: int  # 1-based line number at body_start
 
@@ -112,13 +115,12 @@ def _plan(buf: Buffer, start: int, columns: Sequence[str], limits: Limits) -> _P
             f"the first row has {len(first):,} fields; the limit is {limits.max_columns:,}"
         )
     layout = match_header(first, columns) or positional(columns)
-    quoted = buf.find(b'"', start) != -1
     if not layout.has_header:
-        return _Plan(delimiter, layout, quoted, start, 1)
+        return _Plan(delimiter, layout, start, 1)
     # The header is the first non-blank record; it may be preceded by blank lines.
     header_start = _first_nonblank(buf, start)
-    header_end = _boundary(buf, header_start, header_start, quoted, limits.max_line_bytes)
-    return _Plan(delimiter, layout, quoted, header_end, buf.count(b"\n", 0, header_end) + 1)
+    header_end = _boundary(buf, header_start, header_start, limits.max_line_bytes)
+    return _Plan(delimiter, layout, header_end, buf.count(b"\n", 0, header_end) + 1)
 
 
 def _check_width(sample: str, limits: Limits) -> None:
@@ -139,18 +141,18 @@ def _first_nonblank(buf: Buffer, pos: int) -> int:
         pos = end + 1
 
 
-def _boundary(buf: Buffer, pos: int, at: int, quoted: bool, max_span: int) -> int:
+def _boundary(buf: Buffer, pos: int, at: int, max_span: int) -> int:
     """Offset just after the first newline at or after ``at`` that ends a record begun at ``pos``.
 
-    In a quoted file a newline ends a record only when the quotes before it (from ``pos``) are
-    balanced; an escaped quote ``""`` counts twice, so parity still holds. Parity is carried
-    from newline to newline, so the search is linear. A quote left open for more than
-    ``max_span`` bytes is a stray quote, not a value: the range is cut there anyway and the
-    overlong value it produces is rejected by the value-size check.
+    A newline ends a record only when the quotes before it (from ``pos``) are balanced; an
+    escaped quote ``""`` counts twice, so parity still holds. Parity is carried from newline
+    to newline, so the search is linear. A quote left open for more than ``max_span`` bytes is
+    a stray quote, not a value: the range is cut there anyway and the overlong value it
+    produces is rejected by the value-size check.
     """
     end = buf.find(b"\n", at)
-    if not quoted or end == -1:
-        return len(buf) if end == -1 else end + 1
+    if end == -1:
+        return len(buf)
     odd = buf.count(b'"', pos, end) % 2
     while odd:
         following = buf.find(b"\n", end + 1)
@@ -172,7 +174,7 @@ def _iter_ranges(
     decode = ChunkDecoder()
     while pos < size:
         end = (
-            _boundary(buf, pos, pos + target, plan.quoted, limits.max_line_bytes)
+            _boundary(buf, pos, pos + target, limits.max_line_bytes)
             if pos + target < size
             else size
         )
@@ -205,7 +207,7 @@ def _parse_range(
             return uniform
     width = plan.layout.width + 1  # one more: a row with too many fields fills it
     names = [f"__f{i}" for i in range(width)]
-    quoted = plan.quoted and b'"' in chunk  # a range without quotes parses faster without
+    quoted = b'"' in chunk  # a range without quotes parses faster without quoting
     fields = pl.read_csv(
         chunk,
         has_header=False,
@@ -335,9 +337,12 @@ def _count_quoted_fields(raw: pl.Series, nfields: pl.Series, delimiter: str) -> 
     if not quoted_rows.any():
         return nfields
     at = quoted_rows.arg_true()
+    # Quoted fields shrink to nothing (their separators with them); a quote inside an
+    # unquoted field (12" pizza) is only a character, as polars reads it.
+    pattern = _QUOTED_FIELD.format(sep=re.escape(delimiter))
     counts = (
         raw.gather(at)
-        .str.replace_all(_QUOTED_SECTION, "")
+        .str.replace_all(pattern, "${1}")
         .str.count_matches(delimiter, literal=True)
         .cast(pl.Int64)
     )
@@ -384,7 +389,7 @@ def _parse_with_csv_module(
     reader = csv.reader(
         io.StringIO(text, newline=""),
         delimiter=plan.delimiter,
-        quoting=csv.QUOTE_MINIMAL if plan.quoted else csv.QUOTE_NONE,
+        quoting=csv.QUOTE_MINIMAL if b'"' in chunk else csv.QUOTE_NONE,
         strict=False,
     )
     lines: list[int] = []

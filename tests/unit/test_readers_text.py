@@ -188,3 +188,11 @@ def test_long_value_in_a_uniform_file_is_rejected() -> None:
     data = header + b"A,B,C,D,E\n" + b"X" * 70_000 + b",B,C,D,E\n"
     with pytest.raises(FileRejected, match=r"line 3 holds a value of 68\.4 KB; the limit is 64 KB"):
         read(data)
+
+
+def test_quote_inside_an_unquoted_field_is_a_character() -> None:
+    header = b"Order_Id,Customer_Id,Order_Date,Order_Status,Order_Total"
+    rows = [b'A,12" pizza,C,D,E', b'"a,b",C,D,E,F', b'"x","y","z","w"', b'A,5",6",D,E']
+    df = read(b"\n".join([header, *rows]) + b"\n")
+    assert df["Customer_Id"].to_list() == ['12" pizza', "C", "y", '5"']
+    assert df[FIELD_COUNT_OK].to_list() == [True, True, False, True]
