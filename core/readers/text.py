@@ -98,8 +98,11 @@ def check_line_lengths(buf: Buffer, start: int, limits: Limits) -> None:
 
 
 def _plan(buf: Buffer, start: int, columns: Sequence[str], limits: Limits) -> _Plan:
-    sample_end = min(len(buf), start + max(_SAMPLE_BYTES, 2 * limits.max_line_bytes))
-    raw = buf[start:sample_end]
+    first_line = _first_content_line(buf, start)
+    if first_line >= len(buf):
+        raise FileRejected("the file holds only blank lines")
+    sample_end = min(len(buf), first_line + max(_SAMPLE_BYTES, 2 * limits.max_line_bytes))
+    raw = buf[first_line:sample_end]
     if sample_end < len(buf):
         cut = raw.rfind(b"\n")
         raw = raw[: cut + 1] if cut > 0 else raw
@@ -118,8 +121,7 @@ def _plan(buf: Buffer, start: int, columns: Sequence[str], limits: Limits) -> _P
     if not layout.has_header:
         return _Plan(delimiter, layout, start, 1)
     # The header is the first non-blank record; it may be preceded by blank lines.
-    header_start = _first_nonblank(buf, start)
-    header_end = _boundary(buf, header_start, header_start, limits.max_line_bytes)
+    header_end = _boundary(buf, first_line, first_line, limits.max_line_bytes)
     return _Plan(delimiter, layout, header_end, buf.count(b"\n", 0, header_end) + 1)
 
 
@@ -133,12 +135,15 @@ def _check_width(sample: str, limits: Limits) -> None:
         )
 
 
-def _first_nonblank(buf: Buffer, pos: int) -> int:
-    while True:
-        end = buf.find(b"\n", pos)
-        if end == -1 or buf[pos:end].strip():
-            return pos
-        pos = end + 1
+def _first_content_line(buf: Buffer, start: int) -> int:
+    """Offset of the first line holding more than whitespace (``len(buf)`` if none does)."""
+    for lo in range(start, len(buf), _SAMPLE_BYTES):
+        block = buf[lo : lo + _SAMPLE_BYTES]
+        content = block.lstrip()
+        if content:
+            at = lo + len(block) - len(content)
+            return max(start, buf.rfind(b"\n", start, at) + 1)
+    return len(buf)
 
 
 def _boundary(buf: Buffer, pos: int, at: int, max_span: int) -> int:

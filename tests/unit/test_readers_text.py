@@ -196,3 +196,10 @@ def test_quote_inside_an_unquoted_field_is_a_character() -> None:
     df = read(b"\n".join([header, *rows]) + b"\n")
     assert df["Customer_Id"].to_list() == ['12" pizza', "C", "y", '5"']
     assert df[FIELD_COUNT_OK].to_list() == [True, True, False, True]
+
+
+def test_many_leading_blank_lines_before_the_header() -> None:
+    header = b"Order_Id,Customer_Id,Order_Date,Order_Status,Order_Total\n"
+    df = read(b"\n  \r\n" * 100_000 + header + b"A,B,C,D,E\n")
+    assert df[LINE].to_list() == [200_002]
+    assert df["Order_Id"].to_list() == ["A"]
