@@ -243,3 +243,15 @@ def test_custom_schema_codes_and_rules_come_from_the_file() -> None:
         (6, "Since.format"),
     ]
     assert outcome.valid == 1
+
+
+@pytest.mark.parametrize("year", [2023, 2024, 2100, 2000])
+@pytest.mark.parametrize("month", range(1, 13))
+def test_every_month_ends_on_its_real_last_day(year: int, month: int) -> None:
+    import calendar
+
+    last = calendar.monthrange(year, month)[1]
+    reasons, stored = judge_one(Order_Date=f"{last}/{month}/{year}")
+    assert reasons == []
+    assert stored["Order_Date"] == f"{year}-{month:02d}-{last:02d}"
+    assert judge_one(Order_Date=f"{last + 1}/{month}/{year}")[0] == ["Order_Date.format"]
