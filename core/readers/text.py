@@ -158,6 +158,8 @@ def _boundary(buf: Buffer, pos: int, at: int, max_span: int) -> int:
     end = buf.find(b"\n", at)
     if end == -1:
         return len(buf)
+    if buf.find(b'"', pos, end) == -1:
+        return end + 1  # no quote at all (a memchr, not a count): the usual case
     odd = buf.count(b'"', pos, end) % 2
     while odd:
         following = buf.find(b"\n", end + 1)
@@ -206,10 +208,9 @@ def _parse_range(
     chunk: bytes, first_line: int, plan: _Plan, columns: Sequence[str], limits: Limits
 ) -> tuple[pl.DataFrame, int]:
     """The rows of one range, and how many physical lines it spans."""
-    if b'"' not in chunk:
-        uniform = _parse_uniform(chunk, first_line, plan, columns, limits)
-        if uniform is not None:
-            return uniform
+    uniform = _parse_uniform(chunk, first_line, plan, columns, limits)
+    if uniform is not None:
+        return uniform
     width = plan.layout.width + 1  # one more: a row with too many fields fills it
     names = [f"__f{i}" for i in range(width)]
     quoted = b'"' in chunk  # a range without quotes parses faster without quoting
@@ -281,24 +282,27 @@ def _values(
 def _parse_uniform(
     chunk: bytes, first_line: int, plan: _Plan, columns: Sequence[str], limits: Limits
 ) -> tuple[pl.DataFrame, int] | None:
-    """The common case in one read: an unquoted range whose every row has the right width.
+    """The common case in one read: a range whose every row has the right width.
 
     Read with exactly ``width`` columns and ragged lines refused, polars fails on any row
     with too many fields. If it succeeds, no row has more than ``width`` fields, so the
     range's separator count equals ``(width - 1) * rows`` only when every row has exactly
-    ``width`` (a short row or a blank line would bring it below). Otherwise: None, and the
-    range is measured row by row.
+    ``width`` (a short row or a blank line would bring it below). Separators inside quoted
+    values are counted in the values and taken off; a value spanning lines sends the range
+    to the row-by-row path (line numbers would drift). Otherwise: None, and the range is
+    measured row by row.
     """
     width = plan.layout.width
     if width < 2:
         return None  # one column: a blank line would pass for a row
     names = [f"__f{i}" for i in range(width)]
+    quoted = b'"' in chunk
     try:
         fields = pl.read_csv(
             chunk,
             has_header=False,
             separator=plan.delimiter,
-            quote_char=None,
+            quote_char='"' if quoted else None,
             schema=dict.fromkeys(names, pl.String),
             missing_columns="insert",
             truncate_ragged_lines=False,
@@ -308,7 +312,17 @@ def _parse_uniform(
     except (pl.exceptions.PolarsError, pl.exceptions.PanicException):
         return None
     rows = fields.height
-    if rows == 0 or chunk.count(plan.delimiter.encode()) != (width - 1) * rows:
+    if rows == 0:
+        return None
+    separators = chunk.count(plan.delimiter.encode())
+    if quoted:
+        if chunk.count(b"\n") != rows - (not chunk.endswith(b"\n")):
+            return None  # a quoted value spans lines
+        in_values = fields.select(
+            pl.sum_horizontal(pl.all().str.count_matches(plan.delimiter, literal=True)).sum()
+        ).item()
+        separators -= int(in_values or 0)
+    if separators != (width - 1) * rows:
         return None
     out = pl.DataFrame(
         [

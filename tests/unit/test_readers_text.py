@@ -203,3 +203,19 @@ def test_many_leading_blank_lines_before_the_header() -> None:
     df = read(b"\n  \r\n" * 100_000 + header + b"A,B,C,D,E\n")
     assert df[LINE].to_list() == [200_002]
     assert df["Order_Id"].to_list() == ["A"]
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        ([b'"A","B","C","D","E"', b'"A,1","B;2","C","D","E"'], [True, True]),
+        ([b'"A","B","C","D","E"', b'"A,1","B","C","D"'], [True, False]),  # short, quoted comma
+        ([b'"A","B","C","D","E"', b'"A","B","C","D","E",""'], [True, False]),
+        ([b'"A","B","C","D,",""', b'"A""x","B","C","D","E"'], [True, True]),
+    ],
+)
+def test_field_counts_exact_in_quoted_rows(rows: list[bytes], expected: list[bool]) -> None:
+    header = b'"Order_Id","Customer_Id","Order_Date","Order_Status","Order_Total"'
+    df = read(b"\r\n".join([header, *rows]) + b"\r\n")
+    assert df[FIELD_COUNT_OK].to_list() == expected
+    assert df[LINE].to_list() == [2, 3]
