@@ -342,13 +342,14 @@ def main() -> None:
     config = EmbeddedConfig(
         state_dir=work / "state", outbox_dir=work / "outbox", env_name="load", save_state=False
     )
-    results: dict[str, Any] = {"measured_at": datetime.now().astimezone().isoformat()}
+    results: dict[str, Any] = {}
+    stamp = datetime.now().astimezone().isoformat(timespec="seconds")
     with EmbeddedStack(config) as stack:
         print(f"stack ready at {stack.endpoint}; worker log {stack.worker_log}")
         if not args.skip_large:
-            results["large"] = bench_large(stack, work, args.rows, args.timeout)
+            results["large"] = {**bench_large(stack, work, args.rows, args.timeout), "at": stamp}
         if not args.skip_burst:
-            results["burst"] = bench_burst(stack, args.files, args.timeout)
+            results["burst"] = {**bench_burst(stack, args.files, args.timeout), "at": stamp}
     OUT.mkdir(exist_ok=True)
     target = OUT / "load.json"
     previous = json.loads(target.read_text()) if target.exists() else {}

@@ -121,14 +121,14 @@ def load_section(load: dict[str, Any]) -> str:
     if not load:
         out.append("_No load figures recorded: run `bench/load_bench.py`._")
         return "\n".join(out) + "\n"
-    out.append(f"Measured {load.get('measured_at', '?')} on the shared development machine ")
-    out.append("(2 cores, several people working at once: the figures are noisy).")
+    out.append("Measured on the shared development machine (2 cores, several people working")
+    out.append("at once: the figures are noisy; each ratio's baseline ran in the same run).")
     out.append("")
     large = load.get("large")
     if large:
         out += [
             f"**Large file**: {large['rows']:,} rows ({large['bytes'] / 1e6:.0f} MB) through the "
-            "local stack (emulator + worker process).",
+            f"local stack (emulator + worker process), measured {large.get('at', '?')}.",
             "",
             "| Figure | Value |",
             "|---|---|",
@@ -149,7 +149,8 @@ def load_section(load: dict[str, Any]) -> str:
     burst = load.get("burst")
     if burst:
         out += [
-            f"**Burst**: {burst['files']} small files uploaded at once (8 upload threads).",
+            f"**Burst**: {burst['files']} small files uploaded at once (8 upload threads), "
+            f"measured {burst.get('at', '?')}.",
             "",
             "| Figure | Value |",
             "|---|---|",
