@@ -128,7 +128,8 @@ def load_section(load: dict[str, Any]) -> str:
     if large:
         out += [
             f"**Large file**: {large['rows']:,} rows ({large['bytes'] / 1e6:.0f} MB) through the "
-            f"local stack (emulator + worker process), measured {large.get('at', '?')}.",
+            "local stack (emulator + worker process), "
+            f"measured {large.get('at') or load.get('measured_at', '?')}.",
             "",
             "| Figure | Value |",
             "|---|---|",
@@ -150,7 +151,7 @@ def load_section(load: dict[str, Any]) -> str:
     if burst:
         out += [
             f"**Burst**: {burst['files']} small files uploaded at once (8 upload threads), "
-            f"measured {burst.get('at', '?')}.",
+            f"measured {burst.get('at') or load.get('measured_at', '?')}.",
             "",
             "| Figure | Value |",
             "|---|---|",
