@@ -10,9 +10,10 @@ from collections.abc import Iterator, Sequence
 
 import polars as pl
 
-from core.limits import Limits
+from core.limits import Limits, human_bytes
 from core.readers.errors import FileRejected
 from core.readers.header import match_header
+from core.readers.parquet_footer import FooterError, declared_data_bytes
 from core.readers.source import Loaded
 from core.readers.text import FIELD_COUNT_OK, LINE, check_cells
 
@@ -39,6 +40,7 @@ def iter_parquet(
         raise FileRejected("missing required column(s): " + ", ".join(columns))
     if rows > limits.max_rows:
         raise FileRejected(f"the file has more than {limits.max_rows:,} rows")
+    _check_declared_size(loaded, limits)
     if rows == 0:
         raise FileRejected("no data rows")
     nested = [names[p] for p in layout.positions if schema[names[p]].is_nested()]
@@ -61,6 +63,19 @@ def iter_parquet(
             yield batch
     except (pl.exceptions.PolarsError, pl.exceptions.PanicException) as exc:
         raise FileRejected(f"corrupt parquet: {_first_line(exc)}") from None
+
+
+def _check_declared_size(loaded: Loaded, limits: Limits) -> None:
+    """Refuse a small file whose row groups declare more data than a plain file may hold."""
+    try:
+        declared = declared_data_bytes(loaded.buf)
+    except FooterError:
+        return  # polars read the footer already; let it judge the pages
+    if declared > limits.max_decompressed_bytes:
+        raise FileRejected(
+            f"the Parquet data expands to {human_bytes(declared)};"
+            f" the limit is {human_bytes(limits.max_decompressed_bytes)}"
+        )
 
 
 def as_text(value: pl.Expr, dtype: pl.DataType) -> pl.Expr:

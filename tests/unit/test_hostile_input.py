@@ -332,3 +332,15 @@ def test_limits_follow_the_deployment_settings() -> None:
     )
     with pytest.raises(FileRejected, match="over the 3 MB limit"):
         read_all(b"x" * (3 * MB + 1), "orders.csv", limits)
+
+
+def test_parquet_that_inflates_beyond_the_limit_is_refused_before_decoding() -> None:
+    values = [chr(65 + i) * (8 * MB) for i in range(16)]  # 128 MB of distinct values
+    frame = pl.DataFrame({"Order_Id": values}).with_columns(
+        *(pl.lit("x").alias(c) for c in COLUMNS[1:])
+    )
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer, compression="zstd")
+    assert len(buffer.getvalue()) < 100_000
+    with pytest.raises(FileRejected, match=r"the Parquet data expands to 128(\.\d)? MB"):
+        read_all(buffer.getvalue(), "orders.parquet", Limits(max_decompressed_bytes=64 * MB))
