@@ -116,7 +116,27 @@ def scenario_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def load_section(load: dict[str, Any]) -> str:
+def memory_table(larges: list[dict[str, Any]]) -> list[str]:
+    """Peak worker RSS against file size across large-file runs: is memory bounded?"""
+    runs = sorted({r["rows"]: r for r in larges}.values(), key=lambda r: r["rows"])
+    if len(runs) < 2:
+        return []
+    out = [
+        "Worker memory across large-file runs (the engine reads 256,000-row chunks; a bounded",
+        "worker's peak stops growing with the file once a file is larger than one chunk):",
+        "",
+        "| Rows | File MB | Worker peak RSS MB | Growth over idle MB | Rows/s | Counts exact |",
+        "|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in runs:
+        out.append(
+            f"| {r['rows']:,} | {r['bytes'] / 1e6:.0f} | {r['worker_peak_rss_mb']} "
+            f"| {r.get('worker_growth_mb', '?')} | {r['rows_per_s']:,} | {r['counts_exact']} |"
+        )
+    return [*out, ""]
+
+
+def load_section(load: dict[str, Any], larges: list[dict[str, Any]]) -> str:
     out = ["## Load figures", ""]
     if not load:
         out.append("_No load figures recorded: run `bench/load_bench.py`._")
@@ -147,6 +167,7 @@ def load_section(load: dict[str, Any]) -> str:
             f"| worker restarts during the run | {large['worker_restarts']} |",
             "",
         ]
+    out += memory_table(larges)
     burst = load.get("burst")
     if burst:
         out += [
@@ -173,10 +194,22 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     parser.add_argument("--load", type=Path, default=DEFAULT_LOAD)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument(
+        "--also-large",
+        type=Path,
+        nargs="*",
+        default=sorted(DEFAULT_LOAD.parent.glob("load-*.json")),
+        help="earlier load.json files whose large-file run joins the memory table",
+    )
     args = parser.parse_args()
     rows = load_rows(args.results)
     load = json.loads(args.load.read_text()) if args.load.exists() else {}
-    parts = [INTRO, "## Scenarios\n", scenario_table(rows), load_section(load), LIMITS]
+    larges = [load["large"]] if "large" in load else []
+    for extra in args.also_large:
+        earlier = json.loads(extra.read_text())
+        if "large" in earlier:
+            larges.append(earlier["large"])
+    parts = [INTRO, "## Scenarios\n", scenario_table(rows), load_section(load, larges), LIMITS]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(parts), encoding="utf-8")
     print(f"wrote {args.out} ({len(rows)} scenarios, load: {', '.join(load) or 'none'})")
