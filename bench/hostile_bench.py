@@ -121,6 +121,21 @@ def _xlsx_bomb(path: Path, size: int, *, lie: bool) -> None:
         path.write_bytes(bytes(raw))
 
 
+def parquet_bomb(path: Path) -> tuple[str, dict[str, int]]:
+    """40 distinct 16 MB values (640 MB of data) in a file of a few hundred KB."""
+    import polars as pl
+
+    values = [chr(65 + i % 26) * (16 * MB - i) for i in range(40)]
+    frame = pl.DataFrame({"Order_Id": values}).with_columns(
+        pl.lit("c").alias("Customer_Id"),
+        pl.lit("1/1/23").alias("Order_Date"),
+        pl.lit("Pending").alias("Order_Status"),
+        pl.lit("1").alias("Order_Total"),
+    )
+    frame.write_parquet(path, compression="zstd")
+    return "orders.parquet", {}
+
+
 def deep_json(path: Path) -> tuple[str, dict[str, int]]:
     good = json.dumps(
         {
@@ -184,6 +199,7 @@ CASES: dict[str, Callable[[Path], tuple[str, dict[str, int]]]] = {
     "million_columns_line_raised": million_columns_line_raised,
     "xlsx_bomb_declared": xlsx_bomb_declared,
     "xlsx_bomb_lying": xlsx_bomb_lying,
+    "parquet_bomb": parquet_bomb,
     "deep_json": deep_json,
     "huge_json_line": huge_json_line,
     "ten_mb_order_id": ten_mb_order_id,
