@@ -248,6 +248,39 @@ def _queues_empty(pipe: Pipeline) -> bool:
     return pipe.queue_depth(names.ingest_queue) == 0 and pipe.queue_depth(names.notify_queue) == 0
 
 
+# -- a poison message ---------------------------------------------------------------------------
+
+
+def test_an_object_gone_before_ingest_dead_letters_alone(
+    pipe: Pipeline, scenario: Scenario
+) -> None:
+    scenario.describe(
+        "object gone before ingest (poison message)",
+        "a file's only version is deleted after its event was sent; a good file beside it",
+        "the good file is stored and mailed; the gone one is FAILED with its error in the "
+        "ledger after 5 receives, and its event (only it) is in the ingest DLQ",
+    )
+    good = order_file("incoming/poison-good.csv", "G-", 30, invalid=1)
+    gone = order_file("incoming/poison-gone.csv", "X-", 30)
+    pipe.upload(good, gone)
+    versions = pipe.s3.list_object_versions(Bucket=pipe.bucket, Prefix=gone.key)["Versions"]
+    for v in versions:
+        pipe.s3.delete_object(Bucket=pipe.bucket, Key=gone.key, VersionId=v["VersionId"])
+    run(pipe)
+
+    files = expect_files(pipe, good)
+    files[pipe.file_id(gone)] = "FAILED"
+    pipe.assert_end_state(newest(good), files, ingest_dlq=1)
+    entry = pipe.ledger()[pipe.file_id(gone)]
+    assert int(entry["attempts"]) == 5
+    assert "gone" in str(entry["last_error"])
+    dlq = pipe.sqs.get_queue_url(QueueName=pipe.stack.names.ingest_dlq)["QueueUrl"]
+    (message,) = pipe.sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10)["Messages"]
+    assert gone.key.replace("/", "%2F") in message["Body"] or gone.key in message["Body"]
+    scenario.measure(attempts=int(entry["attempts"]), last_error=entry["last_error"])
+    scenario.passed()
+
+
 # -- delivery order and duplicates --------------------------------------------------------------
 
 
