@@ -49,7 +49,8 @@ After the pipeline is idle, `Pipeline.assert_end_state` checks all of it at once
 table equals the expected set (no loss, no duplicates, newest values); every file has its
 expected terminal ledger status and nothing is left PROCESSING; every file with rejected rows
 is named in exactly one email SES accepted (read from notify's outbox copies), and no other is;
-both DLQs hold exactly what they should (nothing, in these scenarios); both queues are empty.
+both DLQs hold exactly what they should (the poison message's scenario expects its one message
+in the ingest DLQ; every other, none); both queues are empty.
 """
 
 
