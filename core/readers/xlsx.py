@@ -1,9 +1,9 @@
 """The first sheet of an xlsx workbook, each cell turned into the text a person sees.
 
 fastexcel (calamine) does the parsing. It reports one type per column, so each needed column
-is loaded three ways and every cell is resolved on its own: a number cell becomes its shortest
-exact decimal (19.99 stays "19.99", 1999 stays "1999"), a date cell its ISO date, a text cell
-its text, so a column mixing dates and text is read cell by cell.
+is loaded twice (as text and as numbers) and every cell is resolved on its own: a number cell
+becomes its shortest exact decimal (19.99 stays "19.99", 1999 stays "1999"), a date cell its
+ISO date, a text cell its text, so a column mixing dates and text is read cell by cell.
 
 Before calamine sees the file, the zip is checked: member count, and the real (not the
 declared) inflated size of every member, so a zip bomb is refused within the limit.
@@ -30,6 +30,7 @@ from core.readers.source import Loaded
 from core.readers.text import FIELD_COUNT_OK, LINE, check_cells
 
 _CELL_REF = re.compile(r"([A-Z]+)(\d+)$")
+_PLAIN_DECIMAL = r"^-?(0|[1-9]\d*)(\.\d*[1-9])?$"
 _DATETIME_TEXT = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d+)?$"
 _REL_NS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
 _INFLATE_BLOCK = 1024 * 1024
@@ -100,19 +101,11 @@ def iter_xlsx(
 def _cell_texts(
     reader: fastexcel.ExcelReader, text: pl.DataFrame, layout: Layout
 ) -> list[pl.Series]:
-    positions = sorted(set(layout.positions))
-    wanted = [p for p in positions if p < text.width]
+    wanted = sorted({p for p in layout.positions if p < text.width})
     try:
         numbers = (
             reader.load_sheet(
                 0, header_row=None, use_columns=wanted, dtypes="float", dtype_coercion="coerce"
-            ).to_polars()
-            if wanted
-            else pl.DataFrame()
-        )
-        truth = (
-            reader.load_sheet(
-                0, header_row=None, use_columns=wanted, dtypes="boolean", dtype_coercion="coerce"
             ).to_polars()
             if wanted
             else pl.DataFrame()
@@ -129,22 +122,40 @@ def _cell_texts(
         if pos not in by_pos:
             out.append(pl.Series([None] * text.height, dtype=pl.String))
             continue
-        out.append(
-            _resolve(
-                text.to_series(pos),
-                numbers.to_series(by_pos[pos]),
-                truth.to_series(by_pos[pos]),
-            )
-        )
+        out.append(_resolve(text.to_series(pos), numbers.to_series(by_pos[pos])))
     return out
 
 
-def _resolve(text: pl.Series, number: pl.Series, truth: pl.Series) -> pl.Series:
+def _fastexcel_number_text(value: float) -> str:
+    # How fastexcel writes a number cell as text: nine decimals, trailing zeros dropped.
+    rendered = format(value, ".9f")
+    return rendered.rstrip("0").rstrip(".") if "." in rendered else rendered
+
+
+def _number_cells(text: pl.Series, number: pl.Series) -> pl.Series:
+    """Which cells are number cells rather than text that parses as one ("007", "1e5").
+
+    The float load coerces numeric-looking text too, so a cell counts as a number only when
+    its text is exactly how fastexcel renders that number; a text cell keeps its own spelling.
+    Text in plain decimal form with at most 15 significant digits reads the same either way
+    (the number's 15-digit form is that text), so only the other cells are checked one by one.
+    """
+    parsed = number.is_not_null()
+    digits = text.str.replace_all(r"[-.]", "").str.strip_chars_start("0").str.strip_chars_end("0")
+    plain = text.str.contains(_PLAIN_DECIMAL) & (digits.str.len_chars() <= _EXCEL_DIGITS)
+    unsure = parsed & ~plain.fill_null(False)
+    if not unsure.any():
+        return parsed
+    at = unsure.arg_true()
+    rendered = [_fastexcel_number_text(v) for v in number.gather(at).to_list()]
+    same = (text.gather(at) == pl.Series(rendered, dtype=pl.String)).fill_null(False)
+    return parsed.scatter(at, same)
+
+
+def _resolve(text: pl.Series, number: pl.Series) -> pl.Series:
     """One column's cells, each by its own type."""
-    s, f, b = pl.col("s"), pl.col("f"), pl.col("b")
-    is_bool_text = s.is_in(["true", "false"])
-    # Only number and boolean cells survive a boolean load; text cells ("007") do not.
-    is_number = b.is_not_null() & f.is_not_null() & ~is_bool_text
+    is_number = _number_cells(text, number)
+    s, f, n = pl.col("s"), pl.col("f"), pl.col("n")
     is_date = f.is_null() & s.str.contains(_DATETIME_TEXT)
     rounded = f.round_sig_figs(_EXCEL_DIGITS)
     whole = (rounded == rounded.floor()) & (rounded.abs() < 1e15)
@@ -154,25 +165,24 @@ def _resolve(text: pl.Series, number: pl.Series, truth: pl.Series) -> pl.Series:
         .otherwise(rounded.cast(pl.String))
     )
     midnight = s.str.slice(11).str.contains(r"^00:00:00(\.0+)?$")
-    frame = pl.DataFrame({"s": text, "f": number, "b": truth}).select(
-        pl.when(is_number)
-        .then(number_text)
-        .when(is_date & midnight)
-        .then(s.str.slice(0, 10))
-        .otherwise(s)
-        .alias("v")
+    column = (
+        pl.DataFrame({"s": text, "f": number, "n": is_number})
+        .select(
+            pl.when(n)
+            .then(number_text)
+            .when(is_date & midnight)
+            .then(s.str.slice(0, 10))
+            .otherwise(s)
+            .alias("v")
+        )
+        .to_series()
     )
-    column = frame.to_series()
-    exponent = column.str.contains("e", literal=True) & is_number_series(text, number, truth)
+    exponent = column.str.contains("e", literal=True) & is_number
     if exponent.any():
         at = exponent.arg_true()
         fixed = [_plain_decimal(v) for v in column.gather(at).to_list()]
         column = column.scatter(at, pl.Series(fixed, dtype=pl.String))
     return column
-
-
-def is_number_series(text: pl.Series, number: pl.Series, truth: pl.Series) -> pl.Series:
-    return truth.is_not_null() & number.is_not_null() & ~text.is_in(["true", "false"])
 
 
 def _plain_decimal(value: str | None) -> str | None:
