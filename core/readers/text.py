@@ -179,6 +179,9 @@ def _iter_ranges(
     pos, line = plan.body_start, plan.body_line
     target = max(64 * 1024, chunk_rows * _average_line_bytes(buf, pos))
     decode = ChunkDecoder()
+    # After a range with ragged rows the next one likely has some too: go straight to the
+    # row-by-row reads until a range comes out clean again.
+    try_uniform = True
     while pos < size:
         end = (
             _boundary(buf, pos, pos + target, limits.max_line_bytes)
@@ -187,12 +190,13 @@ def _iter_ranges(
         )
         chunk = decode(buf[pos:end])
         try:
-            frame, lines = _parse_range(chunk, line, plan, columns, limits)
+            frame, lines = _parse_range(chunk, line, plan, columns, limits, try_uniform=try_uniform)
         except (pl.exceptions.PolarsError, pl.exceptions.PanicException):
             # Quoting polars will not accept (a stray quote in a field): the csv module is
             # lenient, exact about lines, and only this range pays for it.
             frame, lines = _parse_with_csv_module(chunk, line, plan, columns, limits)
         release(buf, pos, end)
+        try_uniform = frame.height == lines and bool(frame.get_column(FIELD_COUNT_OK).all())
         if frame.height:
             yield frame
         line += lines
@@ -205,10 +209,16 @@ def _average_line_bytes(buf: Buffer, pos: int) -> int:
 
 
 def _parse_range(
-    chunk: bytes, first_line: int, plan: _Plan, columns: Sequence[str], limits: Limits
+    chunk: bytes,
+    first_line: int,
+    plan: _Plan,
+    columns: Sequence[str],
+    limits: Limits,
+    *,
+    try_uniform: bool = True,
 ) -> tuple[pl.DataFrame, int]:
     """The rows of one range, and how many physical lines it spans."""
-    uniform = _parse_uniform(chunk, first_line, plan, columns, limits)
+    uniform = _parse_uniform(chunk, first_line, plan, columns, limits) if try_uniform else None
     if uniform is not None:
         return uniform
     width = plan.layout.width + 1  # one more: a row with too many fields fills it
