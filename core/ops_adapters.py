@@ -64,6 +64,8 @@ class LedgerRecord:
     lease_until: int = 0
     replays: int = 0
     replay_log: list[dict[str, Any]] = field(default_factory=list)
+    # Orders this version stored; None on entries written before ingest recorded it.
+    written: int | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -100,6 +102,7 @@ class LedgerRecord:
             lease_until=number("lease_until"),
             replays=number("replays"),
             replay_log=list(item.get("replay_log") or []),
+            written=number("written") if "written" in item else None,
             raw=item,
         )
 

@@ -187,6 +187,28 @@ def test_drift_reports_valid_and_stored_counts() -> None:
     assert w.queue.sent == []  # drift is reported, not re-enqueued
 
 
+def test_orders_a_newer_upload_already_held_are_not_drift() -> None:
+    w = World()
+    w.upload("incoming/a.csv", timedelta(minutes=30))
+    entry = w.ledger.add(
+        object_key="incoming/a.csv",
+        version="v1",
+        etag="e1",
+        size=10,
+        event_time="2026-11-25T11:00:00.000Z",
+        status="SUCCEEDED",
+        valid=7,
+        written=5,  # two of its seven orders were already held by a newer upload
+    )
+    w.orders.counts[entry.file_id] = 5
+    assert w.reconciler().run(ReconcileOptions(), now=NOW).counts["drift"] == 0
+    w.orders.counts[entry.file_id] = 4
+    report = w.reconciler().run(ReconcileOptions(), now=NOW)
+    assert report.counts["drift"] == 1
+    (finding,) = report.to_json()["drift"]
+    assert (finding["written"], finding["stored"]) == (5, 4)
+
+
 def test_rejected_file_has_no_orders_and_no_drift() -> None:
     w = World()
     w.upload("incoming/a.csv", timedelta(minutes=30))
