@@ -350,16 +350,32 @@ class DynamoLedger:
             claim_token=token,
             replay_id=replay_id or existing.replay_id,
         )
-        # Optimistic concurrency: the item must still be exactly what we decided on.
-        self._ddb.put_item(
+        # Optimistic concurrency: the item must still be exactly what we decided on. An update,
+        # not a put, so attributes other writers own (notify's claim and its replay marker)
+        # survive a takeover or a replay.
+        values: dict[str, Any] = {
+            ":s": {"S": str(existing.status)},
+            ":u": {"S": existing.updated_at},
+            ":processing": {"S": str(Status.PROCESSING)},
+            ":attempts": {"N": str(entry.attempts)},
+            ":stamp": {"S": stamp},
+            ":lease": {"N": str(entry.lease_until)},
+            ":token": {"S": token},
+        }
+        update = (
+            "SET #s = :processing, attempts = :attempts, started_at = :stamp, #u = :stamp,"
+            " lease_until = :lease, claim_token = :token"
+        )
+        if entry.replay_id:
+            update += ", replay_id = :replay"
+            values[":replay"] = {"S": entry.replay_id}
+        self._ddb.update_item(
             TableName=self._table,
-            Item=_to_item(entry),
+            Key={FILES_KEY: {"S": entry.file_id}},
+            UpdateExpression=update,
             ConditionExpression="#s = :s AND #u = :u",
             ExpressionAttributeNames={"#s": "status", "#u": "updated_at"},
-            ExpressionAttributeValues={
-                ":s": {"S": str(existing.status)},
-                ":u": {"S": existing.updated_at},
-            },
+            ExpressionAttributeValues=values,
         )
         return entry
 

@@ -222,3 +222,25 @@ def test_simultaneous_claims_leave_exactly_one_owner(env) -> None:
         claims = list(pool.map(lambda _: ledger.claim(_ref(bucket), LEASE), range(6)))
     assert sum(c.owned for c in claims) == 1
     assert {c.decision for c in claims if not c.owned} == {Decision.BUSY}
+
+
+@pytest.mark.integration
+def test_a_takeover_keeps_attributes_other_writers_own(files_table) -> None:
+    """Notify keeps its claim and replay marker on the same item; a re-claim must not drop them."""
+    clients, table = files_table
+    clock = FakeClock()
+    ledger = DynamoLedger(clients.dynamodb, table, clock=clock)
+    first = ledger.claim(_ref(f"bucket-{uuid.uuid4().hex[:8]}"), LEASE)
+    clients.dynamodb.update_item(
+        TableName=table,
+        Key={"file_id": {"S": first.entry.file_id}},
+        UpdateExpression="SET notified_replay_id = :r, notify_lease_until = :l",
+        ExpressionAttributeValues={":r": {"S": "replay-1"}, ":l": {"N": "123"}},
+    )
+    clock.advance(LEASE + 1)
+    second = ledger.claim(_ref(first.entry.bucket), LEASE)
+    assert second.decision == Decision.TAKEOVER
+    item = clients.dynamodb.get_item(TableName=table, Key={"file_id": {"S": first.entry.file_id}})
+    assert item["Item"]["notified_replay_id"] == {"S": "replay-1"}
+    assert item["Item"]["notify_lease_until"] == {"N": "123"}
+    assert ledger.get(first.entry.file_id).attempts == 2
