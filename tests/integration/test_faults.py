@@ -108,7 +108,7 @@ def test_partial_unprocessed_items_are_retried_until_written(
     run(pipe, plan)
 
     pipe.assert_end_state(newest(*files), expect_files(pipe, *files))
-    assert plan.total("unprocessed") >= 5
+    assert plan.total("unprocessed") >= 1  # the faults really happened
     scenario.measure(faults=plan.counts(), attempts=sum(attempts(pipe).values()))
     scenario.passed()
 
