@@ -7,8 +7,12 @@ stderr and a non-zero exit; tracebacks are for bugs only.
 from __future__ import annotations
 
 import importlib
+import sys
 
 import click
+
+from core.faults import FaultSpecError
+from core.settings import SettingsError
 
 # Each module defines ``command`` (a click.Command or Group) registered under its own name.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -40,4 +44,9 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
-    cli(prog_name="orderpipe")
+    try:
+        cli(prog_name="orderpipe")
+    except (SettingsError, FaultSpecError) as exc:
+        # Configuration read from the environment, outside any one command's options.
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
