@@ -243,6 +243,11 @@ def test_local_runs_the_pipeline_survives_a_dead_worker_and_stops_clean(
             cli, ["upload", str(fixtures_dir / "test_data2.csv"), "--wait", "--json"]
         )
         assert [line["valid"] for line in _json_lines(second.stdout)] == [4], second.output
+        # The email follows the ledger outcome asynchronously (notify's batching window, and a
+        # notice the killed worker held comes back after its visibility timeout).
+        deadline = time.monotonic() + 45
+        while not list((state / "outbox").glob("*.eml")) and time.monotonic() < deadline:
+            time.sleep(0.5)
     finally:
         code = local.stop()
 
