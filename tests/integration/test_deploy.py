@@ -56,6 +56,18 @@ def _emulator_change_sets() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _forget_this_modules_functions(moto_endpoint: str) -> Iterator[None]:
+    """The Lambda functions these stacks create make moto's state dump (how other modules read
+    the emails SES recorded) try to reach a Docker daemon, so they must not outlive the module.
+    Every other module builds its own uniquely named stack, so a reset between modules is safe."""
+    yield
+    from urllib.request import Request, urlopen
+
+    with urlopen(Request(f"{moto_endpoint}/moto-api/reset", method="POST")):
+        pass
+
+
 def fake_build(out: Path, arch: str = "arm64", python: str = "3.12") -> Manifest:
     """Small stand-ins for what `orderpipe package` builds (moto never runs them)."""
     out.mkdir(parents=True, exist_ok=True)
