@@ -242,12 +242,17 @@ class WriteSession:
 
     def submit(self, frame: pl.DataFrame) -> None:
         self._drain()
-        items = order_items(frame, self._source, self._ingested_at)
-        rank = self._source.rank
+        # Items are built per slice on the writer threads: a whole chunk's items at once (a
+        # dict per attribute per row) would cost several times the chunk itself in memory.
+        # Valid rows are unique by Order_Id within a file, so slices never share a key.
         self._inflight = [
-            self._pool.submit(self._writer.write_items, items[i : i + BATCH_GET_MAX], rank)
-            for i in range(0, len(items), BATCH_GET_MAX)
+            self._pool.submit(self._write_slice, frame.slice(start, BATCH_GET_MAX))
+            for start in range(0, frame.height, BATCH_GET_MAX)
         ]
+
+    def _write_slice(self, frame: pl.DataFrame) -> WriteStats:
+        items = order_items(frame, self._source, self._ingested_at)
+        return self._writer.write_items(items, self._source.rank)
 
     def _drain(self) -> None:
         inflight, self._inflight = self._inflight, []
