@@ -208,6 +208,28 @@ def _average_line_bytes(buf: Buffer, pos: int) -> int:
     return max(1, len(sample) // max(1, sample.count(b"\n")))
 
 
+def _field_names(width: int) -> list[str]:
+    return [f"__f{i}" for i in range(width)]
+
+
+def _read_fields(
+    chunk: bytes, delimiter: str, names: list[str], *, quoted: bool, ragged: bool = False
+) -> pl.DataFrame:
+    """Every field as text, empty fields as "" (a missing one is null). A range without quotes
+    parses faster with quoting off; ``ragged`` truncates over-long rows instead of failing."""
+    return pl.read_csv(
+        chunk,
+        has_header=False,
+        separator=delimiter,
+        quote_char='"' if quoted else None,
+        schema=dict.fromkeys(names, pl.String),
+        missing_columns="insert",
+        truncate_ragged_lines=ragged,
+        empty_string_is_null=False,
+        raise_if_empty=False,
+    )
+
+
 def _parse_range(
     chunk: bytes,
     first_line: int,
@@ -222,19 +244,9 @@ def _parse_range(
     if uniform is not None:
         return uniform
     width = plan.layout.width + 1  # one more: a row with too many fields fills it
-    names = [f"__f{i}" for i in range(width)]
-    quoted = b'"' in chunk  # a range without quotes parses faster without quoting
-    fields = pl.read_csv(
-        chunk,
-        has_header=False,
-        separator=plan.delimiter,
-        quote_char='"' if quoted else None,
-        schema=dict.fromkeys(names, pl.String),
-        missing_columns="insert",
-        truncate_ragged_lines=True,
-        empty_string_is_null=False,
-        raise_if_empty=False,
-    )
+    names = _field_names(width)
+    quoted = b'"' in chunk
+    fields = _read_fields(chunk, plan.delimiter, names, quoted=quoted, ragged=True)
     lines = pl.read_csv(
         chunk,
         has_header=False,
@@ -305,20 +317,9 @@ def _parse_uniform(
     width = plan.layout.width
     if width < 2:
         return None  # one column: a blank line would pass for a row
-    names = [f"__f{i}" for i in range(width)]
     quoted = b'"' in chunk
     try:
-        fields = pl.read_csv(
-            chunk,
-            has_header=False,
-            separator=plan.delimiter,
-            quote_char='"' if quoted else None,
-            schema=dict.fromkeys(names, pl.String),
-            missing_columns="insert",
-            truncate_ragged_lines=False,
-            empty_string_is_null=False,
-            raise_if_empty=False,
-        )
+        fields = _read_fields(chunk, plan.delimiter, _field_names(width), quoted=quoted)
     except (pl.exceptions.PolarsError, pl.exceptions.PanicException):
         return None
     rows = fields.height
