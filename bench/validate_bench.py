@@ -138,8 +138,9 @@ def _whole(path: Path) -> int:
         judged = judged.with_columns(stage)
     repeat = ~pl.col(value_col("Order_Id")).is_first_distinct()
     judged = judged.with_columns(repeat.alias(seen_col("Order_Id")))
-    for stage in derived_values(schema):
-        judged = judged.with_columns(stage)
+    for stages in derived_values(schema).values():
+        for stage in stages:
+            judged = judged.with_columns(stage)
     judged = judged.with_columns(**rules)
     judged = judged.with_columns(pl.any_horizontal(list(rules)).alias("bad"))
     judged.filter(~pl.col("bad")).select("line", *normalised_values(schema).values())

@@ -4,9 +4,9 @@ Every rule is ``code -> boolean expression that is true when the row breaks it``
 chunk prepared in two steps: ``trimmed_values`` adds, per schema column, a trimmed value column
 (``value_col(name)``: stripped, empty -> null) beside the reader's original text, then
 ``derived_values`` adds what several rules and the normalised output share (a date column's
-parsed date, a status's allowed spelling), so each is computed once per chunk. Casts use
-``strict=False`` so a value that does not convert becomes null and fails its rule; nothing
-loops over rows in Python.
+parsed date, a status's allowed spelling), once per chunk, or once per distinct value when a
+column repeats its values (dates and statuses do). Casts use ``strict=False`` so a value that
+does not convert becomes null and fails its rule; nothing loops over rows in Python.
 
 A row whose field count is wrong fails ``row.field_count`` alone: its values are misaligned, so
 judging them would only add noise.
@@ -62,20 +62,20 @@ def present(name: str) -> pl.Expr:
     return pl.col(value_col(name)).str.len_bytes().fill_null(0) > 0
 
 
-def derived_values(schema: Schema) -> list[list[pl.Expr]]:
-    """Parsed dates and canonical spellings (``parsed_col``), as stages of ``with_columns``.
+def derived_values(schema: Schema) -> dict[str, list[list[pl.Expr]]]:
+    """Per column that needs one, the stages of ``with_columns`` that derive ``parsed_col``
+    (a date's Date, an allowed value's canonical spelling) from its trimmed value alone.
 
-    Each stage only reads columns made by the ones before it, so nothing is computed twice
-    whether or not polars spots the common subexpressions. Needs the trimmed values.
+    Each column's stages read only that column's value and what its earlier stages made, so
+    the engine may run them on the column's distinct values rather than on every row.
     """
-    stages: list[list[pl.Expr]] = [[], [], [], []]
+    derived: dict[str, list[list[pl.Expr]]] = {}
     for column in schema.columns:
         if column.type == "date":
-            for stage, exprs in zip(stages, _parsed_date(column), strict=True):
-                stage.extend(exprs)
+            derived[column.name] = [stage for stage in _parsed_date(column) if stage]
         elif column.allowed:
-            stages[-1].append(_canonical(column).alias(parsed_col(column.name)))
-    return [stage for stage in stages if stage]
+            derived[column.name] = [[_canonical(column).alias(parsed_col(column.name))]]
+    return derived
 
 
 def row_rules(schema: Schema) -> dict[str, pl.Expr]:

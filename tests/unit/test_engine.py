@@ -323,3 +323,32 @@ def test_a_bug_in_the_rules_is_not_disguised_as_a_bad_file() -> None:
     frame = pl.DataFrame({"line": [1], "field_count_ok": [True]})  # no schema columns at all
     with pytest.raises(pl.exceptions.PolarsError):
         validate_chunks([frame], "mem", SCHEMA)
+
+
+DATE_CASES = ["5/3/23", " 05/03/2023 ", "2023-03-05", "31/04/23", "29/02/24", "29/02/23",
+              "2023/13/01", "", "  ", "5-3-23", "1/1/1"]  # fmt: skip
+STATUS_CASES = ["Pending", " completed", "INPROGRESS", "Shipped", "", "pending "]
+
+
+def _judged(lines: list[str]) -> list[tuple[object, ...]]:
+    outcome, chunks = run_split(lines, len(lines))
+    valid = pl.concat([c.valid for c in chunks]).rows()
+    rejects = pl.concat([c.rejects for c in chunks]).select("line", "reasons").rows()
+    return [outcome.reasons, sorted(valid), sorted(rejects)]  # type: ignore[attr-defined]
+
+
+def test_repeated_dates_and_statuses_are_judged_as_when_each_is_distinct() -> None:
+    """A chunk whose dates and statuses repeat is parsed per distinct value and mapped back;
+    the same rows with every value told apart (parsed row by row) must give the same verdicts."""
+    rows = [
+        (DATE_CASES[i % len(DATE_CASES)], STATUS_CASES[i % len(STATUS_CASES)]) for i in range(66)
+    ]
+    repeated = [f"ID{i},C{i},{d},{s},1.00" for i, (d, s) in enumerate(rows)]
+    result = _judged(repeated)
+    assert result[0]["Order_Date.format"] == 30  # type: ignore[index]  # 5 bad of 11, 6 times
+    assert result[0]["Order_Status.allowed"] == 11  # type: ignore[index]  # 1 of 6, 11 times
+    # The same judgements row by row (a chunk of one row has only distinct values); each
+    # one-row chunk calls its row line 2, so rows are compared without their line.
+    one_by_one = [_judged([line]) for line in repeated]
+    assert [r[1][0][1:] for r in one_by_one if r[1]] == [v[1:] for v in sorted(result[1])]
+    assert [r[2][0][1] for r in one_by_one if r[2]] == [reason for _, reason in result[2]]
