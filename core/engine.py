@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
-from typing import BinaryIO
+from typing import BinaryIO, Final
 
 import polars as pl
 
@@ -38,6 +38,10 @@ from core.rules import (
 from core.schema import Schema, default_schema
 
 DEFAULT_CHUNK_ROWS = 256_000
+_DISTINCT_SAMPLE = 4096  # rows that tell whether a column repeats its values
+# A chunk is already bounded: the in-memory engine runs a plan's expressions side by side and
+# keeps each column in one piece; the streaming engine would cut them into morsels again.
+_ENGINE: Final = "in-memory"
 REASONS = "reasons"
 _INVALID = "__invalid__"
 
@@ -107,17 +111,23 @@ def _staged(frame: pl.LazyFrame, stages: list[list[pl.Expr]]) -> pl.LazyFrame:
 
 
 def _derive(values: pl.Series, name: str, stages: list[list[pl.Expr]]) -> pl.Series:
-    """``parsed_col(name)`` for every row, computed once per distinct value.
+    """``parsed_col(name)`` for every row, computed once per distinct value when values repeat.
 
     Dates and statuses repeat (a file spans some days and holds three statuses), and parsing
     a date takes a dozen string and integer passes: on the distinct values and mapped back, a
-    million rows cost a few hash lookups each. A column of mostly distinct values is parsed
-    directly, where mapping back would only add work.
+    million rows cost a few hash lookups each. A column of mostly distinct values (totals)
+    is parsed directly, where mapping back would only add work; its first rows tell which.
     """
-    distinct = values.unique()
-    source = values if 2 * len(distinct) > len(values) else distinct
-    parsed = _staged(source.to_frame().lazy(), stages).select(parsed_col(name)).collect()
-    if source is values:
+    head = values.head(_DISTINCT_SAMPLE)
+    distinct = None
+    if 2 * head.n_unique() <= len(head):
+        distinct = values.unique()
+        if 2 * len(distinct) > len(values):
+            distinct = None
+    source = values if distinct is None else distinct
+    plan = _staged(source.to_frame().lazy(), stages).select(parsed_col(name))
+    parsed = plan.collect(engine=_ENGINE)
+    if distinct is None:
         return parsed.to_series()
     mapped = values.replace_strict(distinct, parsed.to_series(), default=None)
     return mapped.alias(parsed_col(name))
@@ -198,7 +208,9 @@ class ChunkJudge:
 
     def judge(self, chunk: pl.DataFrame) -> ChunkResult:
         names = self.schema.column_names
-        frame = _staged(chunk.lazy(), self._trim).collect()
+        # One chunk per column: on a frame whose columns are cut differently (the CSV reader
+        # makes several pieces, the line numbers one) every later step realigns them first.
+        frame = _staged(chunk.rechunk().lazy(), self._trim).collect(engine=_ENGINE)
         aligned = bool(frame[FIELD_COUNT_OK].all())
         for column in self._unique:
             frame = frame.with_columns(self._repeats(frame, column, aligned=aligned))
@@ -212,7 +224,7 @@ class ChunkJudge:
             frame.lazy()
             .with_columns(**self._rules)
             .with_columns(pl.any_horizontal(list(self._rules)).alias(_INVALID))
-            .collect()
+            .collect(engine=_ENGINE)
         )
         counts = judged.select(pl.col(list(self._rules)).sum()).row(0, named=True)
         for code, count in counts.items():
@@ -221,7 +233,7 @@ class ChunkJudge:
             judged.lazy()
             .filter(~pl.col(_INVALID))
             .select(pl.col(LINE), *self._normalised.values())
-            .collect()
+            .collect(engine=_ENGINE)
         )
         reasons = pl.concat_str(
             [pl.when(pl.col(code)).then(pl.lit(code)) for code in self._rules],
@@ -232,7 +244,7 @@ class ChunkJudge:
             judged.lazy()
             .filter(pl.col(_INVALID))
             .select(pl.col(LINE), *(pl.col(n) for n in names), reasons.alias(REASONS))
-            .collect()
+            .collect(engine=_ENGINE)
         )
         self.rows += judged.height
         self.valid += valid.height

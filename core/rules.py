@@ -40,7 +40,8 @@ def value_col(name: str) -> str:
 
 
 def parsed_col(name: str) -> str:
-    """Name of the derived column: a date column's Date, an allowed column's canonical text."""
+    """Name of the derived column: the value in its accepted form, null when it has none (a
+    date's ISO text, an allowed value's canonical spelling, a well-formed decimal's text)."""
     return f"__parsed__{name}"
 
 
@@ -64,7 +65,8 @@ def present(name: str) -> pl.Expr:
 
 def derived_values(schema: Schema) -> dict[str, list[list[pl.Expr]]]:
     """Per column that needs one, the stages of ``with_columns`` that derive ``parsed_col``
-    (a date's Date, an allowed value's canonical spelling) from its trimmed value alone.
+    from its trimmed value alone: a date's ISO text, an allowed value's canonical spelling,
+    a decimal's text when it is well formed.
 
     Each column's stages read only that column's value and what its earlier stages made, so
     the engine may run them on the column's distinct values rather than on every row.
@@ -75,6 +77,8 @@ def derived_values(schema: Schema) -> dict[str, list[list[pl.Expr]]]:
             derived[column.name] = [stage for stage in _parsed_date(column) if stage]
         elif column.allowed:
             derived[column.name] = [[_canonical(column).alias(parsed_col(column.name))]]
+        elif column.type == "decimal":
+            derived[column.name] = [[_formed_decimal(column).alias(parsed_col(column.name))]]
     return derived
 
 
@@ -114,11 +118,28 @@ def _column_rules(column: Column) -> dict[str, pl.Expr]:
 
 
 def _well_formed(column: Column) -> pl.Expr:
-    if column.type == "date":
+    if column.type == "date" or _derives_decimal(column):
         return pl.col(parsed_col(column.name)).is_not_null()
     if column.type == "decimal":
-        return pl.col(value_col(column.name)).str.contains(_decimal_pattern(column.scale))
+        return _decimal_text(column).is_not_null()
     return pl.lit(True)
+
+
+def _derives_decimal(column: Column) -> bool:
+    # An allowed column's derived value is its canonical spelling; a decimal one with allowed
+    # values (an odd schema) checks its format from the value itself.
+    return column.type == "decimal" and not column.allowed
+
+
+def _formed_decimal(column: Column) -> pl.Expr:
+    """The trimmed value when it is a plain decimal, else null: judged once, read by the
+    format and range rules and the normalised output."""
+    value = pl.col(value_col(column.name))
+    return pl.when(value.str.contains(_decimal_pattern(column.scale))).then(value)
+
+
+def _decimal_text(column: Column) -> pl.Expr:
+    return pl.col(parsed_col(column.name)) if _derives_decimal(column) else _formed_decimal(column)
 
 
 def _decimal_pattern(scale: int) -> str:
@@ -130,7 +151,7 @@ def _decimal_pattern(scale: int) -> str:
 
 
 def _parsed_date(column: Column) -> list[list[pl.Expr]]:
-    """The value as a Date when it is a real calendar date in an accepted format, else null.
+    """The ISO text (yyyy-mm-dd) of a real calendar date in an accepted format, else null.
 
     Capturing regex groups is slow (seconds per million values), so formats are matched
     without captures and cut apart cheaply: by position when every part has a fixed width
@@ -197,8 +218,8 @@ def _parsed_date(column: Column) -> list[list[pl.Expr]]:
     long_month = (m + m // 8) % 2
     month_days = pl.when(m == 2).then(28 + leap.cast(pl.Int32)).otherwise(30 + long_month)
     real = (y >= 1) & (m >= 1) & (m <= 12) & (d >= 1) & (d <= month_days)
-    date = pl.when(real).then(_days_since_epoch(y, m, d)).cast(pl.Date)
-    return [splits, parts_stage, first_match, [date.alias(parsed_col(column.name))]]
+    iso = pl.when(real).then(_days_since_epoch(y, m, d)).cast(pl.Date).cast(pl.String)
+    return [splits, parts_stage, first_match, [iso.alias(parsed_col(column.name))]]
 
 
 def _days_since_epoch(y: pl.Expr, m: pl.Expr, d: pl.Expr) -> pl.Expr:
@@ -216,7 +237,7 @@ def _days_since_epoch(y: pl.Expr, m: pl.Expr, d: pl.Expr) -> pl.Expr:
 
 
 def _in_range(column: Column) -> pl.Expr:
-    value = pl.col(value_col(column.name))
+    value = _decimal_text(column)
     if column.minimum == 0 and column.maximum is None:
         # The common case needs no decimal cast: negative means a minus and a non-zero digit.
         return ~(value.str.starts_with("-") & value.str.contains("[1-9]"))
@@ -248,8 +269,9 @@ def _canonical(column: Column) -> pl.Expr:
 def _normalised(column: Column) -> pl.Expr:
     value = pl.col(value_col(column.name))
     if column.type == "date":
-        return pl.col(parsed_col(column.name)).cast(pl.String)  # ISO yyyy-mm-dd
+        return pl.col(parsed_col(column.name))  # ISO yyyy-mm-dd
     if column.type == "decimal":
+        value = _decimal_text(column)
         # "-0" and "-0.00" are zero: store them without the sign. When negatives cannot be
         # valid, a valid value with a minus is such a zero, and no digit needs looking at.
         if column.minimum is not None and column.minimum >= 0:
