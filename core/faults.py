@@ -5,8 +5,10 @@ A ``FaultPlan`` is a list of rules such as "30% of DynamoDB BatchWriteItem calls
 every client it builds through botocore's event system, so a fault travels the same road a real
 one does: error responses are injected at ``before-send`` and go through botocore's own retry
 logic; partial ``UnprocessedItems`` really leave those items unwritten; a broken GetObject
-stream fails half-way through the body with the exception urllib3 would raise. Nothing here is
-active unless a plan is given: the variable is unset by default.
+stream fails half-way through the body with the exception urllib3 would raise; a lost reply
+(``reply-timeout``, ``reply-reset``) really sends the request, so the service applies it, and
+then fails the call as if the answer never came back. Nothing here is active unless a plan is
+given: the variable is unset by default.
 
 Spec, text form (rules separated by ``;``)::
 
@@ -34,6 +36,7 @@ from typing import IO, Any, NoReturn, cast
 
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ConnectionClosedError, ReadTimeoutError
+from botocore.httpsession import URLLib3Session
 from botocore.response import StreamingBody
 from urllib3.exceptions import ProtocolError
 from urllib3.exceptions import ReadTimeoutError as URLLib3ReadTimeoutError
@@ -70,7 +73,12 @@ _ERRORS: dict[str, Callable[[str], tuple[str, int, str]]] = {
 }
 _CONNECTION = ("timeout", "reset")  # the request gets no answer at all
 _STREAM = ("stream-timeout", "stream-reset")  # the answer breaks off mid-body
-KINDS = (*_ERRORS, *_CONNECTION, *_STREAM, "unprocessed")
+# The request reaches the service and is applied; its answer is lost on the way back, so the
+# caller cannot tell it from a request that never arrived and retries work already done. Only a
+# call's first attempt loses its answer: botocore's retry is the one that meets the applied
+# write (losing every retry's answer too only exhausts the retries, as ``timeout`` does).
+_LOST = {"reply-timeout": "timeout", "reply-reset": "reset"}
+KINDS = (*_ERRORS, *_CONNECTION, *_STREAM, *_LOST, "unprocessed")
 SEND_KINDS = (*_ERRORS, *_CONNECTION)  # answered in place of the service (before-send)
 
 # Where a kind makes sense: (service, operation or None for any).
@@ -133,9 +141,13 @@ class _RuleState:
 class FaultPlan:
     rules: tuple[FaultRule, ...]
     seed: int = 0
+    # How a lost-reply fault delivers the request before losing its answer; None: over HTTP,
+    # on a connection of the plan's own (tests of this module pass an in-memory service).
+    deliver: Callable[[Any], None] | None = field(default=None, repr=False, compare=False)
     injected: list[Injection] = field(default_factory=list, init=False)
     _states: list[_RuleState] = field(default_factory=list, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _http: URLLib3Session | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._states = [_RuleState(r, self.seed, i) for i, r in enumerate(self.rules)]
@@ -254,18 +266,35 @@ class FaultPlan:
             )
             if getattr(request, "orderpipe_fault_attempt", None) == attempt:
                 return None
+            if rule.kind in _LOST and not _first_attempt(attempt[1]):
+                return None  # the retry is what meets the applied write: let it through
             operation = event_name.rsplit(".", 1)[-1]
             if self._roll(state, operation) is None:
                 return None
             request.orderpipe_fault_attempt = attempt
-            if rule.kind == "timeout":
+            failure = rule.kind
+            if rule.kind in _LOST:
+                self._deliver(request)  # the service applies it; only the answer is lost
+                failure = _LOST[rule.kind]
+            if failure == "timeout":
                 raise ReadTimeoutError(endpoint_url=request.url)
-            if rule.kind == "reset":
+            if failure == "reset":
                 raise ConnectionClosedError(endpoint_url=request.url)
             code, status, message = _ERRORS[rule.kind](rule.service)
             return error_response(request, rule.service, code, status, message)
 
         return handler
+
+    def _deliver(self, request: Any) -> None:
+        if self.deliver is not None:
+            self.deliver(request)
+            return
+        with self._lock:
+            if self._http is None:
+                self._http = URLLib3Session(timeout=60)
+        response = self._http.send(request)
+        response.content  # noqa: B018 - read the whole answer (a body streams otherwise)
+        response.raw.close()
 
     def _withhold(self, state: _RuleState) -> Callable[..., None]:
         """Take a random, non-empty part of a BatchWriteItem out of the request."""
@@ -308,6 +337,15 @@ class FaultPlan:
             parsed["Body"] = StreamingBody(broken, length)
 
         return handler
+
+
+def _first_attempt(header: str | bytes | None) -> bool:
+    """``amz-sdk-request: [ttl=...; ]attempt=1; max=6`` (absent: treat it as the first)."""
+    if header is None:
+        return True
+    if isinstance(header, bytes):
+        header = header.decode()
+    return "attempt=1" in (part.strip() for part in header.split(";"))
 
 
 def _answer_all_unprocessed(

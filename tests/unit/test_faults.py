@@ -13,7 +13,12 @@ from typing import Any
 import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
-from botocore.exceptions import ClientError, ReadTimeoutError, ResponseStreamingError
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
 
 from core.clients import Clients
 from core.faults import (
@@ -218,6 +223,51 @@ def test_timeouts_and_resets_happen_before_any_answer() -> None:
     with pytest.raises(Exception, match="Connection was closed"):
         client_with("sqs", plan, fake).delete_message(QueueUrl=f"{NOWHERE}/1/q", ReceiptHandle="r")
     assert fake.seen == []
+
+
+# -- replies lost after the work was done -------------------------------------------------------
+
+
+def lost_reply_plan(kind: str, fake: FakeService, limit: int | None = None) -> FaultPlan:
+    """A plan whose lost replies are delivered to ``fake`` (the service that applies them)."""
+
+    def deliver(request: Any) -> None:
+        fake(request, "before-send.dynamodb.PutItem")
+
+    return FaultPlan((FaultRule("dynamodb", "PutItem", kind, limit=limit),), deliver=deliver)
+
+
+def test_a_lost_reply_is_applied_and_botocores_retry_meets_it() -> None:
+    fake = FakeService({})
+    plan = lost_reply_plan("reply-timeout", fake)
+    client = client_with("dynamodb", plan, fake, attempts=3)
+    answer = client.put_item(TableName="t", Item={"k": {"S": "1"}})
+    # The service got the request twice: the lost one and botocore's retry, which is answered.
+    assert [op for op, _ in fake.seen] == ["PutItem", "PutItem"]
+    assert fake.seen[0][1] == fake.seen[1][1]
+    assert answer["ResponseMetadata"]["RetryAttempts"] == 1
+    # Only a call's first attempt loses its answer, however high the rate.
+    assert plan.counts() == {"dynamodb.PutItem:reply-timeout": 1}
+
+
+@pytest.mark.parametrize(
+    ("kind", "error"),
+    [("reply-timeout", ReadTimeoutError), ("reply-reset", ConnectionClosedError)],
+)
+def test_without_retries_the_caller_sees_the_lost_reply_after_the_work_was_done(
+    kind: str, error: type[Exception]
+) -> None:
+    fake = FakeService({})
+    plan = lost_reply_plan(kind, fake)
+    with pytest.raises(error):
+        client_with("dynamodb", plan, fake).put_item(TableName="t", Item={"k": {"S": "1"}})
+    assert [op for op, _ in fake.seen] == ["PutItem"]  # applied, though the caller cannot know
+    assert plan.total(kind) == 1
+
+
+def test_lost_replies_apply_to_any_call() -> None:
+    plan = FaultPlan.parse("ses.SendRawEmail=reply-timeout:1:1; sqs.*=reply-reset:0.5")
+    assert [r.kind for r in plan.rules] == ["reply-timeout", "reply-reset"]
 
 
 # -- partial batches ----------------------------------------------------------------------------
