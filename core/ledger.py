@@ -308,6 +308,12 @@ class DynamoLedger:
                     ref, existing=existing, decision=decision, now=now, lease_s=lease_s, token=token
                 )
             except ClientError as exc:
+                if _conditional_failed(exc):
+                    mine = self.get(ref.file_id)
+                    if mine is not None and mine.claim_token == token:
+                        # Our write was applied and only its answer lost: botocore's retry met
+                        # our own claim. The file is ours (its key lock too).
+                        return Claim(decision, mine, token=token)
                 self._unlock_key(ref, token)
                 if not _conditional_failed(exc):
                     raise
@@ -484,10 +490,12 @@ class DynamoLedger:
             ":now": {"S": now},
             ":exp": {"N": str(int((_parse(now) + RETENTION).timestamp()))},
         }
+        # ``finish_token`` names the attempt that wrote the outcome, so a retry of this very
+        # write (its answer lost) can tell its own outcome from a takeover's.
         sets = (
             "SET #s = :s, #rows = :rows, valid = :valid, invalid = :invalid, reasons = :reasons,"
             " written = :written, superseded = :superseded,"
-            " finished_at = :now, updated_at = :now, expires_at = :exp"
+            " finished_at = :now, updated_at = :now, expires_at = :exp, finish_token = :token"
         )
         removes = ["lease_until", "claim_token", "last_error"]
         if outcome.error is not None:
@@ -495,15 +503,27 @@ class DynamoLedger:
             values[":error"] = {"S": outcome.error}
         else:
             removes.append("#error")
-        item = self._owned_update(
-            claim,
-            f"{sets} REMOVE {', '.join(removes)}",
-            values,
-            {"#s": "status", "#rows": "rows", "#error": "error"},
-        )
+        try:
+            item = self._owned_update(
+                claim,
+                f"{sets} REMOVE {', '.join(removes)}",
+                values,
+                {"#s": "status", "#rows": "rows", "#error": "error"},
+            )
+        except LeaseLost:
+            item = self._own_outcome(claim, outcome)
         assert claim.token is not None  # only an owned claim gets here  # nosec B101
         self._unlock_key(_ref_of(claim.entry), claim.token)
         return from_item(item)
+
+    def _own_outcome(self, claim: Claim, outcome: FileOutcome) -> dict[str, Any]:
+        """The entry, if the outcome in it is this attempt's own; else LeaseLost stands."""
+        item: dict[str, Any] = self._ddb.get_item(
+            TableName=self._table, Key={FILES_KEY: {"S": claim.entry.file_id}}, ConsistentRead=True
+        ).get("Item", {})
+        if _s(item, "finish_token") == claim.token and _s(item, "status") == str(outcome.status):
+            return item  # our write was applied; only its answer was lost
+        raise LeaseLost(f"{claim.entry.file_id} was taken over by another attempt")
 
     def fail(self, claim: Claim, error: str) -> None:
         """Record an infrastructure failure; SQS will redeliver and RETRY picks it up."""
