@@ -346,6 +346,8 @@ class DynamoNotifyLedger:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
             old: Mapping[str, Any] | None = exc.response.get("Item")  # type: ignore[assignment]
+            if old and old.get("notify_claim", {}).get("S") == token:
+                return Claim.TAKEN  # our claim was applied, only its answer lost: a retry met it
             return _why_unclaimable(old)
         return Claim.TAKEN
 
