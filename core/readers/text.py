@@ -101,7 +101,11 @@ def _plan(buf: Buffer, start: int, columns: Sequence[str], limits: Limits) -> _P
     first_line = _first_content_line(buf, start)
     if first_line >= len(buf):
         raise FileRejected("the file holds only blank lines")
-    sample_end = min(len(buf), first_line + max(_SAMPLE_BYTES, 2 * limits.max_line_bytes))
+    # The first rows decide the delimiter and the header: 64 KB holds them unless lines are
+    # very long; only then is the sample widened to two of the longest lines allowed.
+    sample_end = min(len(buf), first_line + _SAMPLE_BYTES)
+    if buf.count(b"\n", first_line, sample_end) < 2:
+        sample_end = min(len(buf), first_line + max(_SAMPLE_BYTES, 2 * limits.max_line_bytes))
     raw = buf[first_line:sample_end]
     if sample_end < len(buf):
         cut = raw.rfind(b"\n")
