@@ -21,6 +21,7 @@ from decimal import Decimal
 from email.message import Message
 from pathlib import Path
 from typing import Any
+from urllib.request import urlopen
 
 import handlers.ingest
 import handlers.notify
@@ -172,6 +173,25 @@ class Pipeline:
                 k: next(iter(v.values())) for k, v in it.items() if isinstance(v, dict)
             }
         return out
+
+    def locks(self) -> list[str]:
+        """The per-key lock items still held (none once every file is finished)."""
+        return [
+            it["file_id"]["S"]
+            for it in self._scan(self.stack.settings.files_table)
+            if it["file_id"]["S"].startswith(LOCK_PREFIX)
+        ]
+
+    def ses_accepted(self) -> list[str]:
+        """Every raw email SES accepted for this stack's files, as the emulator recorded it."""
+        with urlopen(f"{self.stack.endpoint}/moto-api/data.json") as response:  # nosec B310
+            data = json.load(response)
+        marker = f"s3://{self.bucket}/"
+        return [
+            m["raw_data"]
+            for m in data.get("ses", {}).get("RawMessage", [])
+            if marker in _text_of(email.message_from_string(m["raw_data"]))
+        ]
 
     def emails(self) -> list[Message]:
         """Every email notify sent for this stack: its outbox keeps a copy of each SES accepted.

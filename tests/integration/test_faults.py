@@ -458,3 +458,143 @@ def _wait(done: Callable[[], bool], seconds: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {seconds:g} s waiting for {what}")
         time.sleep(1)  # gently: every look is a scan on the emulator the worker also uses
+
+
+# -- replies lost after the work was done -------------------------------------------------------
+# ``reply-timeout`` / ``reply-reset`` really send the request (the emulator applies it) and then
+# fail the call as if the answer never came back; botocore's retry meets work already done.
+
+
+def test_batch_write_replies_lost_after_the_items_were_stored(
+    pipe: Pipeline, scenario: Scenario
+) -> None:
+    scenario.describe(
+        "DynamoDB BatchWriteItem reply lost",
+        "BatchWriteItem is applied, then its answer times out or the connection drops "
+        "(half the calls, up to 2 of each); one key uploaded twice",
+        "botocore re-sends the same puts, which overwrite themselves; every order once with "
+        "its newest values; outcomes and emails exact",
+    )
+    old = order_file("incoming/lost-batch.csv", "LB-", 100, invalid=1, variant=1)
+    new = order_file("incoming/lost-batch.csv", "LB-", 80, invalid=2, variant=2)
+    plan = FaultPlan.parse(
+        "seed=8; dynamodb.BatchWriteItem=reply-timeout:0.5:2; "
+        "dynamodb.BatchWriteItem=reply-reset:0.5:2"
+    )
+    pipe.upload(old)
+    time.sleep(0.01)  # distinct event times, as S3 gives two writes
+    pipe.upload(new)
+    run(pipe, plan)
+
+    pipe.assert_end_state(newest(old, new), expect_files(pipe, old, new))
+    assert plan.total("reply-timeout") >= 1
+    assert plan.total("reply-reset") >= 1
+    assert set(attempts(pipe).values()) == {1}  # botocore's retry absorbed every loss
+    scenario.measure(faults=plan.counts())
+    scenario.passed()
+
+
+def test_ledger_claim_replies_lost(pipe: Pipeline, scenario: Scenario) -> None:
+    scenario.describe(
+        "ledger claim reply lost",
+        "the claim's conditional writes are applied, then their answers time out: a new "
+        "file's key lock and entry PutItem; for a file whose first read failed, the FAILED "
+        "record's UpdateItem and the retry claim's",
+        "the retry meets its own write (condition failed) and knows it as its own: each file "
+        "in its terminal status, not FAILED or PROCESSING, one email each, no key lock left",
+    )
+    fresh = order_file("incoming/lost-claim-new.csv", "LC-", 20, invalid=1)
+    pipe.upload(fresh)
+    # A new file's claim: the key lock's PutItem, then the entry's conditional PutItem.
+    plan_a = FaultPlan.parse("dynamodb.PutItem=reply-timeout:1:2")
+    run(pipe, plan_a)
+    retried = order_file("incoming/lost-claim-retry.csv", "LR-", 20, invalid=2)
+    pipe.upload(retried)
+    # Attempt 1 fails reading the object: its FAILED record is the first UpdateItem; attempt
+    # 2's RETRY claim (an UpdateItem conditioned on that record) is the second.
+    plan_b = FaultPlan.parse("s3.GetObject=stream-reset:1:1; dynamodb.UpdateItem=reply-timeout:1:2")
+    run(pipe, plan_b)
+
+    pipe.assert_end_state(newest(fresh, retried), expect_files(pipe, fresh, retried))
+    assert plan_a.counts() == {"dynamodb.PutItem:reply-timeout": 2}
+    assert plan_b.counts() == {
+        "s3.GetObject:stream-reset": 1,
+        "dynamodb.UpdateItem:reply-timeout": 2,
+    }
+    tries = attempts(pipe)
+    assert tries == {pipe.file_id(fresh): 1, pipe.file_id(retried): 2}
+    assert pipe.locks() == []
+    scenario.measure(faults={**plan_a.counts(), **plan_b.counts()}, attempts=sorted(tries.values()))
+    scenario.passed()
+
+
+def test_ledger_outcome_and_notify_claim_replies_lost(pipe: Pipeline, scenario: Scenario) -> None:
+    scenario.describe(
+        "ledger finish and notify claim replies lost",
+        "the first 5 ledger UpdateItem calls of one file are applied and their answers lost: "
+        "the lease renewal (entry and key lock), the outcome (finish), notify's claim and "
+        "its notified mark; and ingest's SendMessage of the file's notice",
+        "each retry meets its own write and knows it; the notice sent twice is mailed once: "
+        "PARTIAL after one attempt, one email, nothing PROCESSING, no key lock left, DLQs empty",
+    )
+    f = order_file("incoming/lost-finish.csv", "LF-", 60, invalid=3)
+    plan = FaultPlan.parse(
+        "dynamodb.UpdateItem=reply-timeout:1:5; sqs.SendMessage=reply-timeout:1:1"
+    )
+    pipe.upload(f)
+    run(pipe, plan)
+
+    pipe.assert_end_state(newest(f), expect_files(pipe, f))
+    assert plan.counts() == {
+        "dynamodb.UpdateItem:reply-timeout": 5,
+        "sqs.SendMessage:reply-timeout": 1,
+    }
+    assert attempts(pipe) == {pipe.file_id(f): 1}
+    assert pipe.locks() == []
+    scenario.measure(faults=plan.counts())
+    scenario.passed()
+
+
+def test_ses_send_reply_lost_mails_at_least_once(pipe: Pipeline, scenario: Scenario) -> None:
+    scenario.describe(
+        "SES SendRawEmail reply lost",
+        "SendRawEmail is accepted by SES, then its answer times out (once)",
+        "at least once, as documented: botocore re-sends and SES accepts the same email a "
+        "second time; the ledger marks each file notified once, notify keeps one outbox "
+        "copy, and no later delivery sends it again",
+    )
+    files = [order_file(f"incoming/lost-ses-{i}.csv", f"LS{i}-", 20, invalid=1 + i) for i in (0, 1)]
+    plan = FaultPlan.parse("ses.SendRawEmail=reply-timeout:1:1")
+    pipe.upload(*files)
+    run(pipe, plan)
+
+    pipe.assert_end_state(newest(*files), expect_files(pipe, *files))
+    assert plan.counts() == {"ses.SendRawEmail:reply-timeout": 1}
+    accepted = pipe.ses_accepted()
+    assert len(accepted) == 2, f"SES accepted {len(accepted)} emails, expected the one twice"
+    assert accepted[0] == accepted[1]  # byte for byte: the same email again, not a new one
+    scenario.measure(faults=plan.counts(), emails_ses_accepted=len(accepted))
+    scenario.passed()
+
+
+def test_sqs_delete_reply_lost(pipe: Pipeline, scenario: Scenario) -> None:
+    scenario.describe(
+        "SQS DeleteMessageBatch reply lost",
+        "every DeleteMessageBatch of the worker is applied, then its answer times out",
+        "botocore re-sends the delete and the messages are gone either way: each file "
+        "processed once, one email each, queues and DLQs empty",
+    )
+    files = [
+        order_file(f"incoming/lost-del-{i}.csv", f"LD{i}-", 30, invalid=i % 2) for i in range(3)
+    ]
+    plan = FaultPlan.parse("sqs.DeleteMessageBatch=reply-timeout")
+    # Only the worker's own SQS client loses the replies; the handlers' clients are untouched.
+    worker_clients = Clients(endpoint_url=pipe.stack.endpoint, faults=plan)
+    pipe.upload(*files)
+    drain(worker_clients, pipe.stack.settings, DRAIN_S, retry_after_s=0)
+
+    pipe.assert_end_state(newest(*files), expect_files(pipe, *files))
+    assert plan.total("reply-timeout") >= 2  # at least the ingest batch's and notify's
+    assert set(attempts(pipe).values()) == {1}
+    scenario.measure(faults=plan.counts())
+    scenario.passed()
