@@ -48,6 +48,7 @@ from core.stack import orders_table_definition
 OUT = Path(__file__).resolve().parent / "out"
 HEADER = "Order_Id,Customer_Id,Order_Date,Order_Status,Order_Total"
 TERMINAL = {"SUCCEEDED", "PARTIAL", "REJECTED"}
+MEMORY_FLOOR_MB = 2048  # stop the large run before it takes the shared machine's last memory
 
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -154,6 +155,32 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
+def available_mb() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) // 1024
+    return 0
+
+
+_last_progress = [0.0]
+
+
+def log_progress(emulator: RssWatch) -> None:
+    """Once a minute: the emulator's size and the machine's free memory, so a run that would
+    exhaust memory shows it long before it does (and stops itself below a floor)."""
+    if time.monotonic() - _last_progress[0] < 60:
+        return
+    _last_progress[0] = time.monotonic()
+    free_mb = available_mb()
+    print(
+        f"{time.strftime('%H:%M:%S')} emulator RSS {emulator.sampled_kb / 1024:,.0f} MB, "
+        f"machine available {free_mb:,} MB",
+        flush=True,
+    )
+    if free_mb < MEMORY_FLOOR_MB:
+        raise SystemExit(f"stopped: machine memory available fell to {free_mb} MB")
+
+
 def wait_until(done: Any, timeout_s: float, poll_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not done():
@@ -206,9 +233,12 @@ def bench_large(stack: EmbeddedStack, work: Path, rows: int, timeout_s: float) -
     print(f"baseline: one raw BatchWriteItem writer {baseline:,.0f} items/s")
 
     pid = stack.worker.pid
+    emulator_pid = stack.emulator.pid
     assert pid is not None
+    assert emulator_pid is not None
     key = "incoming/large.csv"
-    with RssWatch(pid) as rss:
+    # The emulator keeps every item in memory: its growth is what bounds the size that fits.
+    with RssWatch(pid) as rss, RssWatch(emulator_pid) as emulator_rss:
         started = time.time()
         # One PUT (no multipart), so the object is one version with one event.
         clients.s3.upload_file(
@@ -220,9 +250,12 @@ def bench_large(stack: EmbeddedStack, work: Path, rows: int, timeout_s: float) -
             entries = [
                 e for e in ledger(clients, settings.files_table).values() if e["object_key"] == key
             ]
-            return bool(entries) and entries[0]["status"] in TERMINAL
+            if bool(entries) and entries[0]["status"] in TERMINAL:
+                return True
+            log_progress(emulator_rss)
+            return False
 
-        wait_until(done, timeout_s, 2.0, "the large file's outcome")
+        wait_until(done, timeout_s, 10.0, "the large file's outcome")
         finished = time.time()
     (entry,) = [e for e in ledger(clients, settings.files_table).values() if e["object_key"] == key]
     stored = count_orders(clients, settings.orders_table)  # only this file's orders so far
@@ -251,6 +284,7 @@ def bench_large(stack: EmbeddedStack, work: Path, rows: int, timeout_s: float) -
         "worker_growth_mb": round((rss.peak_kb() - rss.idle_kb) / 1024),
         "peak_rss_to_file_size": round(rss.peak_kb() * 1024 / size, 2),
         "worker_restarts": stack.worker.restarts,
+        "emulator_peak_rss_mb": round(emulator_rss.peak_kb() / 1024),
     }
     print(json.dumps(result, indent=2))
     return result
@@ -329,6 +363,23 @@ def bench_burst(stack: EmbeddedStack, files: int, timeout_s: float) -> dict[str,
     return result
 
 
+def code_version() -> str:
+    """The commit the run's code came from, and whether the tree had uncommitted changes."""
+    import subprocess  # nosec B404 - git on our own tree
+
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=Path(__file__).resolve().parent.parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.stdout.strip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=5_000_000, help="rows of the large file")
@@ -336,6 +387,9 @@ def main() -> None:
     parser.add_argument("--skip-large", action="store_true")
     parser.add_argument("--skip-burst", action="store_true")
     parser.add_argument("--timeout", type=float, default=3 * 3600, help="seconds per part")
+    parser.add_argument(
+        "--out", type=Path, default=OUT / "load.json", help="JSON file the figures are merged into"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="orderpipe-load-"))
@@ -344,14 +398,23 @@ def main() -> None:
     )
     results: dict[str, Any] = {}
     stamp = datetime.now().astimezone().isoformat(timespec="seconds")
+    code = code_version()
     with EmbeddedStack(config) as stack:
         print(f"stack ready at {stack.endpoint}; worker log {stack.worker_log}")
         if not args.skip_large:
-            results["large"] = {**bench_large(stack, work, args.rows, args.timeout), "at": stamp}
+            results["large"] = {
+                **bench_large(stack, work, args.rows, args.timeout),
+                "at": stamp,
+                "code": code,
+            }
         if not args.skip_burst:
-            results["burst"] = {**bench_burst(stack, args.files, args.timeout), "at": stamp}
-    OUT.mkdir(exist_ok=True)
-    target = OUT / "load.json"
+            results["burst"] = {
+                **bench_burst(stack, args.files, args.timeout),
+                "at": stamp,
+                "code": code,
+            }
+    target: Path = args.out
+    target.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(target.read_text()) if target.exists() else {}
     previous.update(results)  # a partial run keeps the other part's last figures
     target.write_text(json.dumps(previous, indent=2) + "\n")

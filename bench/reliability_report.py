@@ -21,6 +21,7 @@ DEFAULT_RESULTS = ROOT / "build" / "reliability" / "scenarios.jsonl"
 DEFAULT_LOAD = ROOT / "bench" / "out" / "load.json"
 DEFAULT_OUT = ROOT / "docs" / "reliability.md"
 FULL_ROWS = 5_000_000  # the issue's large-file figure
+CHUNK_ROWS = 256_000  # the engine's chunk: the unit a bounded worker holds at once
 
 INTRO = """\
 # Reliability: faults, load and the end state
@@ -38,7 +39,10 @@ clients `core.clients.Clients` builds: error answers (throttling, `MessageReject
 `InternalError`) are returned in the service's own wire format at `before-send`, so botocore's
 retry logic sees them as it sees real ones; timeouts and connection resets are raised where the
 HTTP layer raises them; a broken GetObject body delivers part of the object and then fails as a
-dropped socket does; partial `UnprocessedItems` really leave those items unwritten. Faults are
+dropped socket does; partial `UnprocessedItems` really leave those items unwritten; a lost reply
+(`reply-timeout`, `reply-reset`) really sends the request, so the emulator applies it, and then
+fails the call as a timeout or a dropped connection would, so the retry meets work already done
+(only a call's first attempt loses its answer: the retry is what has to cope). Faults are
 seeded and counted, and each scenario asserts that its faults were actually injected. For the
 local stack, set `ORDERPIPE_FAULTS` (never set by default), e.g.
 `ORDERPIPE_FAULTS="seed=7; dynamodb.BatchWriteItem=throttle:0.3; s3.GetObject=stream-reset:0.1"`
@@ -61,9 +65,19 @@ LIMITS = """\
 - **The emulator is not AWS.** moto sends no `versionId` or `sequencer` in S3 events, so files
   are known by ETag and "newest" is decided by event time; SES sandbox limits are not enforced;
   DynamoDB never throttles on its own. The faults above stand in for what AWS does.
-- **Replies lost after the work was done** (a write applied but its answer timed out) are not
-  injected: every injected error happens before the request reaches the emulator, or while a
-  response body is read.
+- **Email is at least once, not exactly once, when SES's answer is lost.** SendRawEmail has no
+  idempotency key and SES v1 cannot be asked whether a message went out, so a send whose answer
+  never arrives is sent again (by botocore's retry, or by SQS redelivering the notice): the
+  person gets the same email twice (the "SES SendRawEmail reply lost" row). Every other path to
+  a second email is closed by the ledger (`notified_at`, notify's claim): redelivered or
+  duplicated notices, concurrent senders, lost answers to the ledger's own writes. Not resending
+  on doubt would trade the duplicate for a possibly lost report, which is worse.
+- **Lost replies are injected on the calls named in the rows above** (BatchWriteItem, the
+  ledger's PutItem/UpdateItem, SendRawEmail, SendMessage, DeleteMessageBatch), on a call's
+  first attempt only; not on S3 PutObject of the rejects CSV (an overwrite of the same key with
+  the same bytes), DeleteItem of the key lock (conditioned on the claim token; a retry's failed
+  condition is ignored), nor on several consecutive attempts of one call (that exhausts the
+  retries, as the `timeout` rows do, and the message is retried whole).
 - **Hostile input** (gzip and xlsx bombs, a 1 GB line, a million columns, huge JSON, a 10 MB
   Order_Id, fuzzing) is covered by the readers' and engine's own tests
   (`tests/unit/test_hostile_input.py`), not by this table.
@@ -120,22 +134,60 @@ def scenario_table(rows: list[dict[str, Any]]) -> str:
 
 def memory_table(larges: list[dict[str, Any]]) -> list[str]:
     """Peak worker RSS against file size across large-file runs: is memory bounded?"""
-    runs = sorted({r["rows"]: r for r in larges}.values(), key=lambda r: r["rows"])
+    unique = {(r["rows"], r.get("at", "")): r for r in larges}
+    runs = sorted(unique.values(), key=lambda r: (r["rows"], r.get("at", "")))
     if len(runs) < 2:
         return []
     out = [
         "Worker memory across large-file runs (the engine reads 256,000-row chunks; a bounded",
-        "worker's peak stops growing with the file once a file is larger than one chunk):",
+        "worker's peak stops growing with the file once a file is larger than one chunk).",
+        "The orders writer column says how the run's code built DynamoDB items: for a whole",
+        "chunk at once (before commit d9df488), or per 100-row slice on the writer threads.",
         "",
-        "| Rows | File MB | Worker peak RSS MB | Growth over idle MB | Rows/s | Counts exact |",
-        "|---:|---:|---:|---:|---:|---|",
+        "| Rows | File MB | Worker peak RSS MB | Growth over idle MB | Emulator peak RSS MB "
+        "| Rows/s | Counts exact | Orders writer | Measured |",
+        "|---:|---:|---:|---:|---:|---:|---|---|---|",
     ]
     for r in runs:
         out.append(
             f"| {r['rows']:,} | {r['bytes'] / 1e6:.0f} | {r['worker_peak_rss_mb']} "
-            f"| {r.get('worker_growth_mb', '?')} | {r['rows_per_s']:,} | {r['counts_exact']} |"
+            f"| {r.get('worker_growth_mb', '?')} | {r.get('emulator_peak_rss_mb', '?')} "
+            f"| {r['rows_per_s']:,} | {r['counts_exact']} | {r.get('writer', '?')} "
+            f"| {r.get('at', '?')} |"
         )
-    return [*out, ""]
+    out.append("")
+    out += bounded_memory(runs)
+    return out
+
+
+def bounded_memory(runs: list[dict[str, Any]]) -> list[str]:
+    """One sentence comparing the largest run with the smallest one of the same writer.
+
+    Only runs of at least one chunk count: below that, a larger file is a larger chunk.
+    """
+    largest = runs[-1]
+    same = [
+        r
+        for r in runs
+        if r.get("writer") == largest.get("writer") and r is not largest and r["rows"] >= CHUNK_ROWS
+    ]
+    if not same or largest.get("writer") is None:
+        return []
+    small = same[0]
+    rows_x = largest["rows"] / small["rows"]
+    peak_x = largest["worker_peak_rss_mb"] / small["worker_peak_rss_mb"]
+    return [
+        f"With the same writer ({largest['writer']}), {rows_x:.0f}x the rows "
+        f"({small['rows']:,} → {largest['rows']:,}) took the worker's peak from "
+        f"{small['worker_peak_rss_mb']} MB to {largest['worker_peak_rss_mb']} MB "
+        f"({peak_x:.2f}x): "
+        + (
+            "the worker's memory follows the chunk, not the file."
+            if peak_x < 1.5 <= rows_x
+            else "the worker's memory grew with the file."
+        ),
+        "",
+    ]
 
 
 def load_section(load: dict[str, Any], larges: list[dict[str, Any]]) -> str:
@@ -167,8 +219,15 @@ def load_section(load: dict[str, Any], larges: list[dict[str, Any]]) -> str:
             f"{large['worker_idle_rss_mb']} MB, growth {large.get('worker_growth_mb', '?')} MB; "
             f"peak / file size {large['peak_rss_to_file_size']}) |",
             f"| worker restarts during the run | {large['worker_restarts']} |",
-            "",
         ]
+        if "emulator_peak_rss_mb" in large:
+            out.append(
+                f"| emulator peak RSS (it holds every item in memory) "
+                f"| {large['emulator_peak_rss_mb']:,} MB |"
+            )
+        if large.get("code"):
+            out.append(f"| code | {large['code']} |")
+        out.append("")
     out += memory_table(larges)
     biggest = max((r["rows"] for r in larges), default=0)
     if larges and biggest < FULL_ROWS:
