@@ -6,10 +6,11 @@ the rows:
 
 - an unquoted range whose rows all have the header's width (the usual case) takes one read:
   polars refuses rows that are too long, and the separator total proves none is too short;
-- any other range takes two: the fields, one more column than the header so that an extra
-  field shows, and the raw lines (one column, no quoting, separated on NUL, which a text file
-  never holds), whose byte lengths give the exact field count of an unquoted row (length - sum
-  of field lengths + 1) and tell blank lines apart from rows of empty fields.
+- any other range takes two: the fields (longer rows truncated to the header's width) and the
+  raw lines (one column, no quoting, separated on NUL, which a text file never holds), whose
+  byte lengths give the field count of an unquoted row (length - sum of field lengths + 1:
+  exact up to the width, above it for a longer row) and tell blank lines apart from rows of
+  empty fields.
 
 A range where a quoted value spans lines (the two reads disagree on the row count), or that
 polars refuses, is read by Python's csv module instead, which follows physical lines exactly.
@@ -247,8 +248,9 @@ def _parse_range(
     uniform = _parse_uniform(chunk, first_line, plan, columns, limits) if try_uniform else None
     if uniform is not None:
         return uniform
-    width = plan.layout.width + 1  # one more: a row with too many fields fills it
-    names = _field_names(width)
+    # Exactly the header's width, longer rows truncated: their extra fields still show in
+    # the byte count below (line length - field lengths + 1 comes out above the width).
+    names = _field_names(plan.layout.width)
     quoted = b'"' in chunk
     fields = _read_fields(chunk, plan.delimiter, names, quoted=quoted, ragged=True)
     lines = pl.read_csv(
