@@ -48,8 +48,12 @@ class Timings:
         return self.notify_timeout_s * VISIBILITY_FACTOR
 
 
-# On AWS: generous timeouts for 5M-row files.
-AWS_TIMINGS = Timings(ingest_timeout_s=900, notify_timeout_s=60, notify_batch_window_s=30)
+# On AWS: generous timeouts for 5M-row files, and one file per ingest invocation: files in
+# one batch run one after another, so a large one would hold the others back and a timeout
+# would send the whole batch round again; Lambda scales out per message instead.
+AWS_TIMINGS = Timings(
+    ingest_timeout_s=900, notify_timeout_s=60, notify_batch_window_s=30, ingest_batch_size=1
+)
 # On a laptop: a poison message must reach its DLQ within a minute (5 receives x 12 s). The
 # local worker extends visibility while it works, so a long file is not redelivered mid-way.
 LOCAL_TIMINGS = Timings(ingest_timeout_s=2, notify_timeout_s=2, notify_batch_window_s=2)
