@@ -4,7 +4,8 @@ botocore's JSON serializer walks the service model for every attribute value of 
 30 Python calls per order item): 1.5 of the 2.6 ms of CPU a 25-item BatchWriteItem took, and CPU
 (one GIL) is what bounds parallel writers. For ``BatchWriteItem`` and ``BatchGetItem`` the walk
 changes nothing but binary values (base64), so when the parameters hold none, ``json.dumps`` of
-them is byte for byte the body botocore would send (a unit test holds it to that). ``install`` adds two handlers to a client's own event system:
+them is byte for byte the body botocore would send (a unit test holds it to that). ``install``
+adds two handlers to a client's own event system:
 
 - ``before-parameter-build`` (registered last, so every other handler, e.g. an injected fault
   withholding items, has already shaped the parameters): encode the final parameters, keep the
