@@ -86,13 +86,23 @@ class Backoff:
         self._sleep(self._rand() * min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**self.tries))
 
 
+def unique_orders(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with each Order_Id once (its last line wins); the frame itself when unique.
+
+    The check is a hash of one column; the rewrite (a polars query) only runs when needed.
+    """
+    if frame.get_column(ORDERS_KEY).n_unique() == frame.height:
+        return frame
+    return frame.unique(subset=[ORDERS_KEY], keep="last", maintain_order=True)
+
+
 def order_items(frame: pl.DataFrame, source: FileRef, ingested_at: str) -> list[dict[str, Any]]:
     """Valid rows (``line`` + schema columns as text) as DynamoDB items, keys de-duplicated.
 
     Built column by column (list comprehensions, ``dict(zip(...))`` per row): this runs on the
     submitting thread for every row, so it is kept to a few hundred nanoseconds a row.
     """
-    frame = frame.unique(subset=[ORDERS_KEY], keep="last", maintain_order=True)
+    frame = unique_orders(frame)
     columns = [c for c in frame.columns if c != "line"]
     # The provenance values are the same for every row: one shared attribute value each.
     stamp: dict[str, dict[str, str]] = {
@@ -242,9 +252,10 @@ class WriteSession:
 
     def submit(self, frame: pl.DataFrame) -> None:
         self._drain()
+        # De-duplicated per chunk, so no two slices (calls in flight at once) share a key.
+        frame = unique_orders(frame)
         # Items are built per slice on the writer threads: a whole chunk's items at once (a
         # dict per attribute per row) would cost several times the chunk itself in memory.
-        # Valid rows are unique by Order_Id within a file, so slices never share a key.
         self._inflight = [
             self._pool.submit(self._write_slice, frame.slice(start, BATCH_GET_MAX))
             for start in range(0, frame.height, BATCH_GET_MAX)

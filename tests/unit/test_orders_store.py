@@ -12,6 +12,7 @@ from core.orders_store import (
     OrdersWriter,
     WriteThrottled,
     order_items,
+    unique_orders,
     write_all,
 )
 from tests.unit.ingest_fakes import FakeDynamo
@@ -187,3 +188,25 @@ def test_no_sequencer_no_version_the_etag_then_file_id_decide() -> None:
     write_all(_writer(ddb), [_frame(["O1"], total="2")], high, NOW)
     write_all(_writer(ddb), [_frame(["O1"], total="1")], low, NOW)
     assert ddb.items["O1"]["Order_Total"] == {"N": "2"}
+
+
+def test_a_key_repeated_across_slices_of_a_chunk_is_written_once_last_line_wins() -> None:
+    ddb = FakeDynamo()
+    ids = [f"O{i:03d}" for i in range(150)] + ["O007"]  # line 151 repeats line 8, a slice away
+    frame = _frame(ids, total="1").with_columns(
+        Order_Total=pl.when(pl.col("line") == 151)
+        .then(pl.lit("2"))
+        .otherwise(pl.col("Order_Total"))
+    )
+    stats = write_all(_writer(ddb, threads=4), [frame], _ref("v1"), NOW)
+    assert ddb.items["O007"]["Order_Total"] == {"N": "2"}
+    assert ddb.items["O007"]["source_line"] == {"N": "151"}
+    assert sum(keys.count("O007") for keys in ddb.keys_per_call) == 1  # one write, no race
+    assert stats.written == 150
+
+
+def test_unique_orders_keeps_a_unique_frame_as_it_is() -> None:
+    frame = _frame(["O1", "O2"])
+    assert unique_orders(frame) is frame
+    repeated = _frame(["O1", "O2", "O1"])
+    assert unique_orders(repeated).get_column("line").to_list() == [2, 3]
