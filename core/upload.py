@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from core.file_list import expand
 from core.ledger import DynamoLedger, LedgerEntry, Status
 from core.settings import INCOMING_PREFIX
 from core.stack import MAX_RECEIVE_COUNT
@@ -91,19 +92,6 @@ class FileResult:
 def is_final(entry: LedgerEntry) -> bool:
     """Finished, or failed so often that its message is in the dead-letter queue."""
     return entry.finished or (entry.status == Status.FAILED and entry.attempts >= MAX_RECEIVE_COUNT)
-
-
-def expand(paths: Iterable[Path]) -> list[Path]:
-    """Files as given; a directory stands for the visible files directly inside it."""
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            files.extend(
-                p for p in sorted(path.iterdir()) if p.is_file() and not p.name.startswith(".")
-            )
-        else:
-            files.append(path)
-    return files
 
 
 def key_for(path: Path, prefix: str = "") -> str:

@@ -18,7 +18,8 @@ import click
 
 import core
 from core.cli.aws_errors import aws_errors
-from core.cli.upload import outcome_table, table_console
+from core.cli.tables import table_console
+from core.cli.upload import outcome_table
 from core.clients import Clients
 from core.embedded import EmbeddedConfig, EmbeddedStack
 from core.emulator import EmulatorError

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from core.cli.aws_errors import aws_errors
 from core.cli.context import json_option, resolve_target, stack_options
-from core.cli.upload import STATUS_STYLE, table_console
+from core.cli.tables import reasons_text, styled_status, table_console, titled_table
 from core.ledger import ALL_STATUSES, DynamoLedger, LedgerEntry
 from core.settings import INCOMING_PREFIX
 
@@ -109,28 +109,29 @@ def entry_json(entry: LedgerEntry) -> dict[str, Any]:
 
 
 def ledger_table(entries: list[LedgerEntry]) -> Table:
-    table = Table(title="Ledger (newest first)", title_justify="left")
-    for name, justify in (
-        ("Received UTC", "left"),
-        ("Key", "left"),
-        ("Status", "left"),
-        ("Rows", "right"),
-        ("Valid", "right"),
-        ("Invalid", "right"),
-        ("Reasons / error", "left"),
-        ("Queued s", "right"),
-        ("Took s", "right"),
-        ("Attempts", "right"),
-    ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    table = titled_table(
+        "Ledger (newest first)",
+        [
+            ("Received UTC", "left"),
+            ("Key", "left"),
+            ("Status", "left"),
+            ("Rows", "right"),
+            ("Valid", "right"),
+            ("Invalid", "right"),
+            ("Reasons / error", "left"),
+            ("Queued s", "right"),
+            ("Took s", "right"),
+            ("Attempts", "right"),
+        ],
+    )
     for entry in entries:
         data = entry_json(entry)
-        reasons = ", ".join(f"{code} ×{n}" for code, n in sorted(entry.reasons.items()))
+        reasons = reasons_text(entry.reasons)
         detail = entry.error or reasons or ("" if entry.finished else entry.last_error or "")
         table.add_row(
             entry.received_at[5:19].replace("T", " "),
             entry.object_key,
-            f"[{STATUS_STYLE.get(str(entry.status), '')}]{entry.status}[/]",
+            styled_status(str(entry.status)),
             f"{entry.rows:,}",
             f"{entry.valid:,}",
             f"{entry.invalid:,}",

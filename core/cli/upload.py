@@ -18,6 +18,7 @@ from rich.table import Table
 
 from core.cli.aws_errors import aws_errors
 from core.cli.context import json_option, resolve_target, stack_options
+from core.cli.tables import reasons_text, styled_status, table_console, titled_table
 from core.ledger import DynamoLedger
 from core.upload import (
     MIB,
@@ -98,14 +99,6 @@ def command(
         raise SystemExit(1)
 
 
-def table_console() -> Console:
-    """Stdout for tables: a terminal's width, or wide enough to stay readable in a pipe."""
-    console = Console(highlight=False)
-    if not console.is_terminal:
-        console = Console(highlight=False, width=160)
-    return console
-
-
 def _bar(console: Console, show: bool) -> Progress:
     return Progress(
         TextColumn("{task.description}"),
@@ -137,35 +130,25 @@ def _json_line(result: FileResult) -> str:
     return json.dumps(result.to_json_dict(), separators=(",", ":"))
 
 
-STATUS_STYLE = {
-    "SUCCEEDED": "green",
-    "PARTIAL": "yellow",
-    "REJECTED": "red",
-    "FAILED": "red bold",
-    "PROCESSING": "cyan",
-    "PENDING": "dim",
-}
-
-
 def outcome_table(results: list[FileResult]) -> Table:
-    table = Table(title="Outcomes", title_justify="left")
-    for name, justify in (
-        ("Key", "left"),
-        ("Status", "left"),
-        ("Rows", "right"),
-        ("Valid", "right"),
-        ("Invalid", "right"),
-        ("Reasons / error", "left"),
-        ("Seconds", "right"),
-    ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    table = titled_table(
+        "Outcomes",
+        [
+            ("Key", "left"),
+            ("Status", "left"),
+            ("Rows", "right"),
+            ("Valid", "right"),
+            ("Invalid", "right"),
+            ("Reasons / error", "left"),
+            ("Seconds", "right"),
+        ],
+    )
     for result in results:
         data = result.to_json_dict()
-        reasons = ", ".join(f"{code} ×{n}" for code, n in sorted((data["reasons"] or {}).items()))
-        detail = data["error"] or reasons
+        detail = data["error"] or reasons_text(data["reasons"])
         table.add_row(
             data["key"],
-            f"[{STATUS_STYLE.get(data['status'], '')}]{data['status']}[/]",
+            styled_status(data["status"]),
             _num(data["rows"]),
             _num(data["valid"]),
             _num(data["invalid"]),

@@ -20,6 +20,7 @@ from rich.text import Text
 
 from core.csv_out import RejectsCsv, ValidCsv
 from core.engine import validate
+from core.file_list import expand
 from core.outcome import ChunkResult, Outcome
 from core.schema import Schema, SchemaError, default_schema
 
@@ -75,15 +76,7 @@ def _load_schema(path: Path | None) -> Schema:
 
 
 def _expand(paths: tuple[Path, ...]) -> list[Path]:
-    """Files as given; a directory stands for the visible files directly inside it."""
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            files.extend(
-                p for p in sorted(path.iterdir()) if p.is_file() and not p.name.startswith(".")
-            )
-        else:
-            files.append(path)
+    files = expand(paths)
     if not files:
         raise click.UsageError("no files to validate")
     return files
