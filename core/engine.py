@@ -174,13 +174,19 @@ class SeenValues:
         return none.scatter(positions.filter(later), True)
 
     def _found_earlier(self, ordered: pl.Series) -> pl.Series:
+        if not self._earlier or ordered.is_empty():
+            return ordered.clear()
+        # Where each earlier chunk's range of values starts and ends in this one: two
+        # vectorised searches for all earlier chunks, not two calls per chunk.
+        firsts = pl.Series([earlier[0] for earlier in self._earlier], dtype=ordered.dtype)
+        lasts = pl.Series([earlier[-1] for earlier in self._earlier], dtype=ordered.dtype)
+        starts = ordered.search_sorted(firsts, side="left").to_list()
+        ends = ordered.search_sorted(lasts, side="right").to_list()
         found: list[pl.Series] = []
-        for earlier in self._earlier:
-            start = ordered.search_sorted(earlier[0], side="left")
-            end = ordered.search_sorted(earlier[-1], side="right")
-            candidates = ordered.slice(start, end - start)
-            if candidates.is_empty():
+        for earlier, start, end in zip(self._earlier, starts, ends, strict=True):
+            if end <= start:
                 continue
+            candidates = ordered.slice(start, end - start)
             if len(candidates) * self._SEARCH_SHARE < len(earlier):
                 at = earlier.search_sorted(candidates, side="left")
                 at = at.clip(upper_bound=len(earlier) - 1)
