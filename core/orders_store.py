@@ -136,7 +136,7 @@ class OrdersWriter:
         client: Any,
         table: str,
         *,
-        threads: int = 8,
+        threads: int = 16,
         sleep: Callable[[float], None] = time.sleep,
         rand: Callable[[], float] = random.random,
     ) -> None:
