@@ -289,7 +289,7 @@ def _parse_range(
         out = out.filter(~blank)
     if longest > limits.max_cell_bytes:
         check_cells(out, columns, limits)
-    return out, lines.height
+    return out.rechunk(), lines.height
 
 
 def _values(
@@ -351,7 +351,7 @@ def _parse_uniform(
     )
     if _may_hold_line_over(chunk, limits.max_cell_bytes):
         check_cells(out, columns, limits)
-    return out, rows
+    return out.rechunk(), rows
 
 
 def _may_hold_line_over(chunk: bytes, limit: int) -> bool:
