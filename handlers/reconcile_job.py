@@ -31,6 +31,7 @@ OPTIONAL = {
 SHIPPED_MODULES = (
     "core/__init__.py",
     "core/clients.py",
+    "core/dynamo_json.py",
     "core/event_messages.py",
     "core/faults.py",
     "core/ops_adapters.py",
