@@ -124,6 +124,7 @@ def test_the_client_sends_the_encoded_body_and_signs_it(
     )
     (sent,) = wire.requests
     assert sent.body == botocore_body(operation, params)
+    assert json.loads(sent.body) == params  # and the caller's parameters are left whole
     assert sent.headers["X-Amz-Target"] == f"DynamoDB_20120810.{operation}".encode()
     # SigV4 over exactly the bytes that go out, not over botocore's placeholder.
     authorization = text(sent.headers["Authorization"])
