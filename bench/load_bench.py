@@ -346,6 +346,7 @@ def bench_burst(stack: EmbeddedStack, files: int, timeout_s: float) -> dict[str,
     stored = count_orders(clients, settings.orders_table) - before - 10  # less large + alone
     result = {
         "files": files,
+        "orders_already_stored": before,
         "statuses": statuses,
         "orders_stored": stored,
         "counts_exact": stored == files * 10 and statuses.get("PARTIAL", 0) == len(wants_mail),
@@ -361,6 +362,10 @@ def bench_burst(stack: EmbeddedStack, files: int, timeout_s: float) -> dict[str,
     }
     print(json.dumps(result, indent=2))
     return result
+
+
+def now_iso() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")
 
 
 def code_version() -> str:
@@ -397,17 +402,18 @@ def main() -> None:
         state_dir=work / "state", outbox_dir=work / "outbox", env_name="load", save_state=False
     )
     results: dict[str, Any] = {}
-    stamp = datetime.now().astimezone().isoformat(timespec="seconds")
     code = code_version()
     with EmbeddedStack(config) as stack:
         print(f"stack ready at {stack.endpoint}; worker log {stack.worker_log}")
         if not args.skip_large:
+            stamp = now_iso()
             results["large"] = {
                 **bench_large(stack, work, args.rows, args.timeout),
                 "at": stamp,
                 "code": code,
             }
         if not args.skip_burst:
+            stamp = now_iso()
             results["burst"] = {
                 **bench_burst(stack, args.files, args.timeout),
                 "at": stamp,
