@@ -13,6 +13,7 @@ import pytest
 
 from core.clients import Clients
 from core.events import FileRef, Replay
+from core.faults import FaultPlan
 from core.ledger import (
     Decision,
     DynamoLedger,
@@ -244,3 +245,37 @@ def test_a_takeover_keeps_attributes_other_writers_own(files_table) -> None:
     assert item["Item"]["notified_replay_id"] == {"S": "replay-1"}
     assert item["Item"]["notify_lease_until"] == {"N": "123"}
     assert ledger.get(first.entry.file_id).attempts == 2
+
+
+@pytest.mark.integration
+def test_a_claim_and_an_outcome_whose_replies_were_lost_are_this_attempts_own(
+    files_table: tuple[Clients, str], moto_endpoint: str
+) -> None:
+    """Each write is applied and its answer lost; botocore's retry then fails its own
+    condition. The ledger must recognise its own claim and outcome, not call the file busy or
+    the lease lost, and must leave no key lock behind."""
+    clients, table = files_table
+    clock = FakeClock()
+    faulty = Clients(endpoint_url=moto_endpoint, max_attempts=3)
+    # The claim's two PutItems (key lock, entry) and the outcome's UpdateItem lose their reply.
+    plan = FaultPlan.parse(
+        "dynamodb.PutItem=reply-timeout:1:2; dynamodb.UpdateItem=reply-timeout:1:1"
+    )
+    plan.attach(faulty.dynamodb)
+    ledger = DynamoLedger(faulty.dynamodb, table, clock=clock)
+    bucket = f"bucket-{uuid.uuid4().hex[:8]}"
+
+    claim = ledger.claim(_ref(bucket), LEASE)
+    assert (claim.decision, claim.owned) == (Decision.NEW, True)
+    done = ledger.finish(claim, FileOutcome(Status.PARTIAL, rows=2, valid=1, invalid=1))
+    assert done.status == Status.PARTIAL
+    assert plan.counts() == {"dynamodb.PutItem:reply-timeout": 2,
+                             "dynamodb.UpdateItem:reply-timeout": 1}  # fmt: skip
+
+    clean = DynamoLedger(clients.dynamodb, table, clock=clock)
+    entry = clean.get(claim.entry.file_id)
+    assert entry is not None
+    assert (entry.status, entry.attempts) == (Status.PARTIAL, 1)
+    # The key lock is gone: a new version of the same key is claimed at once.
+    nxt = clean.claim(_ref(bucket, version="v2"), LEASE)
+    assert (nxt.decision, nxt.owned) == (Decision.NEW, True)
