@@ -14,8 +14,11 @@ from urllib.request import urlopen
 
 import pytest
 
+from core.clients import Clients
+from core.faults import FaultPlan
 from core.notice import FileNotice, SampleRow
 from core.notify import (
+    Claim,
     DynamoNotifyLedger,
     Notifier,
     S3RejectsStore,
@@ -343,3 +346,20 @@ def _drain(stack: Any) -> list[FileNotice]:
         for m in batch:
             sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
     return out
+
+
+def test_a_notify_claim_whose_reply_was_lost_is_this_senders_own(stack: Any) -> None:
+    """The claim's UpdateItem is applied and its answer lost; botocore's retry fails on the
+    lease it has just taken. That lease carries this sender's token: the claim is ours, not
+    another sender's (BUSY), so the file is mailed now rather than left waiting."""
+    notice = seed_file(stack, "lost-claim.csv", [2])
+    faulty = Clients(endpoint_url=stack.endpoint, max_attempts=3)
+    plan = FaultPlan.parse("dynamodb.UpdateItem=reply-timeout:1:1")
+    plan.attach(faulty.dynamodb)
+    ledger = DynamoNotifyLedger(faulty.dynamodb, stack.names.files_table)
+
+    assert ledger.claim(notice.file_id, "batch-1", now_s=1_000, lease_s=60) == Claim.TAKEN
+    assert plan.counts() == {"dynamodb.UpdateItem:reply-timeout": 1}
+    # Another sender within the lease is still kept out.
+    other = DynamoNotifyLedger(stack.clients.dynamodb, stack.names.files_table)
+    assert other.claim(notice.file_id, "batch-2", now_s=1_010, lease_s=60) == Claim.BUSY
