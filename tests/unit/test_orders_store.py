@@ -67,7 +67,8 @@ def test_writes_go_25_per_call_and_reads_100_per_call() -> None:
     assert sorted(ddb.items) == ids
     assert stats.written == 260
     assert max(n for kind, n in ddb.calls if kind == "write") == 25
-    assert [n for kind, n in ddb.calls if kind == "get"] == [100, 100, 60]
+    # Slices run on writer threads, so their reads may arrive in any order.
+    assert sorted(n for kind, n in ddb.calls if kind == "get") == [60, 100, 100]
     assert stats.batch_calls == 4 + 4 + 3  # slices of 100, 100 and 60 keys
 
 
