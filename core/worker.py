@@ -207,7 +207,13 @@ class QueueConsumer:
         while len(batch) < self.spec.batch_size:
             left = window_end - time.monotonic()
             # Past the window, take only what is already there; within it, wait for more.
-            more = self._receive(self.spec.batch_size - len(batch), 1 if left >= 1 else 0)
+            try:
+                more = self._receive(self.spec.batch_size - len(batch), 1 if left >= 1 else 0)
+            except (ClientError, BotoCoreError) as exc:
+                # The messages already received are ours until their visibility runs out:
+                # dropping them here would only spend one of their 5 receives for nothing.
+                self.log(f"{self.spec.name}: receive failed while filling a batch ({exc})")
+                break
             batch.extend(more)
             if not more:
                 if left <= 0:

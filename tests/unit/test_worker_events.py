@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
-from core.worker import LambdaContext, failed_ids, lambda_record
+from core.worker import LambdaContext, QueueConsumer, QueueSpec, failed_ids, lambda_record
 
 MESSAGE = {
     "MessageId": "m-1",
@@ -77,3 +79,34 @@ def test_context_counts_down() -> None:
     assert 59_000 < context.get_remaining_time_in_millis() <= 60_000
     assert context.function_name == "orderpipe-local-ingest"
     assert context.invoked_function_arn.endswith(":function:orderpipe-local-ingest")
+
+
+class FlakySqs:
+    """A queue that hands out ``messages`` on the first receive, then answers throttling."""
+
+    def __init__(self, messages: list[dict[str, Any]]) -> None:
+        self.messages = messages
+        self.receives = 0
+
+    def get_queue_attributes(self, **_: Any) -> dict[str, Any]:
+        return {"Attributes": {"QueueArn": "arn:aws:sqs:us-east-1:000000000000:q"}}
+
+    def receive_message(self, **_: Any) -> dict[str, Any]:
+        self.receives += 1
+        if self.receives == 1:
+            return {"Messages": self.messages}
+        error = {"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}
+        raise ClientError(error, "ReceiveMessage")  # type: ignore[arg-type]
+
+
+def test_a_receive_failing_while_a_batch_fills_keeps_what_was_received() -> None:
+    """Dropping the messages already received would leave them invisible until their timeout
+    and spend one of their 5 receives for nothing: healthy files could be dead-lettered."""
+    sqs = FlakySqs([MESSAGE])
+    logged: list[str] = []
+    spec = QueueSpec("ingest", "http://q/ingest", lambda event, context: None, 10, 5.0)
+    consumer = QueueConsumer(sqs, spec, region="us-east-1", wait_time_s=0, log=logged.append)
+
+    assert consumer.poll() == [MESSAGE]
+    assert sqs.receives == 2
+    assert "receive failed while filling a batch" in logged[0]
