@@ -15,7 +15,13 @@ from rich.table import Table
 
 from core.cli.aws_errors import aws_errors
 from core.cli.context import json_option, resolve_target, stack_options
-from core.cli.tables import reasons_text, styled_status, table_console, titled_table
+from core.cli.tables import (
+    OUTCOME_COLUMNS,
+    reasons_text,
+    styled_status,
+    table_console,
+    titled_table,
+)
 from core.ledger import ALL_STATUSES, DynamoLedger, LedgerEntry
 from core.settings import INCOMING_PREFIX
 
@@ -114,11 +120,7 @@ def ledger_table(entries: list[LedgerEntry]) -> Table:
         [
             ("Received UTC", "left"),
             ("Key", "left"),
-            ("Status", "left"),
-            ("Rows", "right"),
-            ("Valid", "right"),
-            ("Invalid", "right"),
-            ("Reasons / error", "left"),
+            *OUTCOME_COLUMNS,
             ("Queued s", "right"),
             ("Took s", "right"),
             ("Attempts", "right"),

@@ -10,6 +10,15 @@ from rich.table import Table
 
 Justify = Literal["left", "right"]
 
+# The columns every outcome table shows, between its own leading and trailing ones.
+OUTCOME_COLUMNS: tuple[tuple[str, Justify], ...] = (
+    ("Status", "left"),
+    ("Rows", "right"),
+    ("Valid", "right"),
+    ("Invalid", "right"),
+    ("Reasons / error", "left"),
+)
+
 STATUS_STYLE = {
     "SUCCEEDED": "green",
     "PARTIAL": "yellow",

@@ -18,7 +18,13 @@ from rich.table import Table
 
 from core.cli.aws_errors import aws_errors
 from core.cli.context import json_option, resolve_target, stack_options
-from core.cli.tables import reasons_text, styled_status, table_console, titled_table
+from core.cli.tables import (
+    OUTCOME_COLUMNS,
+    reasons_text,
+    styled_status,
+    table_console,
+    titled_table,
+)
 from core.ledger import DynamoLedger
 from core.upload import (
     MIB,
@@ -135,11 +141,7 @@ def outcome_table(results: list[FileResult]) -> Table:
         "Outcomes",
         [
             ("Key", "left"),
-            ("Status", "left"),
-            ("Rows", "right"),
-            ("Valid", "right"),
-            ("Invalid", "right"),
-            ("Reasons / error", "left"),
+            *OUTCOME_COLUMNS,
             ("Seconds", "right"),
         ],
     )
