@@ -16,11 +16,17 @@ adds two handlers to a client's own event system:
 Everything after that is botocore's own: checksums, SigV4 signing of the real body, retries
 (which resend the same body), response parsing. Parameters it cannot vouch for (bytes, text given
 for a binary attribute, anything ``json`` cannot encode) take botocore's path unchanged.
+
+A BatchWriteItem request may also arrive already encoded, as an ``EncodedRequest``: the orders
+writer has polars encode a whole slice of rows at once, a fraction of the CPU of building and
+encoding one dict per attribute. Such requests are spliced into the body as they are; they survive
+anything that only moves requests around (retries of ``UnprocessedItems``, injected faults).
 """
 
 from __future__ import annotations
 
 import json
+import weakref
 from typing import Any
 
 FAST_OPERATIONS = frozenset({"BatchWriteItem", "BatchGetItem"})
@@ -29,6 +35,17 @@ _BODY = "orderpipe_json_body"
 # guards against circular references, which parameters built from data never have: a third
 # less CPU for the same bytes.
 _ENCODER = json.JSONEncoder(check_circular=False)
+_INSTALLED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+class EncodedRequest(str):
+    """One BatchWriteItem request, ``{"PutRequest": {"Item": {...}}}``, as JSON text.
+
+    Only a client with ``install``ed encoding can send it (``installed``); botocore's own
+    serializer expects a dict there.
+    """
+
+    __slots__ = ()
 
 
 def install(client: Any) -> None:
@@ -36,6 +53,12 @@ def install(client: Any) -> None:
     events = client.meta.events
     events.register_last("before-parameter-build", _encode, unique_id="orderpipe-json-encode")
     events.register("before-call.dynamodb", _use_body, unique_id="orderpipe-json-body")
+    _INSTALLED.add(client)
+
+
+def installed(client: Any) -> bool:
+    """Whether ``client`` accepts ``EncodedRequest`` items."""
+    return client in _INSTALLED
 
 
 def encode(params: dict[str, Any]) -> bytes | None:
@@ -48,12 +71,31 @@ def encode(params: dict[str, Any]) -> bytes | None:
     holds a map, ``{``, and never matches).
     """
     try:
-        body = _ENCODER.encode(params).encode("utf-8")
+        body = (_spliced(params) or _ENCODER.encode(params)).encode("utf-8")
     except (TypeError, ValueError, RecursionError):
         return None
     if b'"B": "' in body or b'"BS": [' in body:
         return None
     return body
+
+
+def _spliced(params: dict[str, Any]) -> str | None:
+    """The body text with every ``EncodedRequest`` spliced in; None when there is none."""
+    requested = params.get("RequestItems")
+    if not isinstance(requested, dict) or not any(
+        isinstance(request, EncodedRequest)
+        for requests in requested.values()
+        if isinstance(requests, list)
+        for request in requests
+    ):
+        return None
+    tables = []
+    for table, requests in requested.items():
+        texts = [r if isinstance(r, EncodedRequest) else _ENCODER.encode(r) for r in requests]
+        tables.append(f"{_ENCODER.encode(table)}: [{', '.join(texts)}]")
+    rest = {key: value for key, value in params.items() if key != "RequestItems"}
+    tail = ", " + _ENCODER.encode(rest)[1:-1] if rest else ""
+    return '{"RequestItems": {' + ", ".join(tables) + "}" + tail + "}"
 
 
 def _encode(params: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:

@@ -189,3 +189,40 @@ def test_a_validating_client_keeps_botocores_walk() -> None:
     client.meta.events.register("before-send.dynamodb", Wire())
     client.batch_write_item(**WRITE)
     assert serialized == [botocore_body("BatchWriteItem", WRITE)]
+
+
+def encoded(request: dict[str, Any]) -> dynamo_json.EncodedRequest:
+    return dynamo_json.EncodedRequest(json.dumps(request, separators=(",", ":")))
+
+
+def test_encoded_requests_are_spliced_in_among_dict_ones() -> None:
+    requests = [{"PutRequest": {"Item": order(i)}} for i in range(4)]
+    mixed = [encoded(requests[0]), requests[1], encoded(requests[2]), requests[3]]
+    params = {"RequestItems": {"orders": mixed}, "ReturnConsumedCapacity": "TOTAL"}
+    wire = Wire()
+    bulk_client(wire).batch_write_item(**params)
+    (sent,) = wire.requests
+    assert json.loads(sent.body) == {
+        "RequestItems": {"orders": requests},
+        "ReturnConsumedCapacity": "TOTAL",
+    }
+
+
+def test_encoded_requests_withheld_by_a_fault_come_back_as_they_went() -> None:
+    requested = [encoded({"PutRequest": {"Item": order(i)}}) for i in range(6)]
+    plan = FaultPlan((FaultRule("dynamodb", "BatchWriteItem", "unprocessed"),), seed=3)
+    wire = Wire()
+    answer = bulk_client(wire, faults=plan).batch_write_item(RequestItems={"t": requested})
+    withheld = answer["UnprocessedItems"]["t"]
+    assert all(isinstance(r, dynamo_json.EncodedRequest) for r in withheld)
+    sent = [r for w in wire.requests for r in json.loads(w.body)["RequestItems"]["t"]]
+    assert sorted(json.dumps(r) for r in sent + [json.loads(r) for r in withheld]) == sorted(
+        json.dumps(json.loads(r)) for r in requested
+    )
+
+
+def test_only_an_installed_client_is_said_to_take_encoded_requests() -> None:
+    clients = Clients(endpoint_url=NOWHERE, _session=SESSION)
+    assert dynamo_json.installed(clients.dynamodb_bulk)
+    assert not dynamo_json.installed(clients.dynamodb)
+    assert not dynamo_json.installed(object())
