@@ -91,7 +91,7 @@ class Clients:
         The writer builds every item itself; the checks cost about half the CPU of a 25-item
         BatchWriteItem, and CPU (one GIL) is what bounds parallel writers. Its BatchWriteItem and
         BatchGetItem bodies are encoded by ``json.dumps`` (``core/dynamo_json.py``), which
-        halves the CPU per item again.
+        halves the CPU per item again, and it takes rows the writer had polars encode.
         """
         return self.client("dynamodb", validate=False)
 

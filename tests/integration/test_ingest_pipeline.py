@@ -161,6 +161,32 @@ def test_seed_files_store_exact_orders_and_outcomes(stack, run_handler, fixtures
     assert lines[1].startswith("6,Ord2306,")
 
 
+def test_text_outside_ascii_and_json_quoting_is_stored_exactly(stack, run_handler) -> None:
+    """The writer sends rows encoded by polars: escapes and UTF-8 must reach the table intact."""
+    assert OrdersWriter(stack.clients.dynamodb_bulk, stack.names.orders_table).encodes
+    body = (
+        "Order_Id,Customer_Id,Order_Date,Order_Status,Order_Total\n"
+        '"Ord-""1""",Cüstomer ☃,01/02/24,pending,12.50\n'
+        'Ord\\2,"tab\there, ""quoted""",2024-02-29,COMPLETED,0\n'
+    )
+    key = "incoming/ünï code/orders ☃.csv"
+    assert run_handler(_upload(stack, key, body.encode())) == {"batchItemFailures": []}
+
+    orders = _orders(stack)
+    assert set(orders) == {'Ord-"1"', "Ord\\2"}
+    first, second = orders['Ord-"1"'], orders["Ord\\2"]
+    assert (first["Customer_Id"], first["Order_Date"], first["Order_Status"]) == (
+        "Cüstomer ☃",
+        "2024-02-01",
+        "Pending",
+    )
+    assert first["Order_Total"] == Decimal("12.50")
+    assert second["Customer_Id"] == 'tab\there, "quoted"'
+    assert (second["Order_Status"], second["Order_Total"]) == ("Completed", Decimal(0))
+    assert first["source_key"] == second["source_key"] == key
+    assert (first["source_line"], second["source_line"]) == (2, 3)
+
+
 def test_duplicate_event_writes_once_and_notifies_once(stack, run_handler, fixtures_dir) -> None:
     msgs = _upload(stack, "incoming/dup.csv", (fixtures_dir / "test_data1.csv").read_bytes())
     assert run_handler(msgs) == {"batchItemFailures": []}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Callable
@@ -216,7 +217,9 @@ class FakeDynamo:
     """Just enough of the DynamoDB client for the orders writer: batch get/write, conditional put.
 
     ``unprocessed`` lists, per BatchWriteItem call, how many items to hand back unprocessed
-    (as DynamoDB does when throttled). ``calls`` records every call's size.
+    (as DynamoDB does when throttled). ``calls`` records every call's size. Requests may come
+    as JSON text (``EncodedRequest``), as from a writer that encodes rows with polars; they are
+    handed back unprocessed as they came.
     """
 
     def __init__(self, unprocessed: list[int] | None = None) -> None:
@@ -237,13 +240,14 @@ class FakeDynamo:
 
     def batch_write_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
         ((table, requests),) = RequestItems.items()
-        keys = [r["PutRequest"]["Item"]["Order_Id"]["S"] for r in requests]
+        decoded = [json.loads(r) if isinstance(r, str) else r for r in requests]
+        keys = [r["PutRequest"]["Item"]["Order_Id"]["S"] for r in decoded]
         assert len(keys) <= 25
         assert len(set(keys)) == len(keys), "the same key twice in one call"
         self.calls.append(("write", len(keys)))
         self.keys_per_call.append(keys)
         left = self.unprocessed.pop(0) if self.unprocessed else 0
-        done, back = requests[: len(requests) - left], requests[len(requests) - left :]
+        done, back = decoded[: len(requests) - left], requests[len(requests) - left :]
         for r in done:
             item = r["PutRequest"]["Item"]
             self.items[item["Order_Id"]["S"]] = item

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core.events import FileRef
 from core.orders_store import (
@@ -12,6 +16,8 @@ from core.orders_store import (
     OrdersWriter,
     WriteThrottled,
     order_items,
+    request_texts,
+    task_rows,
     unique_orders,
     write_all,
 )
@@ -39,14 +45,21 @@ def _frame(ids: list[str], total: str = "10.50", start_line: int = 1) -> pl.Data
     )
 
 
-def _writer(ddb: FakeDynamo, sleeps: list[float] | None = None, threads: int = 2) -> OrdersWriter:
+def _writer(
+    ddb: FakeDynamo, sleeps: list[float] | None = None, threads: int = 2, encode: bool = False
+) -> OrdersWriter:
     return OrdersWriter(
         ddb,
         "orders",
         threads=threads,
         sleep=(sleeps.append if sleeps is not None else lambda _: None),
         rand=lambda: 1.0,
+        encode=encode,
     )
+
+
+# The writer's two ways to build requests: a dict per item, or JSON text encoded by polars.
+BOTH_ENCODINGS = pytest.mark.parametrize("encode", [False, True], ids=["dicts", "polars-json"])
 
 
 def test_items_carry_exact_totals_and_their_source() -> None:
@@ -60,10 +73,11 @@ def test_items_carry_exact_totals_and_their_source() -> None:
     assert item["ingested_at"] == {"S": NOW}
 
 
-def test_writes_go_25_per_call_and_reads_100_per_call() -> None:
+@BOTH_ENCODINGS
+def test_writes_go_25_per_call_and_reads_100_per_call(encode: bool) -> None:
     ddb = FakeDynamo()
     ids = [f"O{i:04d}" for i in range(260)]
-    stats = write_all(_writer(ddb), [_frame(ids)], _ref("v1"), NOW)
+    stats = write_all(_writer(ddb, encode=encode), [_frame(ids)], _ref("v1"), NOW)
     assert sorted(ddb.items) == ids
     assert stats.written == 260
     assert max(n for kind, n in ddb.calls if kind == "write") == 25
@@ -72,11 +86,15 @@ def test_writes_go_25_per_call_and_reads_100_per_call() -> None:
     assert stats.batch_calls == 4 + 4 + 3  # slices of 100, 100 and 60 keys
 
 
-def test_unprocessed_items_are_retried_with_growing_jittered_backoff() -> None:
+@BOTH_ENCODINGS
+def test_unprocessed_items_are_retried_with_growing_jittered_backoff(encode: bool) -> None:
     ddb = FakeDynamo(unprocessed=[20, 12, 4])
     sleeps: list[float] = []
     stats = write_all(
-        _writer(ddb, sleeps, threads=1), [_frame([f"O{i}" for i in range(25)])], _ref("v1"), NOW
+        _writer(ddb, sleeps, threads=1, encode=encode),
+        [_frame([f"O{i}" for i in range(25)])],
+        _ref("v1"),
+        NOW,
     )
     assert len(ddb.items) == 25
     assert stats.retries == 3
@@ -90,56 +108,72 @@ def test_items_left_unprocessed_after_every_attempt_fail_the_write() -> None:
         write_all(_writer(ddb, threads=1), [_frame(["O1", "O2"])], _ref("v1"), NOW)
 
 
-def test_a_newer_stored_order_is_never_overwritten() -> None:
+@BOTH_ENCODINGS
+def test_a_newer_stored_order_is_never_overwritten(encode: bool) -> None:
     ddb = FakeDynamo()
     newer = _ref("v2", time="2026-05-01T11:30:00.000Z")
-    write_all(_writer(ddb), [_frame(["O1", "O2"], total="20")], newer, NOW)
-    stats = write_all(_writer(ddb), [_frame(["O1", "O3"], total="10")], _ref("v1"), NOW)
+    write_all(_writer(ddb, encode=encode), [_frame(["O1", "O2"], total="20")], newer, NOW)
+    stats = write_all(
+        _writer(ddb, encode=encode),
+        [_frame(["O1", "O3"], total="10")],
+        _ref("v1"),
+        NOW,
+    )
     assert ddb.items["O1"]["Order_Total"] == {"N": "20"}
     assert ddb.items["O3"]["Order_Total"] == {"N": "10"}
     assert stats.superseded == 1
     assert stats.written == 1
 
 
-def test_an_older_order_from_another_file_is_replaced_by_conditional_put() -> None:
+@BOTH_ENCODINGS
+def test_an_older_order_from_another_file_is_replaced_by_conditional_put(encode: bool) -> None:
     ddb = FakeDynamo()
-    write_all(_writer(ddb), [_frame(["O1"], total="10")], _ref("v1"), NOW)
+    write_all(_writer(ddb, encode=encode), [_frame(["O1"], total="10")], _ref("v1"), NOW)
     stats = write_all(
-        _writer(ddb), [_frame(["O1"], total="20")], _ref("v2", time="2026-05-01T11:30:00.000Z"), NOW
+        _writer(ddb, encode=encode),
+        [_frame(["O1"], total="20")],
+        _ref("v2", time="2026-05-01T11:30:00.000Z"),
+        NOW,
     )
     assert ddb.items["O1"]["Order_Total"] == {"N": "20"}
     assert stats.conditional_puts == 1
     assert ddb.calls[-1] == ("put", 1)
 
 
-def test_a_newer_write_landing_between_read_and_put_wins() -> None:
+@BOTH_ENCODINGS
+def test_a_newer_write_landing_between_read_and_put_wins(encode: bool) -> None:
     ddb = FakeDynamo()
-    write_all(_writer(ddb), [_frame(["O1"], total="10")], _ref("v1"), NOW)
+    write_all(_writer(ddb, encode=encode), [_frame(["O1"], total="10")], _ref("v1"), NOW)
     newest = order_items(
         _frame(["O1"], total="99"), _ref("v9", time="2026-05-01T23:00:00.000Z"), NOW
     )[0]
     ddb.before_put = lambda key: ddb.items.__setitem__(key, newest)
     stats = write_all(
-        _writer(ddb), [_frame(["O1"], total="20")], _ref("v2", time="2026-05-01T11:30:00.000Z"), NOW
+        _writer(ddb, encode=encode),
+        [_frame(["O1"], total="20")],
+        _ref("v2", time="2026-05-01T11:30:00.000Z"),
+        NOW,
     )
     assert ddb.items["O1"]["Order_Total"] == {"N": "99"}
     assert stats.superseded == 1
 
 
-def test_rewriting_the_same_file_version_is_idempotent() -> None:
+@BOTH_ENCODINGS
+def test_rewriting_the_same_file_version_is_idempotent(encode: bool) -> None:
     ddb = FakeDynamo()
     ref = _ref("v1")
-    write_all(_writer(ddb), [_frame([f"O{i}" for i in range(40)])], ref, NOW)
+    write_all(_writer(ddb, encode=encode), [_frame([f"O{i}" for i in range(40)])], ref, NOW)
     before = {k: dict(v) for k, v in ddb.items.items()}
-    stats = write_all(_writer(ddb), [_frame([f"O{i}" for i in range(40)])], ref, NOW)
+    stats = write_all(_writer(ddb, encode=encode), [_frame([f"O{i}" for i in range(40)])], ref, NOW)
     assert ddb.items == before
     assert stats.conditional_puts == 0  # its own orders go back through BatchWriteItem
 
 
-def test_a_key_twice_in_a_file_is_written_once_last_line_wins() -> None:
+@BOTH_ENCODINGS
+def test_a_key_twice_in_a_file_is_written_once_last_line_wins(encode: bool) -> None:
     ddb = FakeDynamo()
     frame = pl.concat([_frame(["O1", "O2"], total="1"), _frame(["O1"], total="2", start_line=3)])
-    write_all(_writer(ddb), [frame], _ref("v1"), NOW)
+    write_all(_writer(ddb, encode=encode), [frame], _ref("v1"), NOW)
     assert ddb.items["O1"]["Order_Total"] == {"N": "2"}
     assert ddb.items["O1"]["source_line"] == {"N": "3"}
     assert all(len(set(keys)) == len(keys) for keys in ddb.keys_per_call)
@@ -211,3 +245,53 @@ def test_unique_orders_keeps_a_unique_frame_as_it_is() -> None:
     assert unique_orders(frame) is frame
     repeated = _frame(["O1", "O2", "O1"])
     assert unique_orders(repeated).get_column("line").to_list() == [2, 3]
+
+
+@given(
+    st.lists(
+        st.text(st.characters(codec="utf-8"), min_size=1, max_size=12), min_size=1, max_size=8
+    ),
+    st.text(st.characters(codec="utf-8"), max_size=20),
+)
+@settings(max_examples=60, deadline=None)
+def test_rows_encoded_by_polars_are_the_items_order_items_builds(
+    values: list[str], key: str
+) -> None:
+    ids = [f"O{i}{v}" for i, v in enumerate(values)]
+    frame = _frame(ids).with_columns(pl.Series("Customer_Id", values))
+    ref = _ref("v1", key=f"incoming/{key}")
+    texts = request_texts(frame, ref, NOW)
+    assert texts is not None
+    decoded = [json.loads(text) for text in texts]
+    assert decoded == [{"PutRequest": {"Item": item}} for item in order_items(frame, ref, NOW)]
+
+
+def test_a_missing_value_leaves_encoding_to_order_items_which_omits_it() -> None:
+    frame = _frame(["O1", "O2"]).with_columns(pl.Series("Customer_Id", ["C1", None]))
+    assert request_texts(frame, _ref("v1"), NOW) is None
+    ddb = FakeDynamo()
+    write_all(_writer(ddb, encode=True), [frame], _ref("v1"), NOW)
+    assert "Customer_Id" not in ddb.items["O2"]
+    assert ddb.items["O1"]["Customer_Id"] == {"S": "C1"}
+
+
+@pytest.mark.parametrize(
+    ("rows", "threads", "expected"),
+    [(50, 16, 100), (6_399, 16, 100), (12_800, 16, 200), (256_000, 16, 800), (3_300, 1, 800)],
+)
+def test_writer_tasks_are_whole_slices_spread_over_the_threads(
+    rows: int, threads: int, expected: int
+) -> None:
+    assert task_rows(rows, threads) == expected
+
+
+@BOTH_ENCODINGS
+def test_a_task_of_many_slices_reads_and_writes_each_slice_once(encode: bool) -> None:
+    ddb = FakeDynamo()
+    ids = [f"O{i:05d}" for i in range(3_300)]  # one thread: tasks of 800 rows, 8 slices each
+    stats = write_all(_writer(ddb, threads=1, encode=encode), [_frame(ids)], _ref("v1"), NOW)
+    assert sorted(ddb.items) == ids
+    assert stats.written == 3_300
+    assert [n for kind, n in ddb.calls if kind == "get"] == [100] * 33
+    assert stats.batch_calls == 33 * 4
+    assert ddb.items["O03299"]["source_line"] == {"N": "3300"}
