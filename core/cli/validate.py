@@ -1,4 +1,5 @@
-"""``orderpipe validate PATH... [--json] [--out DIR] [--schema FILE]``: check files locally.
+"""``orderpipe validate PATH... [--json] [--out DIR] [--schema FILE] [--chunk-rows N]``: check
+files locally.
 
 Exit 0 when every file was accepted with every row valid, 1 when any row was invalid or any
 file rejected, 2 for usage errors. Whatever a file holds, the answer is an outcome, never a
@@ -19,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from core.csv_out import RejectsCsv, ValidCsv
-from core.engine import validate
+from core.engine import DEFAULT_CHUNK_ROWS, validate
 from core.file_list import expand
 from core.outcome import ChunkResult, Outcome
 from core.schema import Schema, SchemaError, default_schema
@@ -42,8 +43,20 @@ SHOWN_REJECTS = 5  # rejected rows printed per file; --out has them all
     type=click.Path(dir_okay=False, path_type=Path),
     help="A schema JSON file to use instead of the built-in order-file contract.",
 )
+@click.option(
+    "--chunk-rows",
+    type=click.IntRange(min=1_000),
+    default=DEFAULT_CHUNK_ROWS,
+    show_default=True,
+    help="Rows judged at a time. Fewer hold less in memory and cost more CPU "
+    "(a 1M-row file: 64000 peaks below a plain polars read, about a quarter slower).",
+)
 def command(
-    paths: tuple[Path, ...], as_json: bool, out_dir: Path | None, schema_path: Path | None
+    paths: tuple[Path, ...],
+    as_json: bool,
+    out_dir: Path | None,
+    schema_path: Path | None,
+    chunk_rows: int,
 ) -> None:
     """Validate order files (or every file in a directory) and report each one.
 
@@ -58,7 +71,7 @@ def command(
     console = Console(highlight=False, soft_wrap=False)
     outcomes = []
     for path in files:
-        outcome = _validate_one(path, schema, out_dir)
+        outcome = _validate_one(path, schema, out_dir, chunk_rows)
         outcomes.append(outcome)
         if as_json:
             click.echo(json.dumps(outcome.to_json_dict(), separators=(",", ":")))
@@ -95,19 +108,21 @@ def _prepare_out(out_dir: Path, files: list[Path]) -> None:
         raise click.UsageError(f"cannot create --out directory {out_dir}: {exc.strerror}") from None
 
 
-def _validate_one(path: Path, schema: Schema, out_dir: Path | None) -> Outcome:
+def _validate_one(path: Path, schema: Schema, out_dir: Path | None, chunk_rows: int) -> Outcome:
     name = str(path)
     try:
         if out_dir is None:
-            return validate(path, name, schema=schema)
-        return _validate_to_files(path, name, schema, out_dir)
+            return validate(path, name, schema=schema, chunk_rows=chunk_rows)
+        return _validate_to_files(path, name, schema, out_dir, chunk_rows)
     except OSError as exc:
         return Outcome.rejected(name, f"cannot read the file: {exc.strerror or exc}")
     except Exception as exc:  # a file must never crash the command
         return Outcome.rejected(name, f"could not validate the file: {type(exc).__name__}: {exc}")
 
 
-def _validate_to_files(path: Path, name: str, schema: Schema, out_dir: Path) -> Outcome:
+def _validate_to_files(
+    path: Path, name: str, schema: Schema, out_dir: Path, chunk_rows: int
+) -> Outcome:
     valid_path = out_dir / f"{path.name}.valid.csv"
     rejects_path = out_dir / f"{path.name}.rejects.csv"
     with _open(valid_path) as valid_stream, _open(rejects_path) as rejects_stream:
@@ -118,7 +133,7 @@ def _validate_to_files(path: Path, name: str, schema: Schema, out_dir: Path) -> 
             valid_csv.write(chunk.valid)
             rejects_csv.write(chunk.rejects)
 
-        outcome = validate(path, name, schema=schema, on_chunk=write)
+        outcome = validate(path, name, schema=schema, on_chunk=write, chunk_rows=chunk_rows)
     if not outcome.accepted:
         # A rejected file has no rows to show; half-written results would mislead.
         for written in (valid_path, rejects_path):

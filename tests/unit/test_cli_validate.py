@@ -146,6 +146,7 @@ def test_markup_in_values_is_printed_literally(tmp_path: Path) -> None:
         ([], "Missing argument"),
         (["/no/such/file.csv"], "does not exist"),
         (["--bogus", "x"], "No such option"),
+        (["--chunk-rows", "10", str(FIXTURES / "test_data1.csv")], "not in the range x>=1000"),
     ],
 )
 def test_usage_errors_exit_2(args: list[str], message: str) -> None:
@@ -172,6 +173,23 @@ def test_bad_schema_is_a_usage_error(tmp_path: Path, schema_text: str, message: 
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_smaller_chunks_give_the_same_outcome_and_files(tmp_path: Path) -> None:
+    """Repeats, reasons and line numbers hold across chunk edges, whatever the chunk size."""
+    rows = [f"O{i % 2_600},C{i % 7},{1 + i % 28}/02/24,{'Pending' if i % 9 else 'x'},{i}.5"
+            for i in range(5_000)]  # fmt: skip
+    path = write(tmp_path, "orders.csv", HEADER + "\n".join(rows) + "\n")
+    results = {}
+    for size in ("1000", "256000"):
+        out = tmp_path / size
+        result = invoke("--json", "--chunk-rows", size, "--out", str(out), str(path))
+        assert result.exit_code == 1
+        files = [(out / f"orders.csv.{kind}.csv").read_bytes() for kind in ("valid", "rejects")]
+        results[size] = (json_lines(result), files)
+    assert results["1000"] == results["256000"]
+    ((outcome,), _) = results["1000"]
+    assert outcome["reasons"] == {"Order_Id.unique": 2_400, "Order_Status.allowed": 556}
 
 
 def test_help() -> None:
