@@ -35,6 +35,7 @@ from botocore.exceptions import ClientError
 from core import dynamo_json
 from core.dynamo_json import EncodedRequest
 from core.events import FileRef
+from core.settings import DEFAULT_WRITE_THREADS
 from core.stack import ORDERS_KEY
 
 BATCH_WRITE_MAX = 25
@@ -183,7 +184,7 @@ class OrdersWriter:
         client: Any,
         table: str,
         *,
-        threads: int = 16,
+        threads: int = DEFAULT_WRITE_THREADS,
         sleep: Callable[[float], None] = time.sleep,
         rand: Callable[[], float] = random.random,
         encode: bool | None = None,
