@@ -155,7 +155,8 @@ def _parse(iso: str) -> datetime:
     return datetime.fromisoformat(iso.replace("Z", "+00:00"))
 
 
-def _fresh_entry(ref: FileRef, now: datetime, lease_s: int, token: str) -> LedgerEntry:
+def fresh_entry(ref: FileRef, now: datetime, lease_s: int, token: str) -> LedgerEntry:
+    """The entry of a first claim: PROCESSING, attempt 1, leased to ``token`` for ``lease_s``."""
     stamp = iso_ms(now)
     return LedgerEntry(
         file_id=ref.file_id,
@@ -301,7 +302,7 @@ class DynamoLedger:
             token = uuid.uuid4().hex
             holder = self._lock_key(ref, token, now, lease_s)
             if holder is not None:
-                placeholder = existing or _fresh_entry(ref, now, lease_s, token)
+                placeholder = existing or fresh_entry(ref, now, lease_s, token)
                 return Claim(Decision.BUSY, placeholder, holder=holder)
             try:
                 entry = self._write_claim(
@@ -333,7 +334,7 @@ class DynamoLedger:
         lease_s: int,
         token: str,
     ) -> LedgerEntry:
-        fresh = _fresh_entry(ref, now, lease_s, token)
+        fresh = fresh_entry(ref, now, lease_s, token)
         if existing is None:
             self._ddb.put_item(
                 TableName=self._table,

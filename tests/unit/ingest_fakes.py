@@ -22,6 +22,7 @@ from core.ledger import (
     LedgerEntry,
     Status,
     decide,
+    fresh_entry,
 )
 from core.notice import FileNotice
 
@@ -57,22 +58,15 @@ class InMemoryLedger:
         if existing is not None and decision in (Decision.DUPLICATE, Decision.BUSY):
             return Claim(decision, existing, holder=existing.file_id)
         lock = self.locks.get(f"{ref.bucket}/{ref.key}")
-        if lock and lock[0] != ref.file_id and lock[2] >= int(now.timestamp()):
-            return Claim(Decision.BUSY, existing or _placeholder(ref), holder=lock[0])
         token = uuid.uuid4().hex
+        if lock and lock[0] != ref.file_id and lock[2] >= int(now.timestamp()):
+            placeholder = existing or fresh_entry(ref, now, lease_s, token)
+            return Claim(Decision.BUSY, placeholder, holder=lock[0])
         lease = int(now.timestamp()) + lease_s
         self.locks[f"{ref.bucket}/{ref.key}"] = (ref.file_id, token, lease)
         stamp = iso_ms(now)
         if existing is None:
-            entry = replace(
-                _placeholder(ref),
-                attempts=1,
-                received_at=stamp,
-                started_at=stamp,
-                updated_at=stamp,
-                lease_until=lease,
-                claim_token=token,
-            )
+            entry = fresh_entry(ref, now, lease_s, token)
         else:
             entry = replace(
                 existing,
@@ -165,20 +159,6 @@ class InMemoryLedger:
             if e.status == Status(status) and (since is None or e.updated_at >= since)
         ]
         return sorted(found, key=lambda e: e.updated_at, reverse=True)
-
-
-def _placeholder(ref: FileRef) -> LedgerEntry:
-    return LedgerEntry(
-        file_id=ref.file_id,
-        bucket=ref.bucket,
-        object_key=ref.key,
-        version=ref.version_tag,
-        etag=ref.etag,
-        status=Status.PROCESSING,
-        size=ref.size,
-        event_time=ref.event_time,
-        rank=ref.rank,
-    )
 
 
 @dataclass
