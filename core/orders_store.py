@@ -106,13 +106,12 @@ def unique_orders(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def order_items(frame: pl.DataFrame, source: FileRef, ingested_at: str) -> list[dict[str, Any]]:
-    """Valid rows (``line`` + schema columns as text) as DynamoDB items, keys de-duplicated.
+    """Valid rows (``line`` + schema columns as text) as DynamoDB items, one per row.
 
-    Built column by column (list comprehensions, ``dict(zip(...))`` per row): this runs for
-    every row (on the writer threads, per slice), so it is kept to a few hundred nanoseconds a
-    row. The key check is cheap when the caller already de-duplicated the chunk.
+    The writer's path for rows with a missing value (``request_texts`` takes the rest); the
+    caller has already de-duplicated the keys (``unique_orders``). Built column by column (list
+    comprehensions, ``dict(zip(...))`` per row), a few hundred nanoseconds a row.
     """
-    frame = unique_orders(frame)
     columns = [c for c in frame.columns if c != "line"]
     # The provenance values are the same for every row: one shared attribute value each.
     stamp = _stamp(source, ingested_at)
@@ -200,15 +199,6 @@ class OrdersWriter:
 
     def session(self, source: FileRef, ingested_at: str) -> WriteSession:
         return WriteSession(self, source, ingested_at)
-
-    def write_items(self, items: Sequence[dict[str, Any]], rank: str) -> WriteStats:
-        """One slice (≤ 100 distinct keys) of items built by ``order_items``."""
-        return self.write_requests(
-            [item[ORDERS_KEY]["S"] for item in items],
-            [{"PutRequest": {"Item": item}} for item in items],
-            items[0]["source_file_id"]["S"] if items else "",
-            rank,
-        )
 
     def write_requests(
         self, keys: Sequence[str], requests: Sequence[Request], source_id: str, rank: str
@@ -337,19 +327,27 @@ class WriteSession:
         ]
 
     def _write_task(self, frame: pl.DataFrame) -> WriteStats:
-        """Encode a task's rows in one go, then write them 100 keys at a time."""
-        source, writer, stats = self._source, self._writer, WriteStats()
-        texts = request_texts(frame, source, self._ingested_at) if writer.encodes else None
-        if texts is None:
-            items = order_items(frame, source, self._ingested_at)
-            for start in range(0, len(items), BATCH_GET_MAX):
-                stats.add(writer.write_items(items[start : start + BATCH_GET_MAX], source.rank))
-            return stats
-        keys, file_id, rank = frame.get_column(ORDERS_KEY).to_list(), source.file_id, source.rank
+        """Build a task's requests in one go, then write them 100 keys at a time."""
+        source, stats = self._source, WriteStats()
+        requests = self._requests(frame)
+        keys = frame.get_column(ORDERS_KEY).to_list()
         for start in range(0, len(keys), BATCH_GET_MAX):
             end = start + BATCH_GET_MAX
-            stats.add(writer.write_requests(keys[start:end], texts[start:end], file_id, rank))
+            part = self._writer.write_requests(
+                keys[start:end], requests[start:end], source.file_id, source.rank
+            )
+            stats.add(part)
         return stats
+
+    def _requests(self, frame: pl.DataFrame) -> Sequence[Request]:
+        """Rows encoded by polars when the client takes them and no value is missing; else
+        one dict item per row."""
+        if self._writer.encodes:
+            texts = request_texts(frame, self._source, self._ingested_at)
+            if texts is not None:
+                return texts
+        items = order_items(frame, self._source, self._ingested_at)
+        return [{"PutRequest": {"Item": item}} for item in items]
 
     def _drain(self) -> None:
         inflight, self._inflight = self._inflight, []
