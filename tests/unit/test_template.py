@@ -16,6 +16,7 @@ from core import stack as stack_def
 from core.package import GLUE_SCRIPT, PROJECT_ROOT
 from core.settings import (
     ALL_ENV_VARS,
+    DEFAULT_WRITE_THREADS,
     ENV_ALERTS_TOPIC_ARN,
     ENV_BUCKET,
     ENV_FILES_TABLE,
@@ -511,3 +512,8 @@ def test_short_tags_load_as_their_long_form() -> None:
     }
     with pytest.raises(TemplateError, match="no Resources"):
         parse_template("Parameters: {}\n")
+
+
+def test_the_deployed_writer_threads_default_is_the_settings_one() -> None:
+    """The template's parameter and the Python default describe one figure."""
+    assert PARAMS["IngestWriteThreads"]["Default"] == DEFAULT_WRITE_THREADS
