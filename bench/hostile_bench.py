@@ -30,8 +30,8 @@ CHILD = r"""
 import json, sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from core.limits import Limits, MB
-from core.readers import FileRejected, iter_table
+from core.validation.limits import Limits, MB
+from core.validation.readers import FileRejected, iter_table
 path, name, limits = sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 columns = ["Order_Id", "Customer_Id", "Order_Date", "Order_Status", "Order_Total"]
 started = time.perf_counter()

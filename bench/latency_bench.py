@@ -28,11 +28,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.embedded import EmbeddedConfig, EmbeddedStack
-from core.engine import validate
-from core.ledger import DynamoLedger
-from core.stack import orders_table_definition
-from core.upload import Uploader, wait_for_outcomes
+from core.aws.stack import orders_table_definition
+from core.local.embedded import EmbeddedConfig, EmbeddedStack
+from core.ops.upload import Uploader, wait_for_outcomes
+from core.pipeline.ledger import DynamoLedger
+from core.validation.engine import validate
 
 TARGET_P50_S = 1.5
 

@@ -41,9 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from boto3.s3.transfer import TransferConfig
 
-from core.clients import Clients
-from core.embedded import EmbeddedConfig, EmbeddedStack
-from core.stack import orders_table_definition
+from core.aws.clients import Clients
+from core.aws.stack import orders_table_definition
+from core.local.embedded import EmbeddedConfig, EmbeddedStack
 
 OUT = Path(__file__).resolve().parent / "out"
 HEADER = "Order_Id,Customer_Id,Order_Date,Order_Status,Order_Total"

@@ -22,9 +22,9 @@ from collections.abc import Callable
 from email.message import EmailMessage
 from email.policy import SMTP
 
-from core.email_report import SES_MAX_MESSAGE_BYTES, compose
-from core.notice import FileNotice, SampleRow
-from core.schema import default_schema
+from core.pipeline.email_report import SES_MAX_MESSAGE_BYTES, compose
+from core.pipeline.notice import FileNotice, SampleRow
+from core.validation.schema import default_schema
 
 BUCKET = "orderpipe-bench-orders"
 

@@ -25,11 +25,11 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.pop("AWS_PROFILE", None)
 
 
-from core.clients import Clients
-from core.emulator import Emulator
-from core.reconcile import ReconcileOptions, build_reconciler
-from core.settings import Settings
-from core.stack import StackNames, create_local_stack
+from core.aws.clients import Clients
+from core.aws.settings import Settings
+from core.aws.stack import StackNames, create_local_stack
+from core.local.emulator import Emulator
+from core.ops.reconcile import ReconcileOptions, build_reconciler
 
 
 def fill(clients: Clients, settings: Settings, start: int, count: int) -> None:

@@ -35,7 +35,7 @@ bench (`bench/load_bench.py`); regenerate it with `make reliability`.
 ## How faults are injected
 
 `core/faults.py` makes AWS calls fail the way AWS does, through botocore's event system, on the
-clients `core.clients.Clients` builds: error answers (throttling, `MessageRejected`,
+clients `core.aws.clients.Clients` builds: error answers (throttling, `MessageRejected`,
 `InternalError`) are returned in the service's own wire format at `before-send`, so botocore's
 retry logic sees them as it sees real ones; timeouts and connection resets are raised where the
 HTTP layer raises them; a broken GetObject body delivers part of the object and then fails as a

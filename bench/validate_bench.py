@@ -10,7 +10,7 @@ peak RSS is that variant's alone:
 - ``parse``: ``pl.read_csv`` with every column as text: the parse-only baseline, and the
   "plain read" whose peak RSS is the memory baseline;
 - ``read``: the engine's reader alone (``iter_table``), to show where the time goes;
-- ``validate``: ``core.engine.validate`` with each chunk consumed (counted and dropped);
+- ``validate``: ``core.validation.engine.validate`` with each chunk consumed (counted and dropped);
 - ``whole``: the straightforward vectorised way: the whole file in one frame, same rules;
 - ``floor`` and ``floor+unique``: a lower bound, not an implementation: the parse plus the
   fewest column passes the rules need, without and with the id check (see ``_floor``);
@@ -94,14 +94,14 @@ def _parse(path: Path) -> int:
 
 
 def _read(path: Path) -> int:
-    from core.limits import Limits
-    from core.readers import iter_table
+    from core.validation.limits import Limits
+    from core.validation.readers import iter_table
 
     return sum(f.height for f in iter_table(path, path.name, COLUMNS, Limits(), 256_000))
 
 
 def _validate(path: Path) -> int:
-    from core.engine import validate
+    from core.validation.engine import validate
 
     rows = [0]
 
@@ -118,7 +118,7 @@ def _whole(path: Path) -> int:
     """The straightforward way: one frame for the file, rules and splits over all of it."""
     import polars as pl
 
-    from core.rules import (
+    from core.validation.rules import (
         derived_values,
         normalised_values,
         row_rules,
@@ -126,7 +126,7 @@ def _whole(path: Path) -> int:
         trimmed_values,
         value_col,
     )
-    from core.schema import default_schema
+    from core.validation.schema import default_schema
 
     schema = default_schema()
     rules = row_rules(schema)

@@ -31,11 +31,11 @@ import polars as pl  # noqa: E402
 from boto3.dynamodb.types import TypeDeserializer  # noqa: E402
 from botocore.awsrequest import AWSResponse  # noqa: E402
 
-from core.clients import Clients  # noqa: E402
-from core.events import parse_body  # noqa: E402
-from core.ingest import build  # noqa: E402
-from core.orders_store import OrdersWriter, order_items, write_all  # noqa: E402
-from core.stack import StackNames, create_local_stack, orders_table_definition  # noqa: E402
+from core.aws.clients import Clients  # noqa: E402
+from core.aws.stack import StackNames, create_local_stack, orders_table_definition  # noqa: E402
+from core.pipeline.events import parse_body  # noqa: E402
+from core.pipeline.ingest import build  # noqa: E402
+from core.pipeline.orders_store import OrdersWriter, order_items, write_all  # noqa: E402
 
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
@@ -87,7 +87,7 @@ def order_file(rows: int) -> bytes:
 
 
 def valid_frame(rows: int) -> pl.DataFrame:
-    from core.engine import validate
+    from core.validation.engine import validate
 
     frames: list[pl.DataFrame] = []
     validate(order_file(rows), "bench.csv", on_chunk=lambda c: frames.append(c.valid))
@@ -160,7 +160,7 @@ def writer_with_latency(frame: pl.DataFrame, threads: int, latency_s: float) -> 
     clients = Clients(endpoint_url="http://127.0.0.1:9", max_pool_connections=max(32, threads))
     ddb = clients.dynamodb_bulk  # what ingest's writer uses
     add_latency(ddb, latency_s)
-    from core.events import FileRef
+    from core.pipeline.events import FileRef
 
     ref = FileRef("bench", "incoming/bench.csv", "v1", "e", 1, "2026-01-01T00:00:00.000Z")
     writer = OrdersWriter(ddb, "orders", threads=threads)
@@ -193,7 +193,7 @@ def main() -> None:
             clients = Clients(endpoint_url=endpoint, max_pool_connections=max(32, args.threads))
             body = order_file(args.rows)
             deser = TypeDeserializer()
-            from core.events import FileRef
+            from core.pipeline.events import FileRef
 
             ref = FileRef("b", "incoming/bench.csv", "", "e", 1, "2026-01-01T00:00:00.000Z")
             items = [

@@ -16,9 +16,9 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from core.clients import Clients
-from core.ingest import IngestResult, build, handle_record
-from core.settings import Settings
+from core.aws.clients import Clients
+from core.aws.settings import Settings
+from core.pipeline.ingest import IngestResult, build, handle_record
 
 logger = Logger(service="orderpipe-ingest")
 tracer = Tracer(service="orderpipe-ingest")

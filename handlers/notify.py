@@ -15,9 +15,9 @@ from aws_lambda_powertools.utilities.batch import (
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from core.clients import Clients
-from core.notify import build_notifier, messages_from_event
-from core.settings import Settings
+from core.aws.clients import Clients
+from core.aws.settings import Settings
+from core.pipeline.notify import build_notifier, messages_from_event
 
 logger = Logger(service="notify")
 tracer = Tracer(service="notify")

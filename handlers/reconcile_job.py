@@ -13,9 +13,9 @@ import json
 import sys
 from collections.abc import Sequence
 
-from core.clients import Clients
-from core.reconcile import ReconcileOptions, build_reconciler
-from core.settings import Settings
+from core.aws.clients import Clients
+from core.aws.settings import Settings
+from core.ops.reconcile import ReconcileOptions, build_reconciler
 
 REQUIRED = ("bucket", "files_table", "orders_table", "ingest_queue_url")
 OPTIONAL = {
@@ -30,13 +30,15 @@ OPTIONAL = {
 # project needs 3.11). tests/unit/test_py39_compat.py proves this list is the whole closure.
 SHIPPED_MODULES = (
     "core/__init__.py",
-    "core/clients.py",
-    "core/dynamo_json.py",
-    "core/event_messages.py",
+    "core/aws/__init__.py",
+    "core/aws/clients.py",
+    "core/aws/dynamo_json.py",
+    "core/aws/settings.py",
     "core/faults.py",
-    "core/ops_adapters.py",
-    "core/reconcile.py",
-    "core/settings.py",
+    "core/ops/__init__.py",
+    "core/ops/event_messages.py",
+    "core/ops/ops_adapters.py",
+    "core/ops/reconcile.py",
 )
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from core.clients import Clients
-from core.settings import Settings
-from core.stack import StackNames, create_local_stack
+from core.aws.clients import Clients
+from core.aws.settings import Settings
+from core.aws.stack import StackNames, create_local_stack
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 

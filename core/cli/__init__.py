@@ -1,7 +1,8 @@
 """The ``orderpipe`` command: one click group, one module per command or subgroup.
 
 Expected failures (bad input, a missing stack, an unreachable endpoint) end as one line on
-stderr and a non-zero exit; tracebacks are for bugs only.
+stderr and a non-zero exit; tracebacks are for bugs only. The CLI sits on top: it may
+import every room of ``core``, and none of them imports it.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import sys
 
 import click
 
+from core.aws.settings import SettingsError
 from core.faults import FaultSpecError
-from core.settings import SettingsError
 
 # Each module defines ``command`` (a click.Command or Group) registered under its own name.
 COMMAND_MODULES: tuple[str, ...] = (

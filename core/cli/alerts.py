@@ -8,9 +8,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from core.alerts import AlertsError, AlertsInbox
 from core.cli.aws_errors import aws_errors
 from core.cli.context import json_option, resolve_target, stack_options
+from core.ops.alerts import AlertsError, AlertsInbox
 
 
 @click.command("alerts")

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import click
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from core.settings import SettingsError
+from core.aws.settings import SettingsError
 
 
 @contextlib.contextmanager

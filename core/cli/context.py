@@ -12,11 +12,11 @@ from typing import Any, TypeVar
 
 import click
 
-from core.clients import Clients
-from core.emulator import use_emulator_credentials
-from core.local_state import LocalState
-from core.settings import Settings, SettingsError
-from core.stack_outputs import settings_from_stack
+from core.aws.clients import Clients
+from core.aws.settings import Settings, SettingsError
+from core.aws.stack_outputs import settings_from_stack
+from core.local.emulator import use_emulator_credentials
+from core.local.local_state import LocalState
 
 F = TypeVar("F", bound=Callable[..., Any])
 

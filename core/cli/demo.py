@@ -17,17 +17,17 @@ from typing import Any
 import click
 
 import core
+from core.aws.clients import Clients
+from core.aws.settings import Settings
 from core.cli.aws_errors import aws_errors
 from core.cli.tables import table_console
 from core.cli.upload import outcome_table
-from core.clients import Clients
-from core.embedded import EmbeddedConfig, EmbeddedStack
-from core.emulator import EmulatorError
-from core.ingest import rejects_key_for
-from core.ledger import DynamoLedger, Status
-from core.local_state import state_dir
-from core.settings import Settings
-from core.upload import FileResult, Uploader, plan, wait_for_outcomes
+from core.local.embedded import EmbeddedConfig, EmbeddedStack
+from core.local.emulator import EmulatorError
+from core.local.local_state import state_dir
+from core.ops.upload import FileResult, Uploader, plan, wait_for_outcomes
+from core.pipeline.ingest import rejects_key_for
+from core.pipeline.ledger import DynamoLedger, Status
 
 FIXTURES = Path(core.__file__).resolve().parent.parent / "fixtures"
 SEED_SAMPLES = ("test_data1.csv", "test_data2.csv")  # the order files the project started from

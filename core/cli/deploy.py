@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 
+from core.aws.clients import Clients
 from core.cli.aws_errors import aws_errors
-from core.clients import Clients
-from core.deploy import DeployError, DeployRequest, DeployResult, deploy, parse_parameters
-from core.package import DEFAULT_OUT_DIR
-from core.template import TEMPLATE_PATH
+from core.release.deploy import DeployError, DeployRequest, DeployResult, deploy, parse_parameters
+from core.release.package import DEFAULT_OUT_DIR
+from core.release.template import TEMPLATE_PATH
 
 
 def _print_result(result: DeployResult) -> None:

@@ -11,12 +11,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
+from core.aws.clients import Clients
 from core.cli.aws_errors import aws_errors
 from core.cli.context import Target, json_option, resolve_target, stack_options
-from core.clients import Clients
-from core.dlq import DeadLetter, DeadLetterQueue, DlqError, reached_dlq_estimate
-from core.ledger import DynamoLedger, LedgerEntry
-from core.ops_adapters import LedgerReader
+from core.ops.dlq import DeadLetter, DeadLetterQueue, DlqError, reached_dlq_estimate
+from core.ops.ops_adapters import LedgerReader
+from core.pipeline.ledger import DynamoLedger, LedgerEntry
 
 QUEUES = ("ingest", "notify")
 

@@ -13,10 +13,10 @@ from types import FrameType
 
 import click
 
-from core.embedded import EmbeddedConfig, EmbeddedStack
-from core.emulator import EmulatorError
-from core.local_state import LocalState, state_dir
-from core.reconcile_schedule import DEFAULT_EVERY_S, ReconcileSchedule
+from core.local.embedded import EmbeddedConfig, EmbeddedStack
+from core.local.emulator import EmulatorError
+from core.local.local_state import LocalState, state_dir
+from core.local.reconcile_schedule import DEFAULT_EVERY_S, ReconcileSchedule
 
 
 def _say(line: str) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from core.cli.context import json_option
-from core.package import (
+from core.release.package import (
     ARCHITECTURES,
     DEFAULT_OUT_DIR,
     LAMBDA_UNZIPPED_LIMIT,

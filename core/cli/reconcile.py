@@ -8,8 +8,8 @@ import click
 
 from core.cli.aws_errors import aws_errors
 from core.cli.context import json_option, resolve_target, stack_options
-from core.reconcile import ReconcileOptions, build_reconciler
-from core.replay import ReplayError, parse_duration
+from core.ops.reconcile import ReconcileOptions, build_reconciler
+from core.ops.replay import ReplayError, parse_duration
 
 
 def _seconds(text: str, option: str) -> int:

@@ -11,9 +11,8 @@ from rich.table import Table
 
 from core.cli.aws_errors import aws_errors
 from core.cli.context import json_option, resolve_target, stack_options
-from core.ledger import DynamoLedger
-from core.ops_adapters import BucketObjects, IngestQueue
-from core.replay import (
+from core.ops.ops_adapters import BucketObjects, IngestQueue
+from core.ops.replay import (
     Replayer,
     ReplayError,
     ReplayItem,
@@ -21,6 +20,7 @@ from core.replay import (
     parse_duration,
     parse_statuses,
 )
+from core.pipeline.ledger import DynamoLedger
 
 PROGRESS_FROM = 20  # show a bar for replays at least this large
 

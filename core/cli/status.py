@@ -13,6 +13,7 @@ from typing import Any
 import click
 from rich.table import Table
 
+from core.aws.settings import INCOMING_PREFIX
 from core.cli.aws_errors import aws_errors
 from core.cli.context import json_option, resolve_target, stack_options
 from core.cli.tables import (
@@ -22,8 +23,7 @@ from core.cli.tables import (
     table_console,
     titled_table,
 )
-from core.ledger import ALL_STATUSES, DynamoLedger, LedgerEntry
-from core.settings import INCOMING_PREFIX
+from core.pipeline.ledger import ALL_STATUSES, DynamoLedger, LedgerEntry
 
 
 @click.command("status")

@@ -25,8 +25,7 @@ from core.cli.tables import (
     table_console,
     titled_table,
 )
-from core.ledger import DynamoLedger
-from core.upload import (
+from core.ops.upload import (
     MIB,
     FileResult,
     Uploaded,
@@ -36,6 +35,7 @@ from core.upload import (
     total_size,
     wait_for_outcomes,
 )
+from core.pipeline.ledger import DynamoLedger
 
 PROGRESS_FILES = 4  # a bar for this many files or more...
 PROGRESS_BYTES = 8 * MIB  # ...or this much data

@@ -19,11 +19,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from core.csv_out import RejectsCsv, ValidCsv
-from core.engine import DEFAULT_CHUNK_ROWS, validate
-from core.file_list import expand
-from core.outcome import ChunkResult, Outcome
-from core.schema import Schema, SchemaError, default_schema
+from core.ops.file_list import expand
+from core.validation.csv_out import RejectsCsv, ValidCsv
+from core.validation.engine import DEFAULT_CHUNK_ROWS, validate
+from core.validation.outcome import ChunkResult, Outcome
+from core.validation.schema import Schema, SchemaError, default_schema
 
 SHOWN_REJECTS = 5  # rejected rows printed per file; --out has them all
 

@@ -17,13 +17,13 @@ from types import FrameType
 
 import click
 
+from core.aws.clients import Clients
+from core.aws.settings import Settings
+from core.aws.stack import LOCAL_TIMINGS
 from core.cli.aws_errors import aws_errors
 from core.cli.context import Target, resolve_target, stack_options
-from core.clients import Clients
-from core.embedded import READY_MARK
-from core.settings import Settings
-from core.stack import LOCAL_TIMINGS
-from core.worker import (
+from core.local.embedded import READY_MARK
+from core.local.worker import (
     DEFAULT_WAIT_TIME_S,
     HANDLER_PATHS,
     INGEST,

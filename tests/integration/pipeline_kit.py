@@ -26,7 +26,7 @@ from urllib.request import urlopen
 import handlers.ingest
 import handlers.notify
 from core.faults import FaultPlan, installed
-from core.ledger import LOCK_PREFIX
+from core.pipeline.ledger import LOCK_PREFIX
 
 HEADER = "Order_Id,Customer_Id,Order_Date,Order_Status,Order_Total"
 STATUSES = ("Pending", "Completed", "Inprogress")

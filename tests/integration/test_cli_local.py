@@ -18,10 +18,10 @@ import pytest
 from click.testing import CliRunner
 
 from core.cli import cli
-from core.emulator import answers, free_port
-from core.engine import validate
-from core.local_state import ENV_STATE_DIR
-from core.worker import Worker
+from core.local.emulator import answers, free_port
+from core.local.local_state import ENV_STATE_DIR
+from core.local.worker import Worker
+from core.validation.engine import validate
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

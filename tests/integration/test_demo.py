@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core.emulator import answers
+from core.local.emulator import answers
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]

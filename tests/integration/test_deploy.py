@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+from core.aws.clients import Clients
+from core.aws.stack_outputs import settings_from_stack
 from core.cli import cli
-from core.clients import Clients
-from core.deploy import DeployRequest, deploy
-from core.package import (
+from core.release.deploy import DeployRequest, deploy
+from core.release.package import (
     Artifact,
     BuildOptions,
     Manifest,
@@ -28,7 +29,6 @@ from core.package import (
     file_sha256,
     write_wheel,
 )
-from core.stack_outputs import settings_from_stack
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from core.emulator import Emulator, EmulatorError, answers, free_port
+from core.local.emulator import Emulator, EmulatorError, answers, free_port
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +40,7 @@ def test_the_emulator_stops_when_its_parent_is_killed() -> None:
         [
             sys.executable,
             "-c",
-            "import time; from core.emulator import Emulator; "
+            "import time; from core.local.emulator import Emulator; "
             "e = Emulator().start(); print(e.endpoint, flush=True); time.sleep(600)",
         ],
         cwd=ROOT,

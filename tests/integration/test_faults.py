@@ -21,11 +21,11 @@ from typing import Any
 
 import pytest
 
-from core.clients import Clients
-from core.embedded import EmbeddedConfig, EmbeddedStack
+from core.aws.clients import Clients
+from core.aws.stack import StackNames
 from core.faults import FaultPlan
-from core.stack import StackNames
-from core.worker import Worker, drain, handler_environment
+from core.local.embedded import EmbeddedConfig, EmbeddedStack
+from core.local.worker import Worker, drain, handler_environment
 from tests.integration.pipeline_kit import (
     OrderFile,
     Pipeline,

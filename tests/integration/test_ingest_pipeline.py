@@ -10,11 +10,11 @@ from typing import Any
 import polars as pl
 import pytest
 
-from core.events import FileRef, Replay, event_body, parse_body
-from core.ingest import build
-from core.ledger import DynamoLedger, Status
-from core.notice import FileNotice
-from core.orders_store import OrdersWriter
+from core.pipeline.events import FileRef, Replay, event_body, parse_body
+from core.pipeline.ingest import build
+from core.pipeline.ledger import DynamoLedger, Status
+from core.pipeline.notice import FileNotice
+from core.pipeline.orders_store import OrdersWriter
 
 pytestmark = pytest.mark.integration
 
@@ -335,7 +335,7 @@ def test_replay_runs_a_finished_version_once_per_replay_id(stack, run_handler) -
 
 @pytest.mark.slow
 def test_object_gone_dead_letters_after_five_receives_with_its_error(stack) -> None:
-    from core.worker import drain
+    from core.local.worker import drain
 
     s3, bucket = stack.clients.s3, stack.names.bucket
     s3.put_object(Bucket=bucket, Key="incoming/vanished.csv", Body=b"Ord1,C1,01/01/24,Pending,1\n")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from core.embedded import EmbeddedConfig, EmbeddedStack
+from core.local.embedded import EmbeddedConfig, EmbeddedStack
 
 pytestmark = pytest.mark.integration
 

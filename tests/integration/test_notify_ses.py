@@ -14,10 +14,11 @@ from urllib.request import urlopen
 
 import pytest
 
-from core.clients import Clients
+from core.aws.clients import Clients
 from core.faults import FaultPlan
-from core.notice import FileNotice, SampleRow
-from core.notify import (
+from core.local.worker import LambdaContext
+from core.pipeline.notice import FileNotice, SampleRow
+from core.pipeline.notify import (
     Claim,
     DynamoNotifyLedger,
     Notifier,
@@ -25,7 +26,6 @@ from core.notify import (
     SesMailer,
     messages_from_event,
 )
-from core.worker import LambdaContext
 from handlers.notify import handler
 
 pytestmark = pytest.mark.integration

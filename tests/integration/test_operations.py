@@ -15,10 +15,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 from core.cli import cli
-from core.engine import validate
-from core.reconcile_schedule import ReconcileSchedule
-from core.schema import Schema
-from core.worker import drain
+from core.local.reconcile_schedule import ReconcileSchedule
+from core.local.worker import drain
+from core.validation.engine import validate
+from core.validation.schema import Schema
 
 pytestmark = pytest.mark.integration
 
@@ -122,9 +122,9 @@ def test_poison_message_is_listed_redriven_after_the_fix_and_succeeds_once(stack
 
 def _ingest_with(schema: Schema) -> Any:
     """The real ingest service with another schema: the 'fixed rule' being deployed."""
-    from core.clients import Clients
-    from core.ingest import build, handle_record
-    from core.settings import Settings
+    from core.aws.clients import Clients
+    from core.aws.settings import Settings
+    from core.pipeline.ingest import build, handle_record
 
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         import os
@@ -162,7 +162,7 @@ def test_partial_file_replayed_after_a_schema_change_rewrites_its_orders_once(
     (message,) = sqs.receive_message(QueueUrl=ingest, VisibilityTimeout=0)["Messages"]
     sqs.send_message(QueueUrl=ingest, MessageBody=message["Body"])
 
-    doc = json.loads((Path("core/schemas/orders.json")).read_text())
+    doc = json.loads((Path("core/validation/schemas/orders.json")).read_text())
     doc["columns"][3]["allowed"].append("Shipped")
     drain(
         stack.clients,
@@ -330,7 +330,7 @@ def test_glue_job_entry_runs_reconcile_from_job_arguments(stack, capsys) -> None
 
 
 def test_notify_dead_letter_shows_the_notify_error(stack, tmp_path) -> None:
-    from core.notice import FileNotice
+    from core.pipeline.notice import FileNotice
 
     upload(stack, "incoming/partial.csv", PARTIAL)
     drain(stack.clients, stack.settings, timeout_s=60)
@@ -364,8 +364,8 @@ def test_notify_dead_letter_shows_the_notify_error(stack, tmp_path) -> None:
 def test_stuck_processing_file_is_requeued_by_reconcile_and_taken_over(stack, tmp_path) -> None:
     import time
 
-    from core.events import parse_body
-    from core.ledger import DynamoLedger
+    from core.pipeline.events import parse_body
+    from core.pipeline.ledger import DynamoLedger
 
     upload(stack, "incoming/stuck.csv", VALID)
     (message,) = stack.clients.sqs.receive_message(
@@ -428,8 +428,8 @@ def test_commands_without_a_stack_say_so(tmp_path) -> None:
 
 
 def test_replay_of_a_failed_file_delivered_twice_runs_once(stack, tmp_path) -> None:
-    from core.events import parse_body
-    from core.ledger import DynamoLedger
+    from core.pipeline.events import parse_body
+    from core.pipeline.ledger import DynamoLedger
 
     upload(stack, "incoming/failed.csv", VALID)
     (message,) = stack.clients.sqs.receive_message(
@@ -457,7 +457,7 @@ def test_replay_of_a_failed_file_delivered_twice_runs_once(stack, tmp_path) -> N
 def test_local_schedule_finds_a_lost_event_on_its_own(stack) -> None:
     import time
 
-    from core.reconcile import ReconcileOptions
+    from core.ops.reconcile import ReconcileOptions
 
     upload(stack, "incoming/scheduled.csv", VALID)
     stack.clients.sqs.purge_queue(QueueUrl=stack.settings.ingest_queue_url)

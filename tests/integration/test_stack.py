@@ -35,7 +35,7 @@ def test_ingest_queue_dead_letters_after_five_receives(stack) -> None:
 
 
 def test_creating_the_stack_twice_is_harmless(stack) -> None:
-    from core.stack import create_local_stack
+    from core.aws.stack import create_local_stack
 
     again = create_local_stack(stack.clients, stack.names)
     assert again.ingest_queue_url == stack.settings.ingest_queue_url

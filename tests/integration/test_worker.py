@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from core.worker import INGEST, NOTIFY, QueueConsumer, QueueSpec, Worker, drain
+from core.local.worker import INGEST, NOTIFY, QueueConsumer, QueueSpec, Worker, drain
 
 pytestmark = pytest.mark.integration
 
@@ -253,14 +253,14 @@ def test_drain_times_out_with_a_clear_error(stack) -> None:
 
 
 def test_a_missing_handler_module_is_one_clear_error(stack) -> None:
-    from core.worker import WorkerError, load_handler
+    from core.local.worker import WorkerError, load_handler
 
     with pytest.raises(WorkerError, match=r"cannot load handler handlers\.nope:handler"):
         load_handler("handlers.nope:handler")
 
 
 def test_drain_runs_the_real_handlers_end_to_end(stack, fixtures_dir) -> None:
-    from core.ledger import DynamoLedger
+    from core.pipeline.ledger import DynamoLedger
 
     for name in ("test_data1.csv", "test_data2.csv"):
         stack.clients.s3.put_object(
@@ -302,7 +302,7 @@ def test_killing_the_worker_mid_file_loses_nothing(stack, tmp_path) -> None:
     import subprocess
     import sys
 
-    from core.ledger import DynamoLedger
+    from core.pipeline.ledger import DynamoLedger
 
     root = Path(__file__).resolve().parents[2]
     env = dict(os.environ, **stack.settings.to_env(), ORDERPIPE_STATE_DIR=str(tmp_path))

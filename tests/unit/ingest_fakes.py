@@ -13,8 +13,8 @@ from typing import IO, Any
 
 from botocore.exceptions import ClientError
 
-from core.events import FileRef, iso_ms
-from core.ledger import (
+from core.pipeline.events import FileRef, iso_ms
+from core.pipeline.ledger import (
     Claim,
     Decision,
     FileOutcome,
@@ -24,7 +24,7 @@ from core.ledger import (
     decide,
     fresh_entry,
 )
-from core.notice import FileNotice
+from core.pipeline.notice import FileNotice
 
 
 class FakeClock:

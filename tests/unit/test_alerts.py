@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from core.alerts import AlertsError, glue_state_change, local_names, parse_alert
-from core.settings import Settings
+from core.aws.settings import Settings
+from core.ops.alerts import AlertsError, glue_state_change, local_names, parse_alert
 
 
 def test_glue_job_state_change_event() -> None:
@@ -98,7 +98,7 @@ SETTINGS = Settings(alerts_topic_arn="arn:aws:sns:us-east-1:account:orderpipe-de
 
 
 def test_failed_run_goes_through_eventbridge_to_the_inbox() -> None:
-    from core.alerts import LocalJobAlarm
+    from core.ops.alerts import LocalJobAlarm
 
     events, sns = _FakeEvents(broken=False), _FakeSns()
     alarm = LocalJobAlarm(events, _FakeSqs(), sns, SETTINGS)
@@ -114,7 +114,7 @@ def test_failed_run_goes_through_eventbridge_to_the_inbox() -> None:
 
 
 def test_failed_run_goes_straight_to_the_topic_where_eventbridge_fails() -> None:
-    from core.alerts import LocalJobAlarm
+    from core.ops.alerts import LocalJobAlarm
 
     sns = _FakeSns()
     alarm = LocalJobAlarm(_FakeEvents(broken=True), _FakeSqs(), sns, SETTINGS)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from core.deploy import (
+from core.release.deploy import (
     ArtifactStore,
     Change,
     DeployError,
@@ -21,8 +21,8 @@ from core.deploy import (
     parse_parameters,
     stack_values,
 )
-from core.package import Artifact, Manifest, Target
-from core.template import load_template
+from core.release.package import Artifact, Manifest, Target
+from core.release.template import load_template
 
 
 def client_error(code: str, message: str) -> ClientError:

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from core.dlq import DeadLetterQueue, DlqError, reached_dlq_estimate
-from core.event_messages import ObjectVersion, s3_event_body
+from core.ops.dlq import DeadLetterQueue, DlqError, reached_dlq_estimate
+from core.ops.event_messages import ObjectVersion, s3_event_body
 
 SOURCE = "https://sqs/1/ingest"
 DLQ = "https://sqs/1/ingest-dlq"

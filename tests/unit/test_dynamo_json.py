@@ -12,8 +12,8 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest, AWSResponse
 from botocore.serialize import create_serializer
 
-from core import dynamo_json
-from core.clients import Clients
+from core.aws import dynamo_json
+from core.aws.clients import Clients
 from core.faults import FaultPlan, FaultRule
 
 NOWHERE = "http://127.0.0.1:9"  # nothing listens: a call that reaches the network would fail

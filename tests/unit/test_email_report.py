@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.email_report import LINK_EXPIRY_S, compose, describe_reasons, subject_for
-from core.notice import FileNotice, SampleRow
-from core.schema import default_schema
+from core.pipeline.email_report import LINK_EXPIRY_S, compose, describe_reasons, subject_for
+from core.pipeline.notice import FileNotice, SampleRow
+from core.validation.schema import default_schema
 
 NOW = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)
 BUCKET = "orderpipe-test-orders"

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.engine import SeenValues, validate, validate_chunks
-from core.limits import Limits
-from core.outcome import SAMPLE_REJECTS, ChunkResult
-from core.schema import default_schema
+from core.validation.engine import SeenValues, validate, validate_chunks
+from core.validation.limits import Limits
+from core.validation.outcome import SAMPLE_REJECTS, ChunkResult
+from core.validation.schema import default_schema
 
 SCHEMA = default_schema()
 HEADER = "Order_Id,Customer_Id,Order_Date,Order_Status,Order_Total\n"
@@ -306,8 +306,8 @@ def test_every_reason_fixture_has_its_exact_outcome() -> None:
 
 
 def test_a_polars_error_while_reading_is_a_rejection_not_a_crash() -> None:
-    from core.engine import _read_guarded
-    from core.readers import FileRejected
+    from core.validation.engine import _read_guarded
+    from core.validation.readers import FileRejected
 
     def broken_reader() -> Iterator[pl.DataFrame]:
         yield pl.DataFrame({"line": [1]})

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from core.events import EventShapeError, FileRef, Replay, event_body, normalise_time, parse_body
+from core.pipeline.events import (
+    EventShapeError,
+    FileRef,
+    Replay,
+    event_body,
+    normalise_time,
+    parse_body,
+)
 
 EVENTS = Path(__file__).resolve().parents[2] / "fixtures" / "events"
 

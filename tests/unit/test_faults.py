@@ -20,7 +20,7 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
-from core.clients import Clients
+from core.aws.clients import Clients
 from core.faults import (
     ENV_FAULTS,
     SEND_KINDS,

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.limits import MB, Limits
-from core.readers import FIELD_COUNT_OK, LINE, FileRejected, iter_table
+from core.validation.limits import MB, Limits
+from core.validation.readers import FIELD_COUNT_OK, LINE, FileRejected, iter_table
 
 COLUMNS = ["Order_Id", "Customer_Id", "Order_Date", "Order_Status", "Order_Total"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -322,9 +322,10 @@ def test_row_limit_is_hit_while_streaming_without_reading_further() -> None:
 
 
 def test_limits_follow_the_deployment_settings() -> None:
-    from core.settings import Settings
+    from core.aws.settings import Settings
+    from core.pipeline.ingest import limits_from_settings
 
-    limits = Limits.from_settings(Settings(max_file_bytes=3 * MB, max_rows=10))
+    limits = limits_from_settings(Settings(max_file_bytes=3 * MB, max_rows=10))
     assert (limits.max_bytes, limits.max_rows, limits.max_decompressed_bytes) == (
         3 * MB,
         10,

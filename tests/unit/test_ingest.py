@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from core.engine import validate
-from core.events import FileRef, event_body
-from core.ingest import FileBusy, IngestService, busy_delay, handle_record, rejects_key_for
-from core.ledger import Decision, LeaseLost, Status
-from core.orders_store import OrdersWriter
-from core.settings import Settings
+from core.aws.settings import Settings
+from core.pipeline.events import FileRef, event_body
+from core.pipeline.ingest import FileBusy, IngestService, busy_delay, handle_record, rejects_key_for
+from core.pipeline.ledger import Decision, LeaseLost, Status
+from core.pipeline.orders_store import OrdersWriter
+from core.validation.engine import validate
 from tests.unit.ingest_fakes import FakeClock, FakeDynamo, FakeNotices, FakeObjects, InMemoryLedger
 
 SETTINGS = Settings(

@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
-from core.clients import Clients
-from core.events import FileRef, Replay
+from core.aws.clients import Clients
+from core.aws.stack import files_table_definition
 from core.faults import FaultPlan
-from core.ledger import (
+from core.pipeline.events import FileRef, Replay
+from core.pipeline.ledger import (
     Decision,
     DynamoLedger,
     FileOutcome,
@@ -23,7 +24,6 @@ from core.ledger import (
     Status,
     decide,
 )
-from core.stack import files_table_definition
 from tests.unit.ingest_fakes import FakeClock, InMemoryLedger
 
 LEASE = 60

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from core.notice import FileNotice, SampleRow
-from core.notify import (
+from core.pipeline.notice import FileNotice, SampleRow
+from core.pipeline.notify import (
     Claim,
     Notifier,
     NotifyFailedError,
@@ -345,9 +345,9 @@ def test_messages_are_read_from_a_lambda_sqs_event() -> None:
 
 
 def test_more_recipients_than_ses_takes_is_a_clear_settings_error() -> None:
-    from core.clients import Clients
-    from core.notify import build_notifier
-    from core.settings import Settings, SettingsError
+    from core.aws.clients import Clients
+    from core.aws.settings import Settings, SettingsError
+    from core.pipeline.notify import build_notifier
 
     many = tuple(f"ops{i}@x.test" for i in range(51))
     with pytest.raises(SettingsError, match="ORDERPIPE_RECIPIENTS names 51 addresses"):

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.events import FileRef
-from core.orders_store import (
+from core.pipeline.events import FileRef
+from core.pipeline.orders_store import (
     BACKOFF_BASE_S,
     MAX_ATTEMPTS,
     OrdersWriter,

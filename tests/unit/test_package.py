@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from core.cli import cli
 from core.cli.package import summary_lines
-from core.package import (
+from core.release.package import (
     LAMBDA_UNZIPPED_LIMIT,
     MIB,
     BuildOptions,
@@ -56,16 +56,16 @@ def fake_project(root: Path) -> Path:
     project = root / "project"
     files = {
         "core/__init__.py": "",
-        "core/engine.py": "ENGINE = 1\n",
-        "core/reconcile.py": "RECONCILE = 1\n",
-        "core/schemas/orders.json": "{}\n",
+        "core/validation/engine.py": "ENGINE = 1\n",
+        "core/ops/reconcile.py": "RECONCILE = 1\n",
+        "core/validation/schemas/orders.json": "{}\n",
         "core/cli/__init__.py": "import click\n",
         "core/__pycache__/engine.cpython-311.pyc": "x",
         "handlers/__init__.py": "",
         "handlers/ingest.py": "def handler(event, context): return {}\n",
         "handlers/reconcile_job.py": (
-            'SHIPPED_MODULES = ("core/__init__.py", "core/reconcile.py")\n'
-            "from core.reconcile import RECONCILE\n"
+            'SHIPPED_MODULES = ("core/__init__.py", "core/ops/reconcile.py")\n'
+            "from core.ops.reconcile import RECONCILE\n"
         ),
     }
     for rel, text in files.items():
@@ -106,8 +106,8 @@ def test_offline_build_splits_layer_and_code_and_leaves_boto_to_the_runtime(
     code = names(out / "function.zip")
     layer = names(out / "deps-layer.zip")
     assert "handlers/ingest.py" in code
-    assert "core/engine.py" in code
-    assert "core/schemas/orders.json" in code
+    assert "core/validation/engine.py" in code
+    assert "core/validation/schemas/orders.json" in code
     assert "aws_xray_sdk/__init__.py" in code
     assert "typing_extensions.py" in code
     assert not [n for n in code if n.startswith(("core/cli", "botocore", "urllib3", "polars/"))]
@@ -177,7 +177,7 @@ def test_glue_wheel_holds_only_the_shipped_modules_and_installs_on_any_python(
     manifest = built
     wheel = offline.out_dir / manifest.artifacts["reconcile_wheel"].file
     modules = {n for n in names(wheel) if ".dist-info/" not in n}
-    assert modules == {"core/__init__.py", "core/reconcile.py"}
+    assert modules == {"core/__init__.py", "core/ops/reconcile.py"}
     with zipfile.ZipFile(wheel) as archive:
         meta = next(archive.read(n) for n in archive.namelist() if n.endswith("/METADATA"))
     assert b"Requires-Python: >=3.9" in meta
@@ -201,7 +201,7 @@ def test_glue_wheel_holds_only_the_shipped_modules_and_installs_on_any_python(
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert (target / "core" / "reconcile.py").read_text() == "RECONCILE = 1\n"
+    assert (target / "core" / "ops" / "reconcile.py").read_text() == "RECONCILE = 1\n"
     assert (offline.out_dir / "reconcile_job.py").is_file()
 
 

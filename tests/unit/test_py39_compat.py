@@ -27,7 +27,7 @@ class Block(importlib.abc.MetaPathFinder):
 
 sys.meta_path.insert(0, Block())
 import handlers.reconcile_job
-import core.reconcile
+import core.ops.reconcile
 loaded = sorted(
     m.__file__ for m in list(sys.modules.values())
     if getattr(m, "__file__", None)
@@ -47,7 +47,7 @@ def _closure() -> list[str]:
 
 def test_reconcile_job_imports_without_polars() -> None:
     loaded = _closure()
-    assert "core/reconcile.py" in loaded
+    assert "core/ops/reconcile.py" in loaded
     assert not any("polars" in p for p in loaded)
 
 

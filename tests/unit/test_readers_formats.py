@@ -14,9 +14,9 @@ import polars as pl
 import pytest
 import xlsxwriter
 
-from core.limits import Limits
-from core.readers import FIELD_COUNT_OK, LINE, FileRejected, iter_table
-from core.readers.sniff import Format, detect_format
+from core.validation.limits import Limits
+from core.validation.readers import FIELD_COUNT_OK, LINE, FileRejected, iter_table
+from core.validation.readers.sniff import Format, detect_format
 
 COLUMNS = ["Order_Id", "Customer_Id", "Order_Date", "Order_Status", "Order_Total"]
 FORMATS = Path(__file__).resolve().parents[2] / "fixtures" / "formats"

@@ -8,8 +8,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from core.limits import Limits
-from core.readers import FIELD_COUNT_OK, LINE, FileRejected, iter_table
+from core.validation.limits import Limits
+from core.validation.readers import FIELD_COUNT_OK, LINE, FileRejected, iter_table
 
 COLUMNS = ["Order_Id", "Customer_Id", "Order_Date", "Order_Status", "Order_Total"]
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"

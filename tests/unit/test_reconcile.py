@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from core.event_messages import objects_in_body
-from core.ops_adapters import LedgerRecord, StoredObject
-from core.reconcile import ReconcileOptions, Reconciler, report_key
+from core.ops.event_messages import objects_in_body
+from core.ops.ops_adapters import LedgerRecord, StoredObject
+from core.ops.reconcile import ReconcileOptions, Reconciler, report_key
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 BUCKET = "orders-bucket"

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from core.reconcile import ReconcileOptions
-from core.reconcile_schedule import ReconcileSchedule
-from core.settings import Settings
+from core.aws.settings import Settings
+from core.local.reconcile_schedule import ReconcileSchedule
+from core.ops.reconcile import ReconcileOptions
 
 
 class CountingReconciler:

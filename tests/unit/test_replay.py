@@ -7,17 +7,17 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from core.event_messages import s3_event_body
-from core.events import parse_body
-from core.ledger import Decision, LedgerEntry, ReplayRecord, Status, decide
-from core.ops_adapters import StoredObject
-from core.replay import (
+from core.ops.event_messages import s3_event_body
+from core.ops.ops_adapters import StoredObject
+from core.ops.replay import (
     Replayer,
     ReplayError,
     Selection,
     parse_duration,
     parse_statuses,
 )
+from core.pipeline.events import parse_body
+from core.pipeline.ledger import Decision, LedgerEntry, ReplayRecord, Status, decide
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 B = "bucket"
@@ -208,8 +208,8 @@ def test_selection_is_required_and_bad_values_are_clear() -> None:
 
 
 def test_my_event_body_is_what_ingest_parses() -> None:
-    from core.event_messages import REPLAY_FIELD, ObjectVersion
-    from core.events import REPLAY_FIELD as INGEST_REPLAY_FIELD
+    from core.ops.event_messages import REPLAY_FIELD, ObjectVersion
+    from core.pipeline.events import REPLAY_FIELD as INGEST_REPLAY_FIELD
 
     assert REPLAY_FIELD == INGEST_REPLAY_FIELD
     body = s3_event_body(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from core.engine import validate_chunks
-from core.schema import Schema, default_schema
+from core.validation.engine import validate_chunks
+from core.validation.schema import Schema, default_schema
 
 SCHEMA = default_schema()
 GOOD = {

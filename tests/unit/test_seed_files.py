@@ -6,8 +6,8 @@ from pathlib import Path
 
 import polars as pl
 
-from core.engine import validate
-from core.outcome import ChunkResult
+from core.validation.engine import validate
+from core.validation.outcome import ChunkResult
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from core.embedded import READY_MARK, WorkerSupervisor
+from core.local.embedded import READY_MARK, WorkerSupervisor
 
 # A stand-in worker: reads its settings line, says it is polling, then idles.
 FAKE_WORKER = (

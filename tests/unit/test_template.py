@@ -1,7 +1,7 @@
 """The template's contract with the code: one source of truth, checked on every run.
 
-core/stack.py defines names, timings and table shapes (and builds the local stack from them);
-core/settings.py the environment variable names; core/stack_outputs.py the outputs the CLI
+core/aws/stack.py defines names, timings and table shapes (and builds the local stack from them);
+core/aws/settings.py the environment variable names; core/aws/stack_outputs.py the outputs the CLI
 reads. The template must agree with all three, and hold its security promises.
 """
 
@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 
-from core import stack as stack_def
-from core.package import GLUE_SCRIPT, PROJECT_ROOT
-from core.settings import (
+from core.aws import stack as stack_def
+from core.aws.settings import (
     ALL_ENV_VARS,
     DEFAULT_WRITE_THREADS,
     ENV_ALERTS_TOPIC_ARN,
@@ -34,8 +33,9 @@ from core.settings import (
     REPORTS_PREFIX,
     Settings,
 )
-from core.stack_outputs import ALL_OUTPUTS, REQUIRED_OUTPUTS
-from core.template import TemplateError, check_values, load_template, parse_template
+from core.aws.stack_outputs import ALL_OUTPUTS, REQUIRED_OUTPUTS
+from core.release.package import GLUE_SCRIPT, PROJECT_ROOT
+from core.release.template import TemplateError, check_values, load_template, parse_template
 
 T = load_template()
 RES: dict[str, Any] = T["Resources"]
@@ -389,7 +389,7 @@ def test_alerts_topic_accepts_only_this_stacks_rule_and_alarms() -> None:
     assert sub["Properties"]["Protocol"] == "email"
 
 
-# ---- one source of truth with core/stack.py -----------------------------------------------
+# ---- one source of truth with core/aws/stack.py -----------------------------------------------
 
 
 def without_name(definition: dict[str, Any]) -> dict[str, Any]:

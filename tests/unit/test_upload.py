@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from core.ledger import LedgerEntry, Status
-from core.upload import (
+from core.ops.upload import (
     FileResult,
     Uploaded,
     Uploader,
@@ -19,6 +18,7 @@ from core.upload import (
     plan,
     wait_for_outcomes,
 )
+from core.pipeline.ledger import LedgerEntry, Status
 
 
 class FakeS3:

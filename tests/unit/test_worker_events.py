@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from core.worker import LambdaContext, QueueConsumer, QueueSpec, failed_ids, lambda_record
+from core.local.worker import LambdaContext, QueueConsumer, QueueSpec, failed_ids, lambda_record
 
 MESSAGE = {
     "MessageId": "m-1",

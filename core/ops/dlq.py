@@ -1,0 +1,404 @@
+"""Dead-letter review: list without consuming, show, redrive without loss, purge.
+
+Listing peeks: messages are received with a short visibility timeout so paging moves on, then
+all are made visible again at once (ChangeMessageVisibility 0) — nothing is consumed.
+
+Redrive goes back to the source queue. On AWS it uses SQS's native StartMessageMoveTask (one
+active task per queue; moved messages get new ids). Where that API is missing — the local
+emulator answers HTTP 500 — it is detected once with a fail-fast client, and messages are moved
+by receive → send → delete, always sending before deleting: a crash may duplicate a message but
+never lose one, and the ledger makes a duplicate harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from core.ops.event_messages import iso_now, objects_in_body, parse_iso
+from core.pipeline.notice import FileNotice
+
+PEEK_VISIBILITY_S = 30  # long enough to page through a DLQ, short if the process dies
+MOVE_VISIBILITY_S = 60
+SQS_BATCH = 10
+TERMINAL_TASK_STATES = ("COMPLETED", "CANCELLED", "FAILED")
+
+Progress = Callable[[int, int | None], None]  # moved so far, total when known
+
+
+class DlqError(RuntimeError):
+    """An expected problem, worded for the person at the terminal."""
+
+
+@dataclass(frozen=True)
+class FileMention:
+    """A file a dead letter is about."""
+
+    file_id: str
+    bucket: str
+    key: str
+    size: int | None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    message_id: str
+    receipt_handle: str
+    body: str
+    attributes: dict[str, str]
+    message_attributes: dict[str, Any]
+
+    @property
+    def receive_count(self) -> int:
+        """Receives before this peek (the peek itself counts one on SQS)."""
+        return max(int(self.attributes.get("ApproximateReceiveCount", "1")) - 1, 0)
+
+    @property
+    def sent_at(self) -> str | None:
+        return _epoch_ms(self.attributes.get("SentTimestamp"))
+
+    @property
+    def first_received_at(self) -> str | None:
+        return _epoch_ms(self.attributes.get("ApproximateFirstReceiveTimestamp"))
+
+    @property
+    def body_bytes(self) -> int:
+        return len(self.body.encode())
+
+    def files(self) -> list[FileMention]:
+        """The files named by the body: an S3 event (ingest) or a file notice (notify)."""
+        found = [
+            FileMention(o.file_id, o.bucket, o.key, o.size) for o in objects_in_body(self.body)
+        ]
+        if found:
+            return found
+        try:
+            notice = FileNotice.from_json(self.body)
+        except ValueError:
+            return []
+        return [FileMention(notice.file_id, notice.bucket, notice.key, None)]
+
+
+def _epoch_ms(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    try:
+        return iso_now(datetime.fromtimestamp(int(raw) / 1000, UTC))
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+@dataclass
+class RedriveResult:
+    moved: int = 0
+    failed: int = 0
+    method: str = ""  # "native" (StartMessageMoveTask) or "copy" (receive → send → delete)
+    dry_run: bool = False
+    would_move: int = 0
+    task_handle: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+def _send_attributes(raw: dict[str, Any]) -> dict[str, Any]:
+    """Received message attributes in the shape SendMessage accepts."""
+    keep = ("DataType", "StringValue", "BinaryValue")
+    return {name: {k: v for k, v in value.items() if k in keep} for name, value in raw.items()}
+
+
+def _missing_api(exc: Exception) -> bool:
+    """True when the endpoint does not implement the call (the emulator answers 500)."""
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        return status in (500, 501) or code in ("500", "501", "NotImplemented", "InternalFailure")
+    return isinstance(exc, BotoCoreError)
+
+
+class DeadLetterQueue:
+    """One source queue's DLQ. ``probe_sqs`` is a client with retries off, to fail fast."""
+
+    def __init__(
+        self,
+        sqs: Any,
+        *,
+        source_url: str,
+        dlq_url: str,
+        probe_sqs: Any | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._sqs = sqs
+        self._probe = probe_sqs or sqs
+        self.source_url = source_url
+        self.url = dlq_url
+        self._sleep = sleep
+        self._arns: dict[str, str] = {}
+
+    @classmethod
+    def for_source(cls, sqs: Any, source_url: str, **kwargs: Any) -> DeadLetterQueue:
+        """The DLQ named by the source queue's redrive policy."""
+        try:
+            attrs = sqs.get_queue_attributes(QueueUrl=source_url, AttributeNames=["RedrivePolicy"])[
+                "Attributes"
+            ]
+        except ClientError as exc:
+            raise DlqError(f"cannot read queue {source_url}: {_error_text(exc)}") from None
+        policy = attrs.get("RedrivePolicy")
+        if not policy:
+            raise DlqError(f"queue {source_url} has no dead-letter queue")
+        arn = json.loads(policy)["deadLetterTargetArn"]
+        _, _, _, _, account, name = arn.split(":", 5)
+        dlq_url = sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+        return cls(sqs, source_url=source_url, dlq_url=dlq_url, **kwargs)
+
+    def _arn(self, url: str) -> str:
+        if url not in self._arns:
+            self._arns[url] = self._sqs.get_queue_attributes(
+                QueueUrl=url, AttributeNames=["QueueArn"]
+            )["Attributes"]["QueueArn"]
+        return self._arns[url]
+
+    def depth(self) -> int:
+        attrs = self._sqs.get_queue_attributes(
+            QueueUrl=self.url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return int(attrs.get("ApproximateNumberOfMessages", 0))
+
+    def source_visibility_s(self) -> int:
+        attrs = self._sqs.get_queue_attributes(
+            QueueUrl=self.source_url, AttributeNames=["VisibilityTimeout"]
+        )["Attributes"]
+        return int(attrs.get("VisibilityTimeout", 30))
+
+    # ---- review ---------------------------------------------------------------------------
+
+    def _receive(self, count: int, visibility_s: int, wait_s: int = 0) -> list[DeadLetter]:
+        got = self._sqs.receive_message(
+            QueueUrl=self.url,
+            MaxNumberOfMessages=min(count, SQS_BATCH),
+            VisibilityTimeout=visibility_s,
+            WaitTimeSeconds=wait_s,
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        )
+        return [
+            DeadLetter(
+                message_id=m["MessageId"],
+                receipt_handle=m["ReceiptHandle"],
+                body=m.get("Body", ""),
+                attributes=dict(m.get("Attributes", {})),
+                message_attributes=dict(m.get("MessageAttributes", {})),
+            )
+            for m in got.get("Messages", [])
+        ]
+
+    def _release(self, letters: list[DeadLetter]) -> None:
+        for start in range(0, len(letters), SQS_BATCH):
+            batch = letters[start : start + SQS_BATCH]
+            self._sqs.change_message_visibility_batch(
+                QueueUrl=self.url,
+                Entries=[
+                    {"Id": str(n), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": 0}
+                    for n, m in enumerate(batch)
+                ],
+            )
+
+    def peek(self, limit: int = 1000) -> list[DeadLetter]:
+        """Up to ``limit`` messages, all visible again when this returns (or fails)."""
+        seen: dict[str, DeadLetter] = {}
+        held: list[DeadLetter] = []
+        try:
+            while len(seen) < limit:
+                # A 1 s long poll asks every SQS server; a short poll may miss messages.
+                batch = self._receive(limit - len(seen), PEEK_VISIBILITY_S, wait_s=1)
+                held.extend(batch)
+                fresh = [m for m in batch if m.message_id not in seen]
+                if not fresh:
+                    break
+                for m in fresh:
+                    seen[m.message_id] = m
+        finally:
+            self._release(held)
+        return list(seen.values())
+
+    def find(self, message_id: str) -> DeadLetter | None:
+        return next((m for m in self.peek() if m.message_id == message_id), None)
+
+    # ---- redrive --------------------------------------------------------------------------
+
+    def native_redrive_available(self) -> bool:
+        """Ask once, with retries off: the emulator answers 500 where AWS has the API."""
+        try:
+            self._probe.list_message_move_tasks(SourceArn=self._arn(self.url), MaxResults=1)
+        except (ClientError, BotoCoreError) as exc:
+            if _missing_api(exc):
+                return False
+            raise DlqError(f"cannot check redrive tasks: {_error_text(exc)}") from None
+        return True
+
+    def redrive(
+        self,
+        *,
+        max_messages: int | None = None,
+        rate: float | None = None,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+        poll_s: float = 2.0,
+    ) -> RedriveResult:
+        if dry_run:
+            depth = self.depth()
+            would = depth if max_messages is None else min(depth, max_messages)
+            return RedriveResult(dry_run=True, would_move=would)
+        # The native task moves everything; --max needs the copy path on AWS too.
+        if max_messages is None and self.native_redrive_available():
+            return self._native(rate, progress, poll_s)
+        return self._copy(max_messages, rate, progress)
+
+    def _native(
+        self, rate: float | None, progress: Progress | None, poll_s: float
+    ) -> RedriveResult:
+        source_arn = self._arn(self.url)
+        tasks = self._sqs.list_message_move_tasks(SourceArn=source_arn, MaxResults=1)
+        running = [t for t in tasks.get("Results", []) if t.get("Status") == "RUNNING"]
+        if running:
+            task = running[0]
+            raise DlqError(
+                "a redrive is already running for this queue "
+                f"({task.get('ApproximateNumberOfMessagesMoved', 0)} of "
+                f"{task.get('ApproximateNumberOfMessagesToMove', '?')} moved); wait for it"
+            )
+        kwargs: dict[str, Any] = {
+            "SourceArn": source_arn,
+            "DestinationArn": self._arn(self.source_url),
+        }
+        if rate:
+            kwargs["MaxNumberOfMessagesPerSecond"] = max(1, min(int(rate), 500))
+        handle = self._sqs.start_message_move_task(**kwargs)["TaskHandle"]
+        result = RedriveResult(method="native", task_handle=handle)
+        while True:
+            task = self._sqs.list_message_move_tasks(SourceArn=source_arn, MaxResults=1)["Results"][
+                0
+            ]
+            result.moved = int(task.get("ApproximateNumberOfMessagesMoved", 0))
+            total = task.get("ApproximateNumberOfMessagesToMove")
+            if progress:
+                progress(result.moved, int(total) if total is not None else None)
+            if task.get("Status") in TERMINAL_TASK_STATES:
+                if task.get("Status") != "COMPLETED":
+                    result.errors.append(str(task.get("FailureReason") or task.get("Status")))
+                return result
+            self._sleep(poll_s)
+
+    def _copy(
+        self, max_messages: int | None, rate: float | None, progress: Progress | None
+    ) -> RedriveResult:
+        result = RedriveResult(method="copy")
+        total = self.depth() if max_messages is None else max_messages
+        started = time.monotonic()
+        while max_messages is None or result.moved < max_messages:
+            want = (
+                SQS_BATCH if max_messages is None else min(SQS_BATCH, max_messages - result.moved)
+            )
+            if rate:
+                want = max(1, min(want, int(rate)))
+            batch = self._receive(want, MOVE_VISIBILITY_S, wait_s=1)
+            if not batch:
+                break
+            sent = self._sqs.send_message_batch(
+                QueueUrl=self.source_url,
+                Entries=[
+                    {
+                        "Id": str(n),
+                        "MessageBody": m.body,
+                        **(
+                            {"MessageAttributes": _send_attributes(m.message_attributes)}
+                            if m.message_attributes
+                            else {}
+                        ),
+                    }
+                    for n, m in enumerate(batch)
+                ],
+            )
+            ok = {int(s["Id"]) for s in sent.get("Successful", [])}
+            for failure in sent.get("Failed", []):
+                result.errors.append(str(failure.get("Message") or failure.get("Code")))
+            moved = [m for n, m in enumerate(batch) if n in ok]
+            kept = [m for n, m in enumerate(batch) if n not in ok]
+            # Only what reached the source queue leaves the DLQ; the rest becomes visible again.
+            if moved:
+                self._sqs.delete_message_batch(
+                    QueueUrl=self.url,
+                    Entries=[
+                        {"Id": str(n), "ReceiptHandle": m.receipt_handle}
+                        for n, m in enumerate(moved)
+                    ],
+                )
+            if kept:
+                self._release(kept)
+                result.failed += len(kept)
+                break
+            result.moved += len(moved)
+            if progress:
+                progress(result.moved, total)
+            if rate:
+                ahead = result.moved / rate - (time.monotonic() - started)
+                if ahead > 0:
+                    self._sleep(ahead)
+        return result
+
+    # ---- purge ----------------------------------------------------------------------------
+
+    def purge(self, *, dry_run: bool = False) -> int:
+        """Delete every message, counting exactly (PurgeQueue reports no count)."""
+        if dry_run:
+            return self.depth()
+        deleted = 0
+        while True:
+            batch = self._receive(SQS_BATCH, MOVE_VISIBILITY_S, wait_s=1)
+            if not batch:
+                return deleted
+            got = self._sqs.delete_message_batch(
+                QueueUrl=self.url,
+                Entries=[
+                    {"Id": str(n), "ReceiptHandle": m.receipt_handle} for n, m in enumerate(batch)
+                ],
+            )
+            deleted += len(got.get("Successful", []))
+
+
+def reached_dlq_estimate(
+    letter: DeadLetter, last_failure_at: str | None, visibility_s: int
+) -> str | None:
+    """SQS keeps no move time: the last failure plus the visibility timeout is when it moved.
+
+    The message became visible again one visibility timeout after its last failed attempt, and
+    the next receive moved it. Without a recorded failure, the first receive plus one timeout per
+    allowed receive is the best estimate.
+    """
+    if last_failure_at:
+        return iso_now(parse_iso(last_failure_at) + timedelta(seconds=visibility_s))
+    first = letter.first_received_at
+    if first is None:
+        return None
+    return iso_now(
+        parse_iso(first) + timedelta(seconds=visibility_s * max(letter.receive_count - 1, 0))
+    )
+
+
+def iter_files(letters: list[DeadLetter]) -> Iterator[tuple[DeadLetter, FileMention]]:
+    for letter in letters:
+        for mention in letter.files():
+            yield letter, mention
+
+
+def _error_text(exc: Exception) -> str:
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        return f"{err.get('Code', 'error')}: {err.get('Message', '')}".strip()
+    return str(exc)

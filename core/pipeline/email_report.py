@@ -1,0 +1,533 @@
+"""One email for a batch of file notices: what was rejected, why, and the rows themselves.
+
+The message is a ``multipart/mixed`` MIME document: a ``multipart/alternative`` body (plain
+text first, HTML second, carrying the same facts) followed by each file's rejects CSV. SES v1
+refuses messages over 10 MB, so when the CSVs would not fit, the largest are replaced one by one
+with a presigned URL until the rest fit. Composition reads S3 only through ``RejectsStore``,
+so it is tested with an in-memory store.
+"""
+
+from __future__ import annotations
+
+import html
+import posixpath
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, make_msgid
+from typing import Protocol
+
+from core.pipeline.notice import FileNotice, SampleRow
+from core.validation.schema import (
+    ALLOWED,
+    FIELD_COUNT_CODE,
+    FORMAT,
+    RANGE,
+    REQUIRED,
+    UNIQUE,
+    Column,
+    Schema,
+)
+
+# SES v1 (send_raw_email) refuses a message over 10 MB; SES adds its own headers (DKIM,
+# Message-ID, feedback ids) on top of ours, so keep a margin below the hard limit.
+SES_MAX_MESSAGE_BYTES = 10 * 1024 * 1024
+SES_HEADROOM_BYTES = 256 * 1024
+DEFAULT_MAX_BYTES = SES_MAX_MESSAGE_BYTES - SES_HEADROOM_BYTES
+LINK_EXPIRY_S = 7 * 24 * 3600  # the longest a SigV4 presigned URL may live
+# A presigned URL (~1 KB on AWS) appears in both bodies, escaped and quoted-printable wrapped.
+LINK_COST_BYTES = 3 * 1024
+CELL_CHARS = 80  # a longer value is cut in the body (the CSV keeps it whole)
+TEXT_CELL_CHARS = 28
+
+STATUS_LABEL = {"PARTIAL": "Partly loaded", "REJECTED": "Rejected, nothing loaded"}
+# Badges carry inline styles (they hold meaning); table cosmetics sit in one <style> block
+# with HTML attributes as the fallback, so a 50-file email is not a megabyte of repeated CSS.
+_STATUS_STYLE = {
+    "PARTIAL": "background:#fef3c7;color:#92400e",
+    "REJECTED": "background:#fee2e2;color:#991b1b",
+}
+_CSS = (
+    "table.op{border-collapse:collapse;font-size:13px;margin:6px 0 14px}"
+    ".op th{text-align:left;padding:4px 8px;border-bottom:2px solid #d1d5db;background:#f3f4f6}"
+    ".op td{padding:4px 8px;border-bottom:1px solid #e5e7eb;vertical-align:top}"
+    ".op td.n{text-align:right;font-variant-numeric:tabular-nums}"
+    ".empty{color:#9ca3af}"
+)
+_TABLE = "<table class='op' cellpadding='4' cellspacing='0'>"
+_TD = "<td>"
+_NUM = "<td class='n' align='right'>"
+_BAD = "<td bgcolor='#fee2e2'>"  # a value the row was rejected for
+
+
+class RejectsStore(Protocol):
+    """Where the rejects CSVs live (S3 in production, a dict in unit tests)."""
+
+    def size(self, bucket: str, key: str) -> int | None:
+        """Bytes of the object, or None when it does not exist."""
+
+    def read(self, bucket: str, key: str) -> bytes: ...
+
+    def presign(self, bucket: str, key: str, expires_s: int) -> str: ...
+
+
+@dataclass
+class Rejects:
+    """How one file's rejects CSV travels: attached, linked, or gone from the bucket."""
+
+    bucket: str
+    key: str
+    filename: str
+    size: int | None  # None: the object is missing
+    content: bytes | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class Section:
+    notice: FileNotice
+    rejects: Rejects | None
+
+
+@dataclass(frozen=True)
+class Composed:
+    message: EmailMessage
+    data: bytes
+    attached: list[str] = field(default_factory=list)  # rejects keys attached
+    linked: list[str] = field(default_factory=list)  # rejects keys sent as links
+
+    @property
+    def message_id(self) -> str:
+        return str(self.message["Message-ID"])
+
+
+def compose(
+    notices: Sequence[FileNotice],
+    store: RejectsStore,
+    *,
+    sender: str,
+    recipients: Sequence[str],
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    now: datetime | None = None,
+    schema: Schema | None = None,
+) -> Composed:
+    """Build the batch's email; past ``max_bytes`` the largest CSVs become links."""
+    if not notices:
+        raise ValueError("an email needs at least one notice")
+    now = now or datetime.now(UTC)
+    # Worst first: files rejected whole, then by rejected rows.
+    ordered = sorted(notices, key=lambda n: (n.status != "REJECTED", -n.invalid, n.key))
+    sections = [Section(n, _rejects_of(n, store, name)) for n, name in _filenames(ordered)]
+    present = [s.rejects for s in sections if s.rejects is not None and s.rejects.size is not None]
+    # Link the largest CSVs until the rest fit, so as many files as possible keep their
+    # attachment. Estimated from sizes first (nothing downloaded), then verified below.
+    draft = _build(
+        sections,
+        msgid="<draft@orderpipe>",
+        sender=sender,
+        recipients=recipients,
+        now=now,
+        schema=schema,
+    )
+    over = len(draft.as_bytes()) + sum(_attachment_cost(r) for r in present) - max_bytes
+    for rejects in sorted(present, key=lambda r: r.size or 0, reverse=True):
+        if over <= 0:
+            rejects.content = store.read(rejects.bucket, rejects.key)
+            continue
+        over -= _attachment_cost(rejects) - LINK_COST_BYTES
+        rejects.url = store.presign(rejects.bucket, rejects.key, LINK_EXPIRY_S)
+    msgid = make_msgid(domain=_domain(sender))
+    while True:
+        message = _build(
+            sections,
+            msgid=msgid,
+            sender=sender,
+            recipients=recipients,
+            now=now,
+            schema=schema,
+        )
+        data = message.as_bytes()
+        attached = [r for r in present if r.content is not None]
+        if len(data) <= max_bytes or not attached:
+            break
+        largest = max(attached, key=lambda r: len(r.content or b""))
+        largest.content = None
+        largest.url = store.presign(largest.bucket, largest.key, LINK_EXPIRY_S)
+    return Composed(
+        message=message,
+        data=data,
+        attached=[r.key for r in present if r.content is not None],
+        linked=[r.key for r in present if r.url is not None],
+    )
+
+
+def subject_for(notices: Sequence[FileNotice]) -> str:
+    rows = sum(n.invalid for n in notices)
+    whole = sum(1 for n in notices if n.status == "REJECTED")
+    facts = []
+    if rows:
+        facts.append(f"{rows:,} {_plural(rows, 'row')} rejected")
+    if whole:
+        facts.append(f"{whole:,} {_plural(whole, 'file')} rejected whole")
+    count = len(notices)
+    head = f"{count:,} {_plural(count, 'file')} {'needs' if count == 1 else 'need'} attention"
+    tail = f" ({_basename(notices[0].key)})" if count == 1 else ""
+    return f"orderpipe: {head} - {', '.join(facts) or 'see details'}{tail}"
+
+
+def describe_reasons(schema: Schema) -> dict[str, str]:
+    """A sentence for each reason code the schema can produce, shown next to the code."""
+    texts = {FIELD_COUNT_CODE: f"the row does not have the {len(schema.columns)} expected fields"}
+    for column in schema.columns:
+        for rule in column.rules():
+            texts[column.code(rule)] = _rule_text(column, rule)
+    return texts
+
+
+def _rule_text(column: Column, rule: str) -> str:
+    name = column.name
+    if rule == REQUIRED:
+        return f"{name} is empty"
+    if rule == UNIQUE:
+        return f"{name} appears more than once in the file"
+    if rule == FORMAT and column.type == "date":
+        return f"{name} is not a date written as " + " or ".join(
+            f.spec for f in column.date_formats
+        )
+    if rule == FORMAT:
+        return f"{name} is not a number with at most {column.scale} decimals"
+    if rule == ALLOWED:
+        case = "" if column.case_sensitive else " (any case)"
+        return f"{name} is not one of {', '.join(column.allowed)}{case}"
+    if rule == RANGE:
+        low, high = column.minimum, column.maximum
+        if low is not None and high is not None:
+            return f"{name} is outside {low} to {high}"
+        return f"{name} is below {low}" if low is not None else f"{name} is above {high}"
+    return ""
+
+
+# --- building -------------------------------------------------------------------------------
+
+
+def _build(
+    sections: Sequence[Section],
+    *,
+    sender: str,
+    recipients: Sequence[str],
+    now: datetime,
+    schema: Schema | None,
+    msgid: str,
+) -> EmailMessage:
+    notices = [s.notice for s in sections]
+    message = EmailMessage(policy=SMTP)
+    message["Subject"] = subject_for(notices)
+    message["From"] = sender
+    message["To"] = ", ".join(recipients)
+    message["Date"] = format_datetime(now)
+    message["Message-ID"] = msgid
+    message["X-Orderpipe-Files"] = str(len(notices))
+    vocab = _Vocabulary.of(schema)
+    # Quoted-printable keeps both bodies readable in the raw message and in the .eml outbox.
+    message.set_content(_text_body(sections, now, vocab), cte="quoted-printable")
+    message.add_alternative(
+        _html_body(sections, now, vocab), subtype="html", cte="quoted-printable"
+    )
+    for section in sections:
+        rejects = section.rejects
+        if rejects is not None and rejects.content is not None:
+            message.add_attachment(
+                rejects.content,
+                maintype="text",
+                subtype="csv",
+                filename=rejects.filename,
+                params={"charset": "utf-8"},  # the rejects CSV is written as UTF-8
+            )
+    return message
+
+
+def _rejects_of(notice: FileNotice, store: RejectsStore, filename: str) -> Rejects | None:
+    if not notice.rejects_key:
+        return None
+    size = store.size(notice.bucket, notice.rejects_key)
+    return Rejects(notice.bucket, notice.rejects_key, filename, size)
+
+
+def _attachment_cost(rejects: Rejects) -> int:
+    # base64: 4 bytes per 3, 76-character lines ending in CRLF; plus the part's own headers.
+    encoded = 4 * -(-(rejects.size or 0) // 3)
+    return encoded + 2 * -(-encoded // 76) + 300 + 2 * len(rejects.filename.encode())
+
+
+def _filenames(notices: Sequence[FileNotice]) -> list[tuple[FileNotice, str]]:
+    """A readable, unique attachment name per file: ``<stem>-rejects.csv``."""
+    seen: dict[str, int] = {}
+    out = []
+    for notice in notices:
+        stem = _basename(notice.key).rsplit(".", 1)[0] or "file"
+        name = f"{stem}-rejects.csv"
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            name = f"{stem}-{seen[name]}-rejects.csv"
+        out.append((notice, name))
+    return out
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].strip("> ") or "orderpipe.local"
+
+
+def _basename(key: str) -> str:
+    return posixpath.basename(key.rstrip("/")) or key
+
+
+def _plural(count: int, word: str) -> str:
+    return word if count == 1 else word + "s"
+
+
+@dataclass(frozen=True)
+class _Vocabulary:
+    """What the schema lends the email: a sentence per reason code, the columns' order."""
+
+    texts: Mapping[str, str]
+    order: tuple[str, ...]
+
+    @classmethod
+    def of(cls, schema: Schema | None) -> _Vocabulary:
+        if schema is None:
+            return cls({}, ())
+        return cls(describe_reasons(schema), schema.column_names)
+
+    def describe(self, code: str) -> str:
+        return self.texts.get(code, "")
+
+    def columns(self, sample: Sequence[SampleRow]) -> list[str]:
+        """The sample's columns in the schema's order (notices carry them sorted by name)."""
+        seen: dict[str, None] = {}
+        for row in sample:
+            seen.update(dict.fromkeys(row.values))
+        rank = {name: i for i, name in enumerate(self.order)}
+        return sorted(seen, key=lambda c: (rank.get(c, len(rank)), c))
+
+
+def _cut(value: str | None, limit: int) -> str:
+    if value is None:
+        return ""
+    value = value.replace("\r", " ").replace("\n", " ")
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+def _headline(notice: FileNotice) -> str:
+    if notice.status == "REJECTED":
+        why = notice.error or "the file could not be accepted"
+        return f"The whole file was rejected and no orders were stored: {why}"
+    return (
+        f"{notice.valid:,} of {notice.rows:,} {_plural(notice.rows, 'row')} stored; "
+        f"{notice.invalid:,} rejected."
+    )
+
+
+def _sorted_reasons(notice: FileNotice) -> list[tuple[str, int]]:
+    return sorted(notice.reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def _rejects_line(rejects: Rejects | None) -> str:
+    if rejects is None:
+        return "none"
+    if rejects.size is None:
+        return f"{rejects.key} is no longer in the bucket"
+    if rejects.content is not None:
+        return f"attached as {rejects.filename}"
+    return f"too large to attach ({rejects.size:,} bytes): download within 7 days"
+
+
+# --- plain text -----------------------------------------------------------------------------
+
+
+def _text_body(sections: Sequence[Section], now: datetime, vocab: _Vocabulary) -> str:
+    notices = [s.notice for s in sections]
+    lines = [subject_for(notices).removeprefix("orderpipe: "), ""]
+    for section in sections:
+        n = section.notice
+        lines += [
+            "-" * 72,
+            f"{n.key}  [{STATUS_LABEL.get(n.status, n.status)}]",
+            "",
+            _headline(n),
+        ]
+        if n.reasons:
+            lines += ["", "Reasons:"]
+            for code, count in _sorted_reasons(n):
+                text = vocab.describe(code)
+                lines.append(f"  {count:>9,}  {code}" + (f"  - {text}" if text else ""))
+        if n.sample:
+            lines += ["", _sample_caption(n), *_text_table(n.sample, vocab)]
+        if section.rejects is not None:
+            lines += ["", f"Rejected rows: {_rejects_line(section.rejects)}"]
+        if section.rejects is not None and section.rejects.url:
+            lines.append(f"  {section.rejects.url}")
+        lines += [
+            "",
+            f"Source: s3://{n.bucket}/{n.key} (version {n.version})",
+            f"Finished: {n.finished_at or 'unknown'}",
+            "",
+        ]
+    lines += _text_footer(now)
+    return "\n".join(lines) + "\n"
+
+
+def _text_table(sample: Sequence[SampleRow], vocab: _Vocabulary) -> list[str]:
+    columns = vocab.columns(sample)
+    header = ["Line", *columns, "Reasons"]
+    rows = [
+        [
+            str(r.line),
+            *(_cut(r.values.get(c), TEXT_CELL_CHARS) for c in columns),
+            ", ".join(r.reasons),
+        ]
+        for r in sample
+    ]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+
+    def fmt(cells: Sequence[str]) -> str:
+        return "  " + "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))
+
+    rule = ["-" * w for w in widths[:-1]] + ["-" * min(widths[-1], 30)]
+    return [fmt(header).rstrip(), fmt(rule).rstrip(), *(fmt(r).rstrip() for r in rows)]
+
+
+def _reasons(row: SampleRow) -> str:
+    return ", ".join(row.reasons)
+
+
+def _sample_caption(n: FileNotice) -> str:
+    shown = len(n.sample)
+    if shown < n.invalid:
+        return f"First {shown:,} of {n.invalid:,} rejected rows (line = line in the uploaded file):"
+    return f"Rejected {_plural(shown, 'row')} (line = line in the uploaded file):"
+
+
+def _text_footer(now: datetime) -> list[str]:
+    return [
+        "-" * 72,
+        "Rows that were stored stay stored. Correct the rejected rows and upload them",
+        "again under incoming/; a newer upload of an order replaces the older one.",
+        f"Sent by orderpipe at {now.strftime('%Y-%m-%d %H:%M:%S UTC')}.",
+    ]
+
+
+# --- HTML -----------------------------------------------------------------------------------
+
+
+def _html_body(sections: Sequence[Section], now: datetime, vocab: _Vocabulary) -> str:
+    e = html.escape
+    notices = [s.notice for s in sections]
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>{e(subject_for(notices))}</title><style>{_CSS}</style></head>",
+        "<body style='font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;"
+        "color:#111827;margin:0;padding:16px;max-width:960px'>",
+        f"<h1 style='font-size:20px;margin:0 0 8px'>"
+        f"{e(subject_for(notices).removeprefix('orderpipe: '))}</h1>",
+        _html_summary(sections),
+    ]
+    for index, section in enumerate(sections, 1):
+        parts.append(_html_section(index, section, vocab))
+    parts.append(
+        "<p style='font-size:12px;color:#6b7280;border-top:1px solid #e5e7eb;padding-top:8px'>"
+        "Rows that were stored stay stored. Correct the rejected rows and upload them again "
+        "under <code>incoming/</code>; a newer upload of an order replaces the older one.<br>"
+        f"Sent by orderpipe at {e(now.strftime('%Y-%m-%d %H:%M:%S UTC'))}.</p></body></html>"
+    )
+    return "".join(parts)
+
+
+def _badge(status: str) -> str:
+    style = _STATUS_STYLE.get(status, "background:#e5e7eb;color:#111827")
+    label = html.escape(STATUS_LABEL.get(status, status))
+    return (
+        f"<span style='{style};padding:2px 8px;border-radius:10px;font-size:12px;"
+        f"font-weight:600'>{label}</span>"
+    )
+
+
+def _html_summary(sections: Sequence[Section]) -> str:
+    e = html.escape
+    head = "".join(
+        f"<th>{h}</th>" for h in ("File", "Outcome", "Rows", "Stored", "Rejected", "Rejected rows")
+    )
+    rows = []
+    for index, s in enumerate(sections, 1):
+        n = s.notice
+        rows.append(
+            f"<tr>{_TD}<a href='#f{index}'>{e(n.key)}</a></td>"
+            f"{_TD}{_badge(n.status)}</td>"
+            f"{_NUM}{n.rows:,}</td>{_NUM}{n.valid:,}</td>"
+            f"{_NUM}{n.invalid:,}</td>"
+            f"{_TD}{_html_rejects(s.rejects)}</td></tr>"
+        )
+    return f"{_TABLE}<tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def _html_rejects(rejects: Rejects | None) -> str:
+    e = html.escape
+    if rejects is not None and rejects.url:
+        return (
+            f"<a href='{e(rejects.url, quote=True)}'>download {e(rejects.filename)}</a> "
+            f"({rejects.size or 0:,} bytes, too large to attach; link valid 7 days)"
+        )
+    return e(_rejects_line(rejects))
+
+
+def _html_section(index: int, section: Section, vocab: _Vocabulary) -> str:
+    e = html.escape
+    n = section.notice
+    out = [
+        f"<h2 id='f{index}' style='font-size:16px;margin:22px 0 4px'>{e(n.key)} "
+        f"{_badge(n.status)}</h2>",
+        f"<p style='margin:4px 0'>{e(_headline(n))}</p>",
+    ]
+    if n.reasons:
+        rows = "".join(
+            f"<tr>{_TD}<code>{e(code)}</code></td>"
+            f"{_TD}{e(vocab.describe(code))}</td>"
+            f"{_NUM}{count:,}</td></tr>"
+            for code, count in _sorted_reasons(n)
+        )
+        out.append(f"{_TABLE}<tr><th>Reason</th><th></th><th>Rows</th></tr>{rows}</table>")
+    if n.sample:
+        columns = vocab.columns(n.sample)
+        head = "".join(f"<th>{e(h)}</th>" for h in ("Line", *columns, "Reasons"))
+        body = "".join(_html_sample_row(r, columns, vocab) for r in n.sample)
+        out.append(f"<p style='margin:8px 0 0;font-weight:600'>{e(_sample_caption(n))}</p>")
+        out.append(f"{_TABLE}<tr>{head}</tr>{body}</table>")
+    if section.rejects is not None:
+        out.append(f"<p style='margin:4px 0'>Rejected rows: {_html_rejects(section.rejects)}</p>")
+    out.append(
+        f"<p style='font-size:12px;color:#6b7280;margin:4px 0'>"
+        f"s3://{e(n.bucket)}/{e(n.key)} &middot; version {e(n.version)} &middot; "
+        f"finished {e(n.finished_at or 'unknown')}</p>"
+    )
+    return "".join(out)
+
+
+def _html_sample_row(row: SampleRow, columns: Sequence[str], vocab: _Vocabulary) -> str:
+    e = html.escape
+    # Reason codes are "<Column>.<rule>": tint the cells the row was rejected for.
+    flagged = {code.split(".", 1)[0] for code in row.reasons}
+    cells = []
+    for column in columns:
+        value = row.values.get(column)
+        cell = _BAD if column in flagged else _TD
+        shown = (
+            "<span class='empty'>(empty)</span>"
+            if value in (None, "")
+            else e(_cut(value, CELL_CHARS))
+        )
+        cells.append(f"{cell}{shown}</td>")
+    reasons = "<br>".join(
+        f"<code title='{e(vocab.describe(r), quote=True)}'>{e(r)}</code>" for r in row.reasons
+    )
+    return f"<tr>{_NUM}{row.line}</td>{''.join(cells)}{_TD}{reasons}</td></tr>"
