@@ -230,7 +230,8 @@ class EmbeddedStack:
             "core.cli",
             "worker",
             "--settings-stdin",
-            "--exit-with-parent",
+            "--parent-pid",
+            str(os.getpid()),
         ]
 
     def _worker_env(self) -> dict[str, str]:
