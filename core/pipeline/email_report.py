@@ -3,14 +3,17 @@
 The message is a ``multipart/mixed`` MIME document: a ``multipart/alternative`` body (plain
 text first, HTML second, carrying the same facts) followed by each file's rejects CSV. SES v1
 refuses messages over 10 MB, so when the CSVs would not fit, the largest are replaced one by one
-with a presigned URL until the rest fit. Composition reads S3 only through ``RejectsStore``,
-so it is tested with an in-memory store.
+with a presigned URL until the rest fit. A link states when it really stops working (the signing
+credentials' expiry, when sooner than asked, or no date when that is unknown), and every file's
+rejects name their S3 location and the ``orderpipe rejects`` command that fetches them later.
+Composition reads S3 only through ``RejectsStore``, so it is tested with an in-memory store.
 """
 
 from __future__ import annotations
 
 import html
 import posixpath
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,7 +40,7 @@ from core.validation.visible import visible, visible_line
 SES_MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 SES_HEADROOM_BYTES = 256 * 1024
 DEFAULT_MAX_BYTES = SES_MAX_MESSAGE_BYTES - SES_HEADROOM_BYTES
-LINK_EXPIRY_S = 7 * 24 * 3600  # the longest a SigV4 presigned URL may live
+LINK_EXPIRY_S = 7 * 24 * 3600  # asked for; the signing credentials may allow less
 # A presigned URL (~1 KB on AWS) appears in both bodies, escaped and quoted-printable wrapped.
 LINK_COST_BYTES = 3 * 1024
 CELL_CHARS = 80  # a longer value is cut in the body (the CSV keeps it whole)
@@ -74,7 +77,14 @@ class RejectsStore(Protocol):
 
     def read(self, bucket: str, key: str) -> bytes: ...
 
-    def presign(self, bucket: str, key: str, expires_s: int) -> str: ...
+    def presign(self, bucket: str, key: str, expires_s: int) -> Link:
+        """A download link valid for at most ``expires_s``, and when it really expires."""
+
+
+@dataclass(frozen=True)
+class Link:
+    url: str
+    expires_at: datetime | None  # when the URL stops working; None: nobody can say (see signing)
 
 
 @dataclass
@@ -86,7 +96,8 @@ class Rejects:
     filename: str
     size: int | None  # None: the object is missing
     content: bytes | None = None
-    url: str | None = None
+    link: Link | None = None
+    source_key: str = ""  # the uploaded object's key, for the fetch-later command
 
 
 @dataclass(frozen=True)
@@ -141,7 +152,7 @@ def compose(
             rejects.content = store.read(rejects.bucket, rejects.key)
             continue
         over -= _attachment_cost(rejects) - LINK_COST_BYTES
-        rejects.url = store.presign(rejects.bucket, rejects.key, LINK_EXPIRY_S)
+        rejects.link = store.presign(rejects.bucket, rejects.key, LINK_EXPIRY_S)
     msgid = make_msgid(domain=_domain(sender))
     while True:
         message = _build(
@@ -158,12 +169,12 @@ def compose(
             break
         largest = max(attached, key=lambda r: len(r.content or b""))
         largest.content = None
-        largest.url = store.presign(largest.bucket, largest.key, LINK_EXPIRY_S)
+        largest.link = store.presign(largest.bucket, largest.key, LINK_EXPIRY_S)
     return Composed(
         message=message,
         data=data,
         attached=[r.key for r in present if r.content is not None],
-        linked=[r.key for r in present if r.url is not None],
+        linked=[r.key for r in present if r.link is not None],
     )
 
 
@@ -256,7 +267,7 @@ def _rejects_of(notice: FileNotice, store: RejectsStore, filename: str) -> Rejec
     if not notice.rejects_key:
         return None
     size = store.size(notice.bucket, notice.rejects_key)
-    return Rejects(notice.bucket, notice.rejects_key, filename, size)
+    return Rejects(notice.bucket, notice.rejects_key, filename, size, source_key=notice.key)
 
 
 def _attachment_cost(rejects: Rejects) -> int:
@@ -342,7 +353,33 @@ def _rejects_line(rejects: Rejects | None) -> str:
         return f"{visible(rejects.key)} is no longer in the bucket"
     if rejects.content is not None:
         return f"attached as {rejects.filename}"
-    return f"too large to attach ({rejects.size:,} bytes): download within 7 days"
+    return f"too large to attach ({rejects.size:,} bytes): {_link_validity(rejects.link)}"
+
+
+def _link_validity(link: Link | None) -> str:
+    if link is None or link.expires_at is None:
+        # Temporary credentials that do not say when they expire: promise nothing.
+        return "download link below, valid for a short time only"
+    return f"download link below, valid until {_when(link.expires_at)}"
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def fetch_command(source_key: str) -> str:
+    """The command that fetches a file's rejects CSV at any time, quoted for a shell."""
+    return f"orderpipe rejects {shlex.quote(source_key)} --stack <stack>"
+
+
+def _stored_lines(rejects: Rejects) -> list[str]:
+    """Where the rejects live and how to fetch them once a link has expired."""
+    if rejects.size is None:
+        return []
+    return [
+        f"Stored as s3://{rejects.bucket}/{rejects.key}; any time later:",
+        f"  {fetch_command(rejects.source_key or rejects.key)}",
+    ]
 
 
 # --- plain text -----------------------------------------------------------------------------
@@ -368,8 +405,10 @@ def _text_body(sections: Sequence[Section], now: datetime, vocab: _Vocabulary) -
             lines += ["", _sample_caption(n), *_text_table(n.sample, vocab)]
         if section.rejects is not None:
             lines += ["", f"Rejected rows: {_rejects_line(section.rejects)}"]
-        if section.rejects is not None and section.rejects.url:
-            lines.append(f"  {section.rejects.url}")
+        if section.rejects is not None and section.rejects.link:
+            lines.append(f"  {section.rejects.link.url}")
+        if section.rejects is not None:
+            lines += _stored_lines(section.rejects)
         lines += [
             "",
             f"Source: s3://{n.bucket}/{visible(n.key)} (version {visible(n.version)})",
@@ -475,12 +514,24 @@ def _html_summary(sections: Sequence[Section]) -> str:
 
 def _html_rejects(rejects: Rejects | None) -> str:
     e = html.escape
-    if rejects is not None and rejects.url:
+    if rejects is not None and rejects.link:
+        validity = _link_validity(rejects.link).removeprefix("download link below, ")
         return (
-            f"<a href='{e(rejects.url, quote=True)}'>download {e(rejects.filename)}</a> "
-            f"({rejects.size or 0:,} bytes, too large to attach; link valid 7 days)"
+            f"<a href='{e(rejects.link.url, quote=True)}'>download {e(rejects.filename)}</a> "
+            f"({rejects.size or 0:,} bytes, too large to attach; link {e(validity)})"
         )
     return e(_rejects_line(rejects))
+
+
+def _html_stored(rejects: Rejects) -> str:
+    if rejects.size is None:
+        return ""
+    e = html.escape
+    return (
+        f"<p style='font-size:12px;color:#6b7280;margin:4px 0'>Stored as "
+        f"<code>s3://{e(rejects.bucket)}/{e(rejects.key)}</code>; any time later: "
+        f"<code>{e(fetch_command(rejects.source_key or rejects.key))}</code></p>"
+    )
 
 
 def _html_section(index: int, section: Section, vocab: _Vocabulary) -> str:
@@ -507,6 +558,7 @@ def _html_section(index: int, section: Section, vocab: _Vocabulary) -> str:
         out.append(f"{_TABLE}<tr>{head}</tr>{body}</table>")
     if section.rejects is not None:
         out.append(f"<p style='margin:4px 0'>Rejected rows: {_html_rejects(section.rejects)}</p>")
+        out.append(_html_stored(section.rejects))
     out.append(
         f"<p style='font-size:12px;color:#6b7280;margin:4px 0'>"
         f"s3://{e(n.bucket)}/{e(visible(n.key))} &middot; version {e(visible(n.version))} &middot; "
