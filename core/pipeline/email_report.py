@@ -369,7 +369,16 @@ def _when(moment: datetime) -> str:
 
 def fetch_command(source_key: str) -> str:
     """The command that fetches a file's rejects CSV at any time, quoted for a shell."""
-    return f"orderpipe rejects {shlex.quote(source_key)} --stack <stack>"
+    return f"orderpipe rejects {_shell_word(source_key)} --stack <stack>"
+
+
+def _shell_word(text: str) -> str:
+    """``text`` quoted for a shell, on one visible line: a key holding control or bidi
+    characters becomes an ANSI-C ``$'...'`` word (bash, zsh), whose escapes are exactly the
+    ones ``visible`` writes, so the command still fetches that key."""
+    if visible(text) == text:
+        return shlex.quote(text)
+    return "$'" + visible(text.replace("\\", "\\\\").replace("'", "\\'")) + "'"
 
 
 def _stored_lines(rejects: Rejects) -> list[str]:
@@ -377,7 +386,7 @@ def _stored_lines(rejects: Rejects) -> list[str]:
     if rejects.size is None:
         return []
     return [
-        f"Stored as s3://{rejects.bucket}/{rejects.key}; any time later:",
+        f"Stored as s3://{rejects.bucket}/{visible(rejects.key)}; any time later:",
         f"  {fetch_command(rejects.source_key or rejects.key)}",
     ]
 
@@ -529,7 +538,7 @@ def _html_stored(rejects: Rejects) -> str:
     e = html.escape
     return (
         f"<p style='font-size:12px;color:#6b7280;margin:4px 0'>Stored as "
-        f"<code>s3://{e(rejects.bucket)}/{e(rejects.key)}</code>; any time later: "
+        f"<code>s3://{e(rejects.bucket)}/{e(visible(rejects.key))}</code>; any time later: "
         f"<code>{e(fetch_command(rejects.source_key or rejects.key))}</code></p>"
     )
 

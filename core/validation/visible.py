@@ -3,11 +3,12 @@
 Keys, values and errors come from people outside the team. Shown as they are, a newline breaks
 an email header or a table row, an escape sequence recolours a terminal, and U+202E (right-to-
 left override) turns ``invoice_exe.csv`` around on screen. ``visible`` replaces every character
-that would act instead of showing with an escape a person can read and report: control
-characters as ``\\n``, ``\\r``, ``\\t`` or ``\\xNN``, invisible format characters (bidi controls,
-zero-width characters, line and paragraph separators, BOM) as ``\\uNNNN``. Everything else is
-kept, emoji and other scripts included. Markup (``<script>``, ``[red]``) is each surface's own
-escaping: ``html.escape`` in the email, ``rich.text.Text`` in the CLI.
+that would act instead of showing with an escape a person can read and report: ``\\n``,
+``\\r``, ``\\t``, ``\\xNN`` for other ASCII controls, ``\\uNNNN`` for C1 controls and invisible
+format characters (bidi controls, zero-width characters, line and paragraph separators, BOM).
+They are also the escapes of a shell's ``$'...'`` word (the email's fetch command uses them).
+Everything else is kept, emoji and other scripts included. Markup (``<script>``, ``[red]``) is
+each surface's own escaping: ``html.escape`` in the email, ``rich.text.Text`` in the CLI.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def _escape(match: re.Match[str]) -> str:
     if char in _NAMED:
         return _NAMED[char]
     code = ord(char)
-    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+    # \xNN only for ASCII: in a shell's $'...' word it is a byte, and C1 controls are not
+    return f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}"
 
 
 def visible(value: str | None) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import io
 import posixpath
+import subprocess
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -18,7 +19,7 @@ from rich.console import Console
 
 from core.cli import cli
 from core.cli.status import ledger_table
-from core.pipeline.email_report import compose
+from core.pipeline.email_report import compose, fetch_command
 from core.pipeline.ledger import LedgerEntry, Status
 from core.pipeline.notice import FileNotice, SampleRow
 from core.validation.schema import default_schema
@@ -208,3 +209,17 @@ def test_validate_table_shows_hostile_values_as_text(hostile: Hostile, tmp_path:
         return
     first = visible(hostile.text.strip())[:3]
     assert first in result.output
+
+
+@pytest.mark.parametrize(
+    "hostile", [h for h in HOSTILE if "\x00" not in h.text], ids=lambda h: h.name
+)
+def test_the_fetch_command_names_the_exact_key_on_one_visible_line(hostile: Hostile) -> None:
+    key = f"incoming/{hostile.text}.csv"
+    command = fetch_command(key)
+    assert acting_in(command) == []
+    word = command.removeprefix("orderpipe rejects ").removesuffix(" --stack <stack>")
+    echoed = subprocess.run(
+        ["bash", "-c", f"printf %s {word}"], capture_output=True, check=True
+    ).stdout
+    assert echoed.decode("utf-8") == key
