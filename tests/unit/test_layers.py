@@ -1,7 +1,7 @@
 """The layer rule of core/, read from every module's imports (docs/architecture.md).
 
-``validation`` ← ``pipeline`` ← ``ops`` ← ``cli``, with ``aws`` below all of them and ``local``
-and ``release`` beside ``cli``: a room imports only itself and the rooms it may use.
+``validation`` ← ``pipeline`` ← ``ops`` ← ``cli``, with ``aws`` below all of them and ``local``,
+``release`` and ``console`` beside ``cli``: a room imports only itself and the rooms it may use.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ ALLOWED: dict[str, set[str]] = {
     "ops": {"pipeline", "validation", "aws"},
     "local": {"ops", "pipeline", "validation", "aws"},
     "release": {"validation", "aws"},
-    "cli": {"local", "release", "ops", "pipeline", "validation", "aws", "faults"},
+    "console": {"ops", "pipeline", "validation", "aws"},
+    "cli": {"local", "release", "console", "ops", "pipeline", "validation", "aws", "faults"},
     "handlers": {"pipeline", "ops", "validation", "aws"},
 }
 # Third-party packages the pure validation room may use: no AWS SDK, no settings.
