@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "worker",
     "upload",
     "status",
+    "rejects",
     "console",
     "demo",
     "package",

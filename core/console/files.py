@@ -74,10 +74,12 @@ def ledger_page(
 
 
 def progress(entry: LedgerEntry) -> tuple[int | None, int | None]:
-    """Rows judged and written so far, for a PROCESSING file (None where ingest keeps none)."""
+    """Rows judged and written so far, for a PROCESSING file (None until ingest reports any).
+
+    Read defensively: entries written before ingest counted progress have neither field.
+    """
     judged = getattr(entry, "rows_judged", None)
     written = getattr(entry, "rows_written", None)
-    return (
-        judged if isinstance(judged, int) else None,
-        written if isinstance(written, int) else None,
-    )
+    if not isinstance(judged, int) or judged <= 0:
+        return None, None
+    return judged, written if isinstance(written, int) else None

@@ -24,6 +24,7 @@ import polars as pl
 
 from core.validation.limits import Limits
 from core.validation.outcome import ACCEPTED, SAMPLE_REJECTS, ChunkResult, Outcome, RejectedRow
+from core.validation.readers.header import not_orders_message
 from core.validation.rules import (
     FIELD_COUNT_OK,
     LINE,
@@ -59,15 +60,22 @@ def validate(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> Outcome:
     """Read ``source`` (named ``name`` for format sniffing and messages) and judge every row."""
-    from core.validation.readers import FileRejected, iter_table
+    from core.validation.readers import FileRejected, HeaderSeen, iter_table
 
     schema = schema or default_schema()
     limits = limits or Limits()
+    seen = HeaderSeen()
     try:
-        chunks = _read_guarded(iter_table(source, name, schema.column_names, limits, chunk_rows))
-        return validate_chunks(chunks, name, schema, on_chunk=on_chunk)
+        chunks = _read_guarded(
+            iter_table(source, name, schema.column_names, limits, chunk_rows, seen=seen)
+        )
+        outcome = validate_chunks(chunks, name, schema, on_chunk=on_chunk)
     except FileRejected as exc:
         return Outcome.rejected(name, str(exc))
+    if not seen.found and outcome.valid == 0:
+        # No header and not one row that passes: nothing says this is an order file.
+        return Outcome.rejected(name, not_orders_message(schema.column_names, seen.first_row))
+    return outcome
 
 
 def _read_guarded(chunks: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -163,20 +162,11 @@ def test_the_rows_fragment_polls_with_the_same_filters(fakes: Fakes) -> None:
     assert _keys_in(fragment) == ["incoming/a.csv"]
 
 
-@dataclass(frozen=True)
-class _EntryWithProgress(LedgerEntry):
-    rows_judged: int = 0
-    rows_written: int = 0
-
-
 def test_processing_files_show_progress_when_the_ledger_has_it(fakes: Fakes) -> None:
-    plain = fakes.ledger.add("incoming/plain.csv", Status.PROCESSING, 1)
-    counted = _EntryWithProgress(
-        **{**plain.__dict__, "file_id": "x#1", "object_key": "incoming/big.csv"},
-        rows_judged=40_000,
-        rows_written=25_000,
+    fakes.ledger.add("incoming/plain.csv", Status.PROCESSING, 1)  # no rows judged yet
+    fakes.ledger.add(
+        "incoming/big.csv", Status.PROCESSING, 2, rows_judged=40_000, rows_written=25_000
     )
-    fakes.ledger.entries[counted.file_id] = counted
     html = client_for(fakes).get("/files").text
     assert '<progress max="40000" value="25000">' in html
     assert "40,000 judged, 25,000 written" in html
