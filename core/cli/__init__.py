@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "upload",
     "status",
     "rejects",
+    "console",
     "demo",
     "package",
     "deploy",

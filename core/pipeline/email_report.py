@@ -33,6 +33,7 @@ from core.validation.schema import (
     Column,
     Schema,
 )
+from core.validation.visible import visible, visible_line
 
 # SES v1 (send_raw_email) refuses a message over 10 MB; SES adds its own headers (DKIM,
 # Message-ID, feedback ids) on top of ours, so keep a margin below the hard limit.
@@ -44,6 +45,9 @@ LINK_EXPIRY_S = 7 * 24 * 3600  # asked for; the signing credentials may allow le
 LINK_COST_BYTES = 3 * 1024
 CELL_CHARS = 80  # a longer value is cut in the body (the CSV keeps it whole)
 TEXT_CELL_CHARS = 28
+SUBJECT_KEY_CHARS = 80  # a key in the Subject is cut; the body shows it whole
+# Characters a mail client or file system may refuse in an attachment's name.
+_FILENAME_UNSAFE = str.maketrans(dict.fromkeys('\\/:*?"<>|', "_"))
 
 STATUS_LABEL = {"PARTIAL": "Partly loaded", "REJECTED": "Rejected, nothing loaded"}
 # Badges carry inline styles (they hold meaning); table cosmetics sit in one <style> block
@@ -184,7 +188,7 @@ def subject_for(notices: Sequence[FileNotice]) -> str:
         facts.append(f"{whole:,} {_plural(whole, 'file')} rejected whole")
     count = len(notices)
     head = f"{count:,} {_plural(count, 'file')} {'needs' if count == 1 else 'need'} attention"
-    tail = f" ({_basename(notices[0].key)})" if count == 1 else ""
+    tail = f" ({visible_line(_basename(notices[0].key), SUBJECT_KEY_CHARS)})" if count == 1 else ""
     return f"orderpipe: {head} - {', '.join(facts) or 'see details'}{tail}"
 
 
@@ -278,6 +282,7 @@ def _filenames(notices: Sequence[FileNotice]) -> list[tuple[FileNotice, str]]:
     out = []
     for notice in notices:
         stem = _basename(notice.key).rsplit(".", 1)[0] or "file"
+        stem = visible_line(stem, SUBJECT_KEY_CHARS).translate(_FILENAME_UNSAFE)
         name = f"{stem}-rejects.csv"
         seen[name] = seen.get(name, 0) + 1
         if seen[name] > 1:
@@ -324,15 +329,12 @@ class _Vocabulary:
 
 
 def _cut(value: str | None, limit: int) -> str:
-    if value is None:
-        return ""
-    value = value.replace("\r", " ").replace("\n", " ")
-    return value if len(value) <= limit else value[: limit - 1] + "…"
+    return visible_line(value, limit)
 
 
 def _headline(notice: FileNotice) -> str:
     if notice.status == "REJECTED":
-        why = notice.error or "the file could not be accepted"
+        why = visible(notice.error) or "the file could not be accepted"
         return f"The whole file was rejected and no orders were stored: {why}"
     return (
         f"{notice.valid:,} of {notice.rows:,} {_plural(notice.rows, 'row')} stored; "
@@ -348,7 +350,7 @@ def _rejects_line(rejects: Rejects | None) -> str:
     if rejects is None:
         return "none"
     if rejects.size is None:
-        return f"{rejects.key} is no longer in the bucket"
+        return f"{visible(rejects.key)} is no longer in the bucket"
     if rejects.content is not None:
         return f"attached as {rejects.filename}"
     return f"too large to attach ({rejects.size:,} bytes): {_link_validity(rejects.link)}"
@@ -367,7 +369,16 @@ def _when(moment: datetime) -> str:
 
 def fetch_command(source_key: str) -> str:
     """The command that fetches a file's rejects CSV at any time, quoted for a shell."""
-    return f"orderpipe rejects {shlex.quote(source_key)} --stack <stack>"
+    return f"orderpipe rejects {_shell_word(source_key)} --stack <stack>"
+
+
+def _shell_word(text: str) -> str:
+    """``text`` quoted for a shell, on one visible line: a key holding control or bidi
+    characters becomes an ANSI-C ``$'...'`` word (bash, zsh), whose escapes are exactly the
+    ones ``visible`` writes, so the command still fetches that key."""
+    if visible(text) == text:
+        return shlex.quote(text)
+    return "$'" + visible(text.replace("\\", "\\\\").replace("'", "\\'")) + "'"
 
 
 def _stored_lines(rejects: Rejects) -> list[str]:
@@ -375,7 +386,7 @@ def _stored_lines(rejects: Rejects) -> list[str]:
     if rejects.size is None:
         return []
     return [
-        f"Stored as s3://{rejects.bucket}/{rejects.key}; any time later:",
+        f"Stored as s3://{rejects.bucket}/{visible(rejects.key)}; any time later:",
         f"  {fetch_command(rejects.source_key or rejects.key)}",
     ]
 
@@ -390,7 +401,7 @@ def _text_body(sections: Sequence[Section], now: datetime, vocab: _Vocabulary) -
         n = section.notice
         lines += [
             "-" * 72,
-            f"{n.key}  [{STATUS_LABEL.get(n.status, n.status)}]",
+            f"{visible(n.key)}  [{STATUS_LABEL.get(n.status, n.status)}]",
             "",
             _headline(n),
         ]
@@ -409,7 +420,7 @@ def _text_body(sections: Sequence[Section], now: datetime, vocab: _Vocabulary) -
             lines += _stored_lines(section.rejects)
         lines += [
             "",
-            f"Source: s3://{n.bucket}/{n.key} (version {n.version})",
+            f"Source: s3://{n.bucket}/{visible(n.key)} (version {visible(n.version)})",
             f"Finished: {n.finished_at or 'unknown'}",
             "",
         ]
@@ -501,7 +512,7 @@ def _html_summary(sections: Sequence[Section]) -> str:
     for index, s in enumerate(sections, 1):
         n = s.notice
         rows.append(
-            f"<tr>{_TD}<a href='#f{index}'>{e(n.key)}</a></td>"
+            f"<tr>{_TD}<a href='#f{index}'>{e(visible(n.key))}</a></td>"
             f"{_TD}{_badge(n.status)}</td>"
             f"{_NUM}{n.rows:,}</td>{_NUM}{n.valid:,}</td>"
             f"{_NUM}{n.invalid:,}</td>"
@@ -527,7 +538,7 @@ def _html_stored(rejects: Rejects) -> str:
     e = html.escape
     return (
         f"<p style='font-size:12px;color:#6b7280;margin:4px 0'>Stored as "
-        f"<code>s3://{e(rejects.bucket)}/{e(rejects.key)}</code>; any time later: "
+        f"<code>s3://{e(rejects.bucket)}/{e(visible(rejects.key))}</code>; any time later: "
         f"<code>{e(fetch_command(rejects.source_key or rejects.key))}</code></p>"
     )
 
@@ -536,7 +547,7 @@ def _html_section(index: int, section: Section, vocab: _Vocabulary) -> str:
     e = html.escape
     n = section.notice
     out = [
-        f"<h2 id='f{index}' style='font-size:16px;margin:22px 0 4px'>{e(n.key)} "
+        f"<h2 id='f{index}' style='font-size:16px;margin:22px 0 4px'>{e(visible(n.key))} "
         f"{_badge(n.status)}</h2>",
         f"<p style='margin:4px 0'>{e(_headline(n))}</p>",
     ]
@@ -559,7 +570,7 @@ def _html_section(index: int, section: Section, vocab: _Vocabulary) -> str:
         out.append(_html_stored(section.rejects))
     out.append(
         f"<p style='font-size:12px;color:#6b7280;margin:4px 0'>"
-        f"s3://{e(n.bucket)}/{e(n.key)} &middot; version {e(n.version)} &middot; "
+        f"s3://{e(n.bucket)}/{e(visible(n.key))} &middot; version {e(visible(n.version))} &middot; "
         f"finished {e(n.finished_at or 'unknown')}</p>"
     )
     return "".join(out)
