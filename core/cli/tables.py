@@ -1,23 +1,26 @@
-"""What the commands' tables share: the console, column layout, status colours, reasons."""
+"""What the commands' tables share: one layout that fits a terminal, plain lines in a pipe.
+
+In a terminal a table fits its width (80 columns included): ids are cut to a unique prefix,
+long texts to one line ending in ``…`` (``show`` prints the rest). In a pipe there is no
+decoration at all: one line per row, fields separated by tabs, nothing cut, the way
+``aws --output text`` prints; ``--json`` is the format for scripts that need names.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
+import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+from core.validation.verdict import word
 
 Justify = Literal["left", "right"]
-
-# The columns every outcome table shows, between its own leading and trailing ones.
-OUTCOME_COLUMNS: tuple[tuple[str, Justify], ...] = (
-    ("Status", "left"),
-    ("Rows", "right"),
-    ("Valid", "right"),
-    ("Invalid", "right"),
-    ("Reasons / error", "left"),
-)
 
 STATUS_STYLE = {
     "SUCCEEDED": "green",
@@ -27,27 +30,105 @@ STATUS_STYLE = {
     "PROCESSING": "cyan",
     "PENDING": "dim",
 }
+SHORT_ID_MIN = 8  # characters an id keeps at least when cut to a unique prefix
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    justify: Justify = "left"
+    squeeze: bool = False  # may be cut with … to fit the terminal (keys, errors)
+    min_width: int | None = None
+
+
+def stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
 
 
 def table_console() -> Console:
-    """Stdout for tables: a terminal's width, or wide enough to stay readable in a pipe."""
-    console = Console(highlight=False)
-    if not console.is_terminal:
-        console = Console(highlight=False, width=160)
-    return console
+    """Stdout for tables and notes: the terminal's width (COLUMNS honoured)."""
+    return Console(highlight=False)
 
 
-def titled_table(title: str, columns: Sequence[tuple[str, Justify]]) -> Table:
-    table = Table(title=title, title_justify="left")
-    for name, justify in columns:
-        table.add_column(name, justify=justify)
-    return table
+def emit_table(
+    title: str,
+    columns: Sequence[Column],
+    rows: Iterable[Sequence[str | Text]],
+    *,
+    console: Console | None = None,
+) -> None:
+    """A fitted table in a terminal; tab-separated lines in a pipe."""
+    rows = list(rows)
+    if not (console.is_terminal if console is not None else stdout_is_terminal()):
+        for row in rows:
+            click.echo("\t".join(_plain(cell) for cell in row))
+        return
+    console = console or table_console()
+    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    for column in columns:
+        table.add_column(
+            column.name,
+            justify=column.justify,
+            no_wrap=True,
+            overflow="ellipsis",
+            min_width=column.min_width,
+            ratio=1 if column.squeeze else None,
+        )
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
 
 
-def styled_status(status: str) -> str:
-    return f"[{STATUS_STYLE.get(status, '')}]{status}[/]"
+def note(text: str) -> None:
+    """A line for people after a table; only in a terminal (a pipe gets the rows alone)."""
+    if stdout_is_terminal():
+        click.echo(text)
+
+
+def _plain(cell: str | Text) -> str:
+    text = cell.plain if isinstance(cell, Text) else Text.from_markup(cell).plain
+    return text.replace("\t", " ").replace("\n", " ")
+
+
+def styled_status(status: str) -> Text:
+    """The person's word for a status, coloured in a terminal."""
+    return Text(word(status), style=STATUS_STYLE.get(str(status).upper(), ""))
 
 
 def reasons_text(reasons: Mapping[str, int] | None) -> str:
     """``Order_Date.format ×3, Order_Total.range ×1``: codes in order, each with its rows."""
     return ", ".join(f"{code} ×{n}" for code, n in sorted((reasons or {}).items()))
+
+
+def one_line(text: str | None) -> str:
+    """A multi-line error as one line (the table cuts it; ``show`` prints it whole)."""
+    return " ".join((text or "").split())
+
+
+def short_ids(ids: Sequence[str], minimum: int = SHORT_ID_MIN) -> dict[str, str]:
+    """Each id cut to the shortest prefix (at least ``minimum``) no other id shares."""
+    out: dict[str, str] = {}
+    for this in ids:
+        length = min(minimum, len(this))
+        while length < len(this) and any(
+            other != this and other.startswith(this[:length]) for other in ids
+        ):
+            length += 1
+        out[this] = this[:length]
+    return out
+
+
+def by_prefix(prefix: str, ids: Iterable[str], what: str) -> str:
+    """The one id starting with ``prefix``; else one line naming the candidates."""
+    ids = list(dict.fromkeys(ids))
+    if prefix in ids:
+        return prefix
+    matches = [i for i in ids if i.startswith(prefix)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise click.ClickException(f"no {what} starts with {prefix}")
+    shown = ", ".join(short_ids(matches).values())
+    raise click.ClickException(
+        f"{prefix} matches {len(matches)} {what}s ({shown}): give more of the id"
+    )
