@@ -9,18 +9,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
+from core import bootstrap
 from core.cli.aws_errors import aws_errors
 from core.cli.context import json_option, resolve_target, stack_options
-from core.ops.ops_adapters import BucketObjects, IngestQueue
 from core.ops.replay import (
-    Replayer,
     ReplayError,
     ReplayItem,
     Selection,
     parse_duration,
     parse_statuses,
 )
-from core.pipeline.ledger import DynamoLedger
 
 PROGRESS_FROM = 20  # show a bar for replays at least this large
 
@@ -64,12 +62,7 @@ def command(
     except ReplayError as exc:
         raise click.UsageError(str(exc)) from None
     target = resolve_target(stack_name, endpoint_url)
-    s, c = target.settings, target.clients
-    replayer = Replayer(
-        DynamoLedger(c.dynamodb, s.files_table),
-        BucketObjects(c.s3, s.bucket),
-        IngestQueue(c.sqs, s.ingest_queue_url),
-    )
+    replayer = bootstrap.replayer(target.settings, target.clients)
     with aws_errors(target.where):
         try:
             items = replayer.plan(selection)

@@ -13,6 +13,7 @@ from typing import Any
 import click
 from rich.table import Table
 
+from core import bootstrap
 from core.aws.settings import INCOMING_PREFIX
 from core.cli.aws_errors import aws_errors
 from core.cli.context import json_option, resolve_target, stack_options
@@ -50,7 +51,7 @@ def command(
 ) -> None:
     """Show what the pipeline did with each file: outcome, counts, timings, attempts."""
     target = resolve_target(stack_name, endpoint_url)
-    ledger = DynamoLedger(target.clients.dynamodb, target.settings.files_table)
+    ledger = bootstrap.ledger(target.settings, target.clients)
     with aws_errors(f"read the ledger {target.settings.files_table}"):
         entries = _entries(ledger, target.settings.bucket, keys, limit, only)
     if as_json:

@@ -18,7 +18,7 @@ from types import FrameType
 
 import click
 
-from core.aws.clients import Clients
+from core import bootstrap
 from core.aws.settings import Settings
 from core.aws.stack import LOCAL_TIMINGS
 from core.cli.aws_errors import aws_errors
@@ -156,7 +156,7 @@ def _target_from_stdin(queues: list[str]) -> Target | None:
         endpoint = str(handed["endpoint"])
     except (ValueError, KeyError, TypeError) as exc:
         raise click.ClickException(f"unreadable settings on stdin: {exc}") from None
-    return Target(Clients(endpoint_url=endpoint), settings, "local")
+    return Target(bootstrap.clients(endpoint), settings, "local")
 
 
 def _handler_environment(target: Target) -> None:

@@ -23,7 +23,6 @@ from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
-from core.aws.clients import Clients
 from core.aws.settings import ENV_RECIPIENTS, Settings, SettingsError
 from core.aws.stack import FILES_KEY
 from core.pipeline.email_report import (
@@ -33,7 +32,7 @@ from core.pipeline.email_report import (
     compose,
 )
 from core.pipeline.notice import FileNotice
-from core.validation.schema import Schema, default_schema
+from core.validation.schema import Schema
 
 log = logging.getLogger(__name__)
 
@@ -452,20 +451,10 @@ def lease_for(settings: Settings) -> int:
     return max(MIN_LEASE_S, settings.function_timeout_s + LEASE_MARGIN_S)
 
 
-def build_notifier(settings: Settings, clients: Clients) -> Notifier:
-    """Wire the notifier for the Lambda, the local worker and the integration tests."""
+def check_recipients(settings: Settings) -> None:
+    """SES sends one message to at most 50 addresses: say so at start, not at the first send."""
     if len(settings.recipients) > SES_MAX_RECIPIENTS:
         raise SettingsError(
             f"{ENV_RECIPIENTS} names {len(settings.recipients)} addresses; SES sends one message"
             f" to at most {SES_MAX_RECIPIENTS}: use a distribution list"
         )
-    return Notifier(
-        DynamoNotifyLedger(clients.dynamodb, settings.files_table),
-        S3RejectsStore(clients.s3),
-        SesMailer(clients.ses),
-        sender=settings.sender,
-        recipients=settings.recipients,
-        outbox_dir=settings.outbox_dir,
-        lease_s=lease_for(settings),
-        schema=default_schema(),
-    )

@@ -345,13 +345,13 @@ def test_messages_are_read_from_a_lambda_sqs_event() -> None:
 
 
 def test_more_recipients_than_ses_takes_is_a_clear_settings_error() -> None:
+    from core import bootstrap
     from core.aws.clients import Clients
     from core.aws.settings import Settings, SettingsError
-    from core.pipeline.notify import build_notifier
 
     many = tuple(f"ops{i}@x.test" for i in range(51))
     with pytest.raises(SettingsError, match="ORDERPIPE_RECIPIENTS names 51 addresses"):
-        build_notifier(Settings(files_table="t", sender="s@x.test", recipients=many), Clients())
+        bootstrap.notifier(Settings(files_table="t", sender="s@x.test", recipients=many), Clients())
 
 
 def test_throttling_retries_stop_when_the_function_is_about_to_time_out() -> None:
