@@ -1,8 +1,9 @@
 """What the commands' tables share: one layout that fits a terminal, plain lines in a pipe.
 
-In a terminal a table fits its width (80 columns included): ids are cut to a unique prefix,
-long texts to one line ending in ``…`` (``show`` prints the rest). In a pipe there is no
-decoration at all: one line per row, fields separated by tabs, nothing cut, the way
+In a terminal a table fits its width (80 columns included): optional columns go first, then
+keys and texts are cut to one line ending in ``…`` (a ``show``/``status KEY`` view prints them
+whole). In a pipe there is no decoration at all: one line per row, fields separated by tabs,
+nothing cut, statuses as the ledger's codes (SUCCEEDED, PARTIAL, REJECTED), the way
 ``aws --output text`` prints; ``--json`` is the format for scripts that need names.
 """
 
@@ -38,7 +39,8 @@ class Column:
     name: str
     justify: Justify = "left"
     squeeze: bool = False  # may be cut with … to fit the terminal (keys, errors)
-    min_width: int | None = None
+    min_width: int = 12  # a squeezed column keeps at least this many characters
+    optional: bool = False  # left out when the terminal is too narrow for it
 
 
 def stdout_is_terminal() -> bool:
@@ -64,19 +66,56 @@ def emit_table(
             click.echo("\t".join(_plain(cell) for cell in row))
         return
     console = console or table_console()
-    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
-    for column in columns:
+    # Plain Text, never markup: values come from files and messages people wrote.
+    texts = [[c if isinstance(c, Text) else Text(one_line(c)) for c in row] for row in rows]
+    keep = _fit(columns, texts, console.width)
+    table = Table(title=title, title_justify="left", box=None, pad_edge=False, header_style="bold")
+    for index in keep:
+        column, width = columns[index], keep[index]
         table.add_column(
-            column.name,
-            justify=column.justify,
-            no_wrap=True,
-            overflow="ellipsis",
-            min_width=column.min_width,
-            ratio=1 if column.squeeze else None,
+            column.name, justify=column.justify, no_wrap=True, overflow="ellipsis", width=width
         )
-    for row in rows:
-        table.add_row(*row)
+    for row in texts:
+        table.add_row(*(row[i] for i in keep))
     console.print(table)
+
+
+GAP = 2  # a space of padding on each side between two columns
+
+
+def _fit(columns: Sequence[Column], rows: list[list[Text]], total: int) -> dict[int, int]:
+    """Column index → width: natural widths, optional columns dropped and squeezed ones cut
+    until the table fits ``total`` characters."""
+    natural = [
+        max([len(c.name), *(rows[r][i].cell_len for r in range(len(rows)))])
+        for i, c in enumerate(columns)
+    ]
+    keep = list(range(len(columns)))
+
+    def floor() -> int:
+        widths = [
+            min(natural[i], columns[i].min_width) if columns[i].squeeze else natural[i]
+            for i in keep
+        ]
+        return sum(widths) + GAP * (len(keep) - 1)
+
+    for i in reversed(range(len(columns))):
+        if floor() <= total:
+            break
+        if columns[i].optional:
+            keep.remove(i)
+    widths = {i: natural[i] for i in keep}
+    over = sum(widths.values()) + GAP * (len(keep) - 1) - total
+    squeezable = [i for i in keep if columns[i].squeeze]
+    while over > 0 and squeezable:
+        # Cut the widest squeezable column one character at a time, down to its floor.
+        widest = max(squeezable, key=lambda i: widths[i])
+        if widths[widest] <= columns[widest].min_width:
+            squeezable.remove(widest)
+            continue
+        widths[widest] -= 1
+        over -= 1
+    return widths
 
 
 def note(text: str) -> None:
@@ -86,13 +125,23 @@ def note(text: str) -> None:
 
 
 def _plain(cell: str | Text) -> str:
-    text = cell.plain if isinstance(cell, Text) else Text.from_markup(cell).plain
+    if isinstance(cell, StatusText):
+        return cell.code  # scripts read the ledger's code; people read the word
+    text = cell.plain if isinstance(cell, Text) else cell
     return text.replace("\t", " ").replace("\n", " ")
+
+
+class StatusText(Text):
+    """A status cell: the word in a terminal, the code (SUCCEEDED…) in plain lines."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(word(code), style=STATUS_STYLE.get(code.upper(), ""))
+        self.code = code.upper()
 
 
 def styled_status(status: str) -> Text:
     """The person's word for a status, coloured in a terminal."""
-    return Text(word(status), style=STATUS_STYLE.get(str(status).upper(), ""))
+    return StatusText(str(status))
 
 
 def reasons_text(reasons: Mapping[str, int] | None) -> str:
