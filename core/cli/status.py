@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import click
+from rich.table import Table
 from rich.text import Text
 
 from core.aws.settings import INCOMING_PREFIX
@@ -19,6 +20,7 @@ from core.cli.context import json_option, resolve_target, stack_options
 from core.cli.tables import (
     Column,
     emit_table,
+    fitted_table,
     one_line,
     reasons_text,
     stdout_is_terminal,
@@ -27,6 +29,7 @@ from core.cli.tables import (
 from core.ops.event_messages import s3_version
 from core.pipeline.ledger import ALL_STATUSES, DynamoLedger, LedgerEntry, Status
 from core.validation.verdict import word
+from core.validation.visible import visible
 
 
 @click.command("status")
@@ -173,8 +176,11 @@ LEDGER_COLUMNS = (
 
 def emit_ledger(entries: list[LedgerEntry]) -> None:
     """The ledger as a table (terminal) or tab-separated lines (pipe)."""
+    emit_table(LEDGER_TITLE, LEDGER_COLUMNS, ledger_rows(entries, stdout_is_terminal()))
+
+
+def ledger_rows(entries: list[LedgerEntry], terminal: bool) -> list[list[str | Text]]:
     rows: list[list[str | Text]] = []
-    terminal = stdout_is_terminal()
     for entry in entries:
         processing = entry.status == Status.PROCESSING
         if processing:
@@ -198,7 +204,15 @@ def emit_ledger(entries: list[LedgerEntry]) -> None:
                 str(entry.attempts),
             ]
         )
-    emit_table(f"Ledger, newest first (keys under {INCOMING_PREFIX})", LEDGER_COLUMNS, rows)
+    return rows
+
+
+LEDGER_TITLE = f"Ledger, newest first (keys under {INCOMING_PREFIX})"
+
+
+def ledger_table(entries: list[LedgerEntry], width: int = 200) -> Table:
+    """The terminal table of ``entries`` as a renderable, ``width`` characters at most."""
+    return fitted_table(LEDGER_TITLE, LEDGER_COLUMNS, ledger_rows(entries, terminal=True), width)
 
 
 def show_entry(entry: LedgerEntry) -> None:
@@ -223,10 +237,10 @@ def show_entry(entry: LedgerEntry) -> None:
         ("replays", str(entry.replays) if entry.replays else ""),
         ("notified", entry.notified_at or ""),
     ]
-    click.echo(entry.object_key)
+    click.echo(visible(entry.object_key))
     for name, value in facts:
         if value:
-            click.echo(f"  {name + ':':<12}{value}")
+            click.echo(f"  {name + ':':<12}{visible(value)}")
     click.echo()
 
 

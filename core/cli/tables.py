@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from core.validation.verdict import word
+from core.validation.visible import visible
 
 Justify = Literal["left", "right"]
 
@@ -66,18 +67,25 @@ def emit_table(
             click.echo("\t".join(_plain(cell) for cell in row))
         return
     console = console or table_console()
+    console.print(fitted_table(title, columns, rows, console.width))
+
+
+def fitted_table(
+    title: str, columns: Sequence[Column], rows: Sequence[Sequence[str | Text]], width: int
+) -> Table:
+    """A rich table of ``width`` characters at most, one line per row."""
     # Plain Text, never markup: values come from files and messages people wrote.
-    texts = [[c if isinstance(c, Text) else Text(one_line(c)) for c in row] for row in rows]
-    keep = _fit(columns, texts, console.width)
+    texts = [[c if isinstance(c, Text) else cell(c) for c in row] for row in rows]
+    keep = _fit(columns, texts, width)
     table = Table(title=title, title_justify="left", box=None, pad_edge=False, header_style="bold")
     for index in keep:
-        column, width = columns[index], keep[index]
+        column, size = columns[index], keep[index]
         table.add_column(
-            column.name, justify=column.justify, no_wrap=True, overflow="ellipsis", width=width
+            column.name, justify=column.justify, no_wrap=True, overflow="ellipsis", width=size
         )
     for row in texts:
         table.add_row(*(row[i] for i in keep))
-    console.print(table)
+    return table
 
 
 GAP = 2  # a space of padding on each side between two columns
@@ -127,8 +135,7 @@ def note(text: str) -> None:
 def _plain(cell: str | Text) -> str:
     if isinstance(cell, StatusText):
         return cell.code  # scripts read the ledger's code; people read the word
-    text = cell.plain if isinstance(cell, Text) else cell
-    return text.replace("\t", " ").replace("\n", " ")
+    return visible(cell.plain if isinstance(cell, Text) else cell)
 
 
 class StatusText(Text):
@@ -147,6 +154,12 @@ def styled_status(status: str) -> Text:
 def reasons_text(reasons: Mapping[str, int] | None) -> str:
     """``Order_Date.format ×3, Order_Total.range ×1``: codes in order, each with its rows."""
     return ", ".join(f"{code} ×{n}" for code, n in sorted((reasons or {}).items()))
+
+
+def cell(value: str | None) -> Text:
+    """A value from outside (a key, a file's value, an error, a message) as a table cell: its
+    markup (``[red]``) stays text and its control and bidi characters show as escapes."""
+    return Text(visible(value))
 
 
 def one_line(text: str | None) -> str:

@@ -23,6 +23,7 @@ from core.validation.engine import DEFAULT_CHUNK_ROWS, validate
 from core.validation.outcome import ChunkResult, Outcome
 from core.validation.schema import Schema, SchemaError, default_schema
 from core.validation.verdict import PARTIAL, REJECTED, SUCCEEDED, verdict_of, word
+from core.validation.visible import visible
 
 SHOWN_REJECTS = 5  # rejected rows printed per file; --out has them all
 
@@ -166,8 +167,8 @@ def _print_outcome(outcome: Outcome, schema: Schema) -> None:
     verdict = verdict_of(outcome)
     head = click.style(word(verdict), fg=VERDICT_COLOUR[verdict], bold=True)
     if not outcome.accepted:
-        click.echo(f"{outcome.file}: {head}, nothing would be stored")
-        _wrapped(f"why: {outcome.error or 'the file could not be read'}", width)
+        click.echo(f"{visible(outcome.file)}: {head}, nothing would be stored")
+        _wrapped(f"why: {visible(outcome.error) or 'the file could not be read'}", width)
         click.echo()
         return
     counts = f"{outcome.rows:,} {'row' if outcome.rows == 1 else 'rows'}"
@@ -175,7 +176,7 @@ def _print_outcome(outcome: Outcome, schema: Schema) -> None:
         counts = f"{outcome.invalid:,} of {counts} rejected, {outcome.valid:,} valid"
     else:
         counts = f"all {counts} valid"
-    click.echo(f"{outcome.file}: {head}, {counts}")
+    click.echo(f"{visible(outcome.file)}: {head}, {counts}")
     if outcome.reasons:
         reasons = ", ".join(
             f"{code} ×{n:,}" for code, n in outcome.top_reasons(len(outcome.reasons))
@@ -200,9 +201,8 @@ def _shown(value: str | None) -> str:
     """A value as written; quoted when spaces around it (or nothing) would be invisible."""
     if value is None or value == "":
         return "(empty)"
-    if value != value.strip() or any(ch in value for ch in "\t\r\n"):
-        return json.dumps(value, ensure_ascii=False)
-    return value
+    shown = visible(value)  # control and bidi characters as escapes: nothing in it acts
+    return f'"{shown}"' if value != value.strip() or " " in value else shown
 
 
 def _wrapped(text: str | list[str], width: int, indent: str = "  ") -> None:

@@ -47,7 +47,7 @@ def test_a_pipe_gets_tab_separated_lines_with_nothing_cut(capsys) -> None:
     assert not printed.startswith("\n")
     assert printed.splitlines() == [
         "incoming/a-rather-long-folder/orders-2026-12-04.csv\tPARTIAL\t12\t"
-        "Customer_Id.required ×4, Order_Date.required ×2, Order_Status.allowed ×1 second\t0.31"
+        "Customer_Id.required ×4, Order_Date.required ×2, Order_Status.allowed ×1\\nsecond\t0.31"
     ]
 
 
