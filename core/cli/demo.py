@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 import core
+from core import bootstrap
 from core.aws.clients import Clients
 from core.aws.settings import Settings
 from core.cli.aws_errors import aws_errors
@@ -25,7 +26,7 @@ from core.cli.upload import outcome_table
 from core.local.embedded import EmbeddedConfig, EmbeddedStack
 from core.local.emulator import EmulatorError
 from core.local.local_state import state_dir
-from core.ops.upload import FileResult, Uploader, plan, wait_for_outcomes
+from core.ops.upload import FileResult, plan, wait_for_outcomes
 from core.pipeline.ingest import rejects_key_for
 from core.pipeline.ledger import DynamoLedger, Status
 
@@ -95,8 +96,8 @@ def command(*, folder: Path | None, outbox: Path | None) -> None:
 
 
 def _run(clients: Clients, settings: Settings, files: list[Path], outbox: Path) -> bool:
-    uploader = Uploader(clients.s3, settings.bucket)
-    ledger = DynamoLedger(clients.dynamodb, settings.files_table)
+    uploader = bootstrap.uploader(settings, clients)
+    ledger = bootstrap.ledger(settings, clients)
     _say(f"uploading {len(files)} files to s3://{settings.bucket}/incoming/ …")
     uploads = [uploader.put(path, key) for path, key in plan(files)]
     results = wait_for_outcomes(ledger, uploads, OUTCOME_TIMEOUT_S)

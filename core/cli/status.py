@@ -13,11 +13,13 @@ from typing import Any
 import click
 from rich.table import Table
 
+from core import bootstrap
 from core.aws.settings import INCOMING_PREFIX
 from core.cli.aws_errors import aws_errors
 from core.cli.context import json_option, resolve_target, stack_options
 from core.cli.tables import (
     OUTCOME_COLUMNS,
+    cell,
     reasons_text,
     styled_status,
     table_console,
@@ -50,7 +52,7 @@ def command(
 ) -> None:
     """Show what the pipeline did with each file: outcome, counts, timings, attempts."""
     target = resolve_target(stack_name, endpoint_url)
-    ledger = DynamoLedger(target.clients.dynamodb, target.settings.files_table)
+    ledger = bootstrap.ledger(target.settings, target.clients)
     with aws_errors(f"read the ledger {target.settings.files_table}"):
         entries = _entries(ledger, target.settings.bucket, keys, limit, only)
     if as_json:
@@ -132,12 +134,12 @@ def ledger_table(entries: list[LedgerEntry]) -> Table:
         detail = entry.error or reasons or ("" if entry.finished else entry.last_error or "")
         table.add_row(
             entry.received_at[5:19].replace("T", " "),
-            entry.object_key,
+            cell(entry.object_key),
             styled_status(str(entry.status)),
             f"{entry.rows:,}",
             f"{entry.valid:,}",
             f"{entry.invalid:,}",
-            detail,
+            cell(detail),
             _fmt(data["queued_seconds"]),
             _fmt(data["processing_seconds"]),
             str(entry.attempts),

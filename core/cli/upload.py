@@ -16,10 +16,12 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from core import bootstrap
 from core.cli.aws_errors import aws_errors
 from core.cli.context import json_option, resolve_target, stack_options
 from core.cli.tables import (
     OUTCOME_COLUMNS,
+    cell,
     reasons_text,
     styled_status,
     table_console,
@@ -29,13 +31,11 @@ from core.ops.upload import (
     MIB,
     FileResult,
     Uploaded,
-    Uploader,
     UploadError,
     plan,
     total_size,
     wait_for_outcomes,
 )
-from core.pipeline.ledger import DynamoLedger
 
 PROGRESS_FILES = 4  # a bar for this many files or more...
 PROGRESS_BYTES = 8 * MIB  # ...or this much data
@@ -71,7 +71,7 @@ def command(
         raise click.UsageError(str(exc)) from None
     target = resolve_target(stack_name, endpoint_url)
     err = Console(stderr=True, highlight=False)
-    uploader = Uploader(target.clients.s3, target.settings.bucket)
+    uploader = bootstrap.uploader(target.settings, target.clients)
     show_bar = len(pairs) >= PROGRESS_FILES or total_size(p for p, _ in pairs) >= PROGRESS_BYTES
     uploads: list[Uploaded] = []
     with aws_errors(f"upload to s3://{target.settings.bucket}"), _bar(err, show_bar) as bar:
@@ -87,7 +87,7 @@ def command(
                 _report_upload(uploaded, as_json, err)
     if not wait:
         return
-    ledger = DynamoLedger(target.clients.dynamodb, target.settings.files_table)
+    ledger = bootstrap.ledger(target.settings, target.clients)
     console = table_console()
     with aws_errors("read the ledger"):
         if as_json:
@@ -149,12 +149,12 @@ def outcome_table(results: list[FileResult]) -> Table:
         data = result.to_json_dict()
         detail = data["error"] or reasons_text(data["reasons"])
         table.add_row(
-            data["key"],
+            cell(data["key"]),
             styled_status(data["status"]),
             _num(data["rows"]),
             _num(data["valid"]),
             _num(data["invalid"]),
-            detail,
+            cell(detail),
             "" if data["seconds"] is None else f"{data['seconds']:.2f}",
         )
     return table

@@ -46,7 +46,6 @@ from core.pipeline.ledger import (
     Checkpoint,
     Claim,
     Decision,
-    DynamoLedger,
     FileOutcome,
     LeaseLost,
     Ledger,
@@ -54,9 +53,9 @@ from core.pipeline.ledger import (
     lease_seconds,
 )
 from core.pipeline.notice import SAMPLE_ROWS, FileNotice, SampleRow
-from core.pipeline.orders_store import BATCH_GET_MAX, OrdersWriter, WriteStats
+from core.pipeline.orders_store import BATCH_GET_MAX, WriteStats
 from core.validation.csv_out import RejectsCsv
-from core.validation.engine import REASONS, validate
+from core.validation.engine import REASONS
 from core.validation.limits import Limits, human_bytes
 from core.validation.rules import LINE
 
@@ -173,7 +172,7 @@ class Writer(Protocol):
 Span = Callable[[str], contextlib.AbstractContextManager[Any]]
 
 
-def _no_span(name: str) -> contextlib.AbstractContextManager[Any]:
+def no_span(name: str) -> contextlib.AbstractContextManager[Any]:
     return contextlib.nullcontext()
 
 
@@ -501,7 +500,7 @@ class IngestService:
     rejects: RejectsStore
     notices: NoticeQueue
     validate: Validate
-    span: Span = _no_span
+    span: Span = no_span
     clock: Callable[[], datetime] = _now
     monotonic: Callable[[], float] = time.monotonic
     tmp_dir: str | None = None
@@ -892,27 +891,6 @@ def defer(sqs: Any, queue_url: str, receipt_handle: str, seconds: int) -> None:
         sqs.change_message_visibility(
             QueueUrl=queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=seconds
         )
-
-
-# ---- composition root ------------------------------------------------------------------------
-
-
-def build(settings: Settings, clients: Any, *, span: Span = _no_span) -> IngestService:
-    """Wire the service for the Lambda, the local worker, tools and tests alike."""
-    settings.require("bucket", "orders_table", "files_table", "notify_queue_url")
-    objects = S3Objects(clients.s3)
-    return IngestService(
-        settings=settings,
-        ledger=DynamoLedger(clients.dynamodb, settings.files_table),
-        objects=objects,
-        writer=OrdersWriter(
-            clients.dynamodb_bulk, settings.orders_table, threads=settings.write_threads
-        ),
-        rejects=objects,
-        notices=SqsNotices(clients.sqs, settings.notify_queue_url),
-        validate=validate,
-        span=span,
-    )
 
 
 def busy_delay(receive_count: int) -> int:

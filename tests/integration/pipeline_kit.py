@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.request import urlopen
 
-import handlers.ingest
-import handlers.notify
+from core import bootstrap
 from core.faults import FaultPlan, installed
 from core.pipeline.ledger import LOCK_PREFIX
 
@@ -290,8 +289,7 @@ def handler_faults(plan: FaultPlan) -> Iterator[FaultPlan]:
 
 
 def _forget_handler_clients() -> None:
-    handlers.ingest._clients.cache_clear()
-    handlers.notify._clients.cache_clear()
+    bootstrap.forget_warm_clients()
 
 
 @dataclass

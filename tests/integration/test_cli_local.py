@@ -278,6 +278,26 @@ def test_local_stops_everything_and_fails_when_the_emulator_dies(tmp_path, monke
     assert not _alive(worker_pid)
 
 
+@pytest.mark.slow
+def test_sigkill_of_local_leaves_no_worker_or_emulator_behind(tmp_path, monkeypatch) -> None:
+    state = tmp_path / "state"
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    local = LocalProcess(state)
+    try:
+        local.wait_for("ready")
+        children = [
+            int(local.value(prefix).split()[1].rstrip(",")) for prefix in ("worker:", "emulator:")
+        ]
+        local.proc.kill()  # SIGKILL: no handler of its own runs, its pipes just close
+        local.proc.wait(10)
+        deadline = time.monotonic() + 8
+        while any(map(_alive, children)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        local.stop()
+    assert [pid for pid in children if _alive(pid)] == []
+
+
 def test_local_on_a_taken_port_fails_in_one_line(tmp_path) -> None:
     import socket
 
