@@ -92,7 +92,8 @@ LIMITS = """\
   not against DynamoDB. Scenario seconds are wall time on the same shared machine.
 - `ORDERPIPE_FAULTS` (with `tests/support/site` on `PYTHONPATH`) reaches every client of
   every process started that way: given to `orderpipe local`, a rule for an operation the
-  stack's creation also calls would fail that too, so name the operations (`dynamodb.BatchWriteItem`, `s3.GetObject`, ...) rather than `*`.
+  stack's creation also calls would fail that too, so name the operations
+  (`dynamodb.BatchWriteItem`, `s3.GetObject`, ...) rather than `*`.
 """
 
 

@@ -31,9 +31,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings = Settings.from_env().require("files_table", "sender", "recipients")
     notifier = bootstrap.notifier(settings, bootstrap.warm_clients())
     with tracer.provider.in_subsegment("notify"):
-        report = notifier.handle(
-            messages_from_event(event), lambda: context.get_remaining_time_in_millis() / 1000
-        )
+        report = notifier.handle(messages_from_event(event))
     logger.info("notify batch done", extra={"report": report.summary()})
     metrics.add_metric("EmailsSent", MetricUnit.Count, report.emails_sent)
     metrics.add_metric("FilesNotified", MetricUnit.Count, report.files_notified)

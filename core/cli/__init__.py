@@ -26,6 +26,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "worker",
     "upload",
     "status",
+    "rejects",
+    "console",
     "demo",
     "package",
     "deploy",

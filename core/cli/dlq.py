@@ -10,10 +10,12 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
+from rich.text import Text
 
 from core import bootstrap
 from core.cli.aws_errors import aws_errors
 from core.cli.context import Target, json_option, resolve_target, stack_options
+from core.cli.tables import cell
 from core.ops.dlq import DeadLetter, DeadLetterQueue, DlqError, reached_dlq_estimate
 from core.ops.ops_adapters import LedgerReader
 from core.pipeline.ledger import DynamoLedger, LedgerEntry
@@ -119,12 +121,12 @@ def list_command(
     for row in rows:
         table.add_row(
             row["id"],
-            "\n".join(row["keys"]) or "(not an S3 event or notice)",
+            Text("\n").join(cell(k) for k in row["keys"]) or "(not an S3 event or notice)",
             "" if row["size"] is None else f"{row['size']:,}",
             str(row["receive_count"]),
             row["sent_at"] or "",
             row["reached_dlq_at"] or "",
-            row["last_error"] or "",
+            cell(row["last_error"]),
         )
     console.print(table)
     console.print("Details: orderpipe dlq show ID · after fixing the cause: orderpipe dlq redrive")

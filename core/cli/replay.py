@@ -12,6 +12,7 @@ from rich.table import Table
 from core import bootstrap
 from core.cli.aws_errors import aws_errors
 from core.cli.context import json_option, resolve_target, stack_options
+from core.cli.tables import cell
 from core.ops.replay import (
     ReplayError,
     ReplayItem,
@@ -106,7 +107,7 @@ def _print(items: list[ReplayItem], *, dry_run: bool, as_json: bool) -> None:
         table.add_column(name, overflow="fold")
     for item in items:
         row = item.to_json(dry_run)
-        table.add_row(row["key"], row["status"] or "-", row["action"], row["why"])
+        table.add_row(cell(row["key"]), row["status"] or "-", row["action"], cell(row["why"]))
     console.print(table)
     sent = sum(i.done for i in items)
     planned = sum(i.action == "replay" for i in items)

@@ -19,6 +19,7 @@ from core.cli.aws_errors import aws_errors
 from core.cli.context import json_option, resolve_target, stack_options
 from core.cli.tables import (
     OUTCOME_COLUMNS,
+    cell,
     reasons_text,
     styled_status,
     table_console,
@@ -133,12 +134,12 @@ def ledger_table(entries: list[LedgerEntry]) -> Table:
         detail = entry.error or reasons or ("" if entry.finished else entry.last_error or "")
         table.add_row(
             entry.received_at[5:19].replace("T", " "),
-            entry.object_key,
+            cell(entry.object_key),
             styled_status(str(entry.status)),
             f"{entry.rows:,}",
             f"{entry.valid:,}",
             f"{entry.invalid:,}",
-            detail,
+            cell(detail),
             _fmt(data["queued_seconds"]),
             _fmt(data["processing_seconds"]),
             str(entry.attempts),

@@ -7,6 +7,9 @@ from typing import Literal
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+from core.validation.visible import visible
 
 Justify = Literal["left", "right"]
 
@@ -42,6 +45,12 @@ def titled_table(title: str, columns: Sequence[tuple[str, Justify]]) -> Table:
     for name, justify in columns:
         table.add_column(name, justify=justify)
     return table
+
+
+def cell(value: str | None) -> Text:
+    """A value from outside (a key, a file's value, an error, a message) as a table cell: its
+    markup (``[red]``) stays text and its control and bidi characters show as escapes."""
+    return Text(visible(value))
 
 
 def styled_status(status: str) -> str:

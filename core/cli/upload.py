@@ -21,6 +21,7 @@ from core.cli.aws_errors import aws_errors
 from core.cli.context import json_option, resolve_target, stack_options
 from core.cli.tables import (
     OUTCOME_COLUMNS,
+    cell,
     reasons_text,
     styled_status,
     table_console,
@@ -148,12 +149,12 @@ def outcome_table(results: list[FileResult]) -> Table:
         data = result.to_json_dict()
         detail = data["error"] or reasons_text(data["reasons"])
         table.add_row(
-            data["key"],
+            cell(data["key"]),
             styled_status(data["status"]),
             _num(data["rows"]),
             _num(data["valid"]),
             _num(data["invalid"]),
-            detail,
+            cell(detail),
             "" if data["seconds"] is None else f"{data['seconds']:.2f}",
         )
     return table

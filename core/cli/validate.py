@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from core.cli.tables import cell
 from core.ops.file_list import expand
 from core.validation.csv_out import RejectsCsv, ValidCsv
 from core.validation.engine import DEFAULT_CHUNK_ROWS, validate
@@ -152,7 +153,7 @@ def _open(path: Path) -> Iterator[BinaryIO]:
 
 
 def _print_outcome(console: Console, outcome: Outcome, schema: Schema) -> None:
-    summary = Table(title=Text(outcome.file), title_justify="left", show_edge=False)
+    summary = Table(title=cell(outcome.file), title_justify="left", show_edge=False)
     for heading in ("status", "rows", "valid", "invalid", "top reasons"):
         summary.add_column(
             heading, justify="right" if heading in ("rows", "valid", "invalid") else "left"
@@ -164,7 +165,7 @@ def _print_outcome(console: Console, outcome: Outcome, schema: Schema) -> None:
             status, str(outcome.rows), str(outcome.valid), str(outcome.invalid), Text(top)
         )
     else:
-        summary.add_row("[red]rejected[/]", "-", "-", "-", Text(outcome.error or ""))
+        summary.add_row("[red]rejected[/]", "-", "-", "-", cell(outcome.error))
     console.print(summary)
     shown = outcome.sample_rejects[:SHOWN_REJECTS]
     if shown:
@@ -180,7 +181,7 @@ def _print_outcome(console: Console, outcome: Outcome, schema: Schema) -> None:
         for column in schema.column_names:
             rows.add_column(column, max_width=16, overflow="ellipsis", no_wrap=True, min_width=4)
         for row in shown:
-            values = [Text(row.values.get(c) or "") for c in schema.column_names]
+            values = [cell(row.values.get(c)) for c in schema.column_names]
             rows.add_row(str(row.line), Text("\n".join(row.reasons)), *values)
         console.print(rows)
     console.print()

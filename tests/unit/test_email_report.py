@@ -12,7 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.pipeline.email_report import LINK_EXPIRY_S, compose, describe_reasons, subject_for
+from core.pipeline.email_report import (
+    LINK_EXPIRY_S,
+    Link,
+    compose,
+    describe_reasons,
+    subject_for,
+)
 from core.pipeline.notice import FileNotice, SampleRow
 from core.validation.schema import default_schema
 
@@ -23,10 +29,13 @@ BUCKET = "orderpipe-test-orders"
 class MemoryStore:
     """Rejects CSVs in a dict; records what was read and presigned."""
 
-    def __init__(self, objects: dict[str, bytes] | None = None) -> None:
+    def __init__(
+        self, objects: dict[str, bytes] | None = None, link_expires: datetime | None = None
+    ) -> None:
         self.objects = dict(objects or {})
         self.read_keys: list[str] = []
         self.presigned: list[tuple[str, int]] = []
+        self.link_expires = link_expires
 
     def size(self, bucket: str, key: str) -> int | None:
         assert bucket == BUCKET
@@ -37,9 +46,10 @@ class MemoryStore:
         self.read_keys.append(key)
         return self.objects[key]
 
-    def presign(self, bucket: str, key: str, expires_s: int) -> str:
+    def presign(self, bucket: str, key: str, expires_s: int) -> Link:
         self.presigned.append((key, expires_s))
-        return f"https://{bucket}.s3.amazonaws.com/{key}?X-Amz-Expires={expires_s}&X-Amz-Sig=ab"
+        url = f"https://{bucket}.s3.amazonaws.com/{key}?X-Amz-Expires={expires_s}&X-Amz-Sig=ab"
+        return Link(url, self.link_expires)
 
 
 def rejects_csv(rows: list[tuple[int, str, str, str]]) -> bytes:

@@ -1,8 +1,8 @@
 """The layer rule of core/, read from every module's imports (docs/architecture.md).
 
 ``validation`` ← ``pipeline`` ← ``ops`` ← ``bootstrap`` ← ``cli``, with ``aws`` below all of
-them and ``local`` and ``release`` beside ``cli``; the handlers sit on ``bootstrap`` like the
-CLI: a room imports only itself and the rooms it may use.
+them and ``local``, ``release`` and ``console`` beside ``cli``; the handlers sit on
+``bootstrap`` like the CLI: a room imports only itself and the rooms it may use.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ ALLOWED: dict[str, set[str]] = {
     "bootstrap": {"ops", "pipeline", "validation", "aws"},
     "local": {"bootstrap", "ops", "pipeline", "validation", "aws"},
     "release": {"validation", "aws"},
-    "cli": {"bootstrap", "local", "release", "ops", "pipeline", "validation", "aws"},
+    "console": {"bootstrap", "ops", "pipeline", "validation", "aws"},
+    "cli": {"bootstrap", "local", "release", "console", "ops", "pipeline", "validation", "aws"},
     "handlers": {"bootstrap", "pipeline", "ops", "validation", "aws"},
 }
 # Third-party packages the pure validation room may use: no AWS SDK, no settings.
