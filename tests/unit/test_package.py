@@ -56,6 +56,11 @@ def fake_project(root: Path) -> Path:
     project = root / "project"
     files = {
         "core/__init__.py": "",
+        "core/bootstrap.py": "",
+        "core/aws/clients.py": "",
+        "core/pipeline/ingest.py": "",
+        "core/local/worker.py": "",
+        "core/release/package.py": "",
         "core/validation/engine.py": "ENGINE = 1\n",
         "core/ops/reconcile.py": "RECONCILE = 1\n",
         "core/validation/schemas/orders.json": "{}\n",
@@ -63,6 +68,7 @@ def fake_project(root: Path) -> Path:
         "core/__pycache__/engine.cpython-311.pyc": "x",
         "handlers/__init__.py": "",
         "handlers/ingest.py": "def handler(event, context): return {}\n",
+        "handlers/notify.py": "def handler(event, context): return {}\n",
         "handlers/reconcile_job.py": (
             'SHIPPED_MODULES = ("core/__init__.py", "core/ops/reconcile.py")\n'
             "from core.ops.reconcile import RECONCILE\n"
@@ -111,6 +117,22 @@ def test_offline_build_splits_layer_and_code_and_leaves_boto_to_the_runtime(
     assert "aws_xray_sdk/__init__.py" in code
     assert "typing_extensions.py" in code
     assert not [n for n in code if n.startswith(("core/cli", "botocore", "urllib3", "polars/"))]
+    project = {n for n in code if n.startswith(("core/", "handlers/"))}
+    # The manifest lists exactly what the zip holds of the project: no local, release, ops or
+    # Glue-only code.
+    assert project == set(manifest.modules["code"])
+    assert project == {
+        "core/__init__.py",
+        "core/bootstrap.py",
+        "core/aws/clients.py",
+        "core/pipeline/ingest.py",
+        "core/validation/engine.py",
+        "core/validation/schemas/orders.json",
+        "handlers/__init__.py",
+        "handlers/ingest.py",
+        "handlers/notify.py",
+    }
+    assert manifest.modules["reconcile_wheel"] == ["core/__init__.py", "core/ops/reconcile.py"]
     assert not [n for n in code if n.endswith((".pyc", ".pyi"))]
     assert all(n.startswith("python/") for n in layer)
     assert "python/polars/__init__.py" in layer
@@ -159,6 +181,7 @@ def test_manifest_round_trips_and_detects_a_changed_artifact(
 ) -> None:
     loaded = Manifest.load(offline.out_dir)
     assert loaded.artifacts == built.artifacts
+    assert loaded.modules == built.modules
     copy = tmp_path / "copy"
     shutil.copytree(offline.out_dir, copy)
     (copy / "function.zip").write_bytes(b"tampered")
