@@ -48,9 +48,19 @@ LAYER_REQUIREMENTS = ("polars",)
 CODE_REQUIREMENTS = ("boto3", "fastexcel", "aws-lambda-powertools", "aws-xray-sdk")
 # Every version of every distribution, direct or not: the venv's pins (``make constraints``).
 CONSTRAINTS_FILE = "constraints.txt"
-# Project code for the functions: the CLI is not needed there (and would pull click and rich).
-PROJECT_PACKAGES = ("core", "handlers")
-PROJECT_EXCLUDE = ("core/cli", "core/local", "core/release")
+# Project code for the two functions (ingest, notify): what they run and nothing else, so no
+# CLI, local stack, release or ops code, and no test harness (that lives under tests/). A folder
+# ships whole; tests/unit/test_package.py checks this against the handlers' real imports.
+LAMBDA_SOURCES = (
+    "core/__init__.py",
+    "core/bootstrap.py",
+    "core/aws",
+    "core/pipeline",
+    "core/validation",
+    "handlers/__init__.py",
+    "handlers/ingest.py",
+    "handlers/notify.py",
+)
 PROJECT_SUFFIXES = (".py", ".json")
 
 GLUE_SCRIPT = "handlers/reconcile_job.py"
@@ -112,6 +122,8 @@ class Manifest:
     artifacts: dict[str, Artifact]
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # Project files each artifact ships: "code" (the function zip), "reconcile_wheel" (Glue).
+    modules: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def runtime(self) -> str:
@@ -130,6 +142,7 @@ class Manifest:
             "lambda_unzipped_limit": LAMBDA_UNZIPPED_LIMIT,
             "seconds": round(self.seconds, 1),
             "notes": self.notes,
+            "modules": self.modules,
             "artifacts": {
                 role: {**asdict(a), "key": a.key} for role, a in sorted(self.artifacts.items())
             },
@@ -156,6 +169,7 @@ class Manifest:
                 for role, a in raw["artifacts"].items()
             }
             manifest = cls(raw["arch"], raw["python"], artifacts, list(raw.get("notes", [])))
+            manifest.modules = {k: list(v) for k, v in raw.get("modules", {}).items()}
         except FileNotFoundError:
             raise PackageError(
                 f"no artifacts in {out_dir}: run `orderpipe package` first"
@@ -304,20 +318,29 @@ def slim(site: Path, target: Target, *, strip: bool) -> tuple[int, list[str]]:
     return before - _tree_size(site), notes
 
 
-def copy_project(root: Path, dest: Path) -> None:
-    for package in PROJECT_PACKAGES:
-        for path in sorted((root / package).rglob("*")):
-            rel = path.relative_to(root).as_posix()
-            if (
-                not path.is_file()
-                or path.suffix not in PROJECT_SUFFIXES
-                or "__pycache__" in rel
-                or any(rel.startswith(ex + "/") for ex in PROJECT_EXCLUDE)
-            ):
-                continue
-            target = dest / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, target)
+def lambda_modules(root: Path) -> tuple[str, ...]:
+    """Every project file the function zip ships (``LAMBDA_SOURCES`` expanded), sorted."""
+    found: list[str] = []
+    for source in LAMBDA_SOURCES:
+        path = root / source
+        if path.is_file():
+            found.append(source)
+        elif path.is_dir():
+            found += [
+                p.relative_to(root).as_posix()
+                for p in path.rglob("*")
+                if p.is_file() and p.suffix in PROJECT_SUFFIXES and "__pycache__" not in p.parts
+            ]
+        else:
+            raise PackageError(f"{path} not found: the Lambda code would be incomplete")
+    return tuple(sorted(found))
+
+
+def copy_project(root: Path, dest: Path, modules: Iterable[str]) -> None:
+    for rel in modules:
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(root / rel, target)
 
 
 def file_sha256(path: Path) -> str:
@@ -468,7 +491,8 @@ def build(options: BuildOptions) -> Manifest:
             notes += slim_notes
             if saved:
                 notes.append(f"{site.name}: {saved / MIB:.1f} MiB of caches, stubs and symbols cut")
-        copy_project(options.project_root, code_site)
+        shipped = lambda_modules(options.project_root)
+        copy_project(options.project_root, code_site, shipped)
 
         check_limit(layer_site, code_site, options.limit_bytes)
         layer_zip, code_zip = out / "deps-layer.zip", out / "function.zip"
@@ -496,6 +520,7 @@ def build(options: BuildOptions) -> Manifest:
         },
         notes=notes,
         seconds=time.monotonic() - started,
+        modules={"code": list(shipped), "reconcile_wheel": list(modules)},
     )
     manifest.save(out)
     return manifest

@@ -14,7 +14,7 @@ from botocore.serialize import create_serializer
 
 from core.aws import dynamo_json
 from core.aws.clients import Clients
-from core.faults import FaultPlan, FaultRule
+from tests.support.faults import FaultPlan, FaultRule
 
 NOWHERE = "http://127.0.0.1:9"  # nothing listens: a call that reaches the network would fail
 SESSION = boto3.session.Session(
@@ -78,10 +78,10 @@ class _Raw:
 
 
 def bulk_client(wire: Wire, *, faults: FaultPlan | None = None, attempts: int = 1) -> Any:
-    clients = Clients(
-        endpoint_url=NOWHERE, max_attempts=attempts - 1, faults=faults, _session=SESSION
-    )
+    clients = Clients(endpoint_url=NOWHERE, max_attempts=attempts - 1, _session=SESSION)
     client = clients.dynamodb_bulk
+    if faults is not None:
+        faults.attach(client)
     client.meta.events.register("before-send.dynamodb", wire)
     return client
 

@@ -59,6 +59,11 @@ def fake_project(root: Path) -> Path:
     project = root / "project"
     files = {
         "core/__init__.py": "",
+        "core/bootstrap.py": "",
+        "core/aws/clients.py": "",
+        "core/pipeline/ingest.py": "",
+        "core/local/worker.py": "",
+        "core/release/package.py": "",
         "core/validation/engine.py": "ENGINE = 1\n",
         "core/ops/reconcile.py": "RECONCILE = 1\n",
         "core/validation/schemas/orders.json": "{}\n",
@@ -67,6 +72,7 @@ def fake_project(root: Path) -> Path:
         "handlers/__init__.py": "",
         "handlers/ingest.py": "def handler(event, context): return {}\n",
         "constraints.txt": "# pins\nurllib3==8.0.0\nboto3==9.0.0\n",
+        "handlers/notify.py": "def handler(event, context): return {}\n",
         "handlers/reconcile_job.py": (
             'SHIPPED_MODULES = ("core/__init__.py", "core/ops/reconcile.py")\n'
             "from core.ops.reconcile import RECONCILE\n"
@@ -119,6 +125,22 @@ def test_offline_build_splits_layer_and_code_and_bundles_the_constrained_sdk(
     assert {"boto3/__init__.py", "botocore/__init__.py", "urllib3/__init__.py"} <= code
     assert "urllib3-8.0.0.dist-info/METADATA" in code
     assert not [n for n in code if n.startswith("urllib3-9")]
+    project = {n for n in code if n.startswith(("core/", "handlers/"))}
+    # The manifest lists exactly what the zip holds of the project: no local, release, ops or
+    # Glue-only code.
+    assert project == set(manifest.modules["code"])
+    assert project == {
+        "core/__init__.py",
+        "core/bootstrap.py",
+        "core/aws/clients.py",
+        "core/pipeline/ingest.py",
+        "core/validation/engine.py",
+        "core/validation/schemas/orders.json",
+        "handlers/__init__.py",
+        "handlers/ingest.py",
+        "handlers/notify.py",
+    }
+    assert manifest.modules["reconcile_wheel"] == ["core/__init__.py", "core/ops/reconcile.py"]
     assert not [n for n in code if n.endswith((".pyc", ".pyi"))]
     assert all(n.startswith("python/") for n in layer)
     assert "python/polars/__init__.py" in layer
@@ -167,6 +189,7 @@ def test_manifest_round_trips_and_detects_a_changed_artifact(
 ) -> None:
     loaded = Manifest.load(offline.out_dir)
     assert loaded.artifacts == built.artifacts
+    assert loaded.modules == built.modules
     copy = tmp_path / "copy"
     shutil.copytree(offline.out_dir, copy)
     (copy / "function.zip").write_bytes(b"tampered")
