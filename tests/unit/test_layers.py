@@ -1,8 +1,8 @@
 """The layer rule of core/, read from every module's imports (docs/architecture.md).
 
 ``validation`` ← ``pipeline`` ← ``ops`` ← ``bootstrap`` ← ``cli``, with ``aws`` below all of
-them and ``local`` and ``release`` beside ``cli``; the handlers sit on ``bootstrap`` like the
-CLI: a room imports only itself and the rooms it may use.
+them and ``local``, ``release`` and ``console`` beside ``cli``; the handlers sit on
+``bootstrap`` like the CLI: a room imports only itself and the rooms it may use.
 """
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ CORE = ROOT / "core"
 # room -> rooms it may import (besides itself). A module directly in core/ is a room of its own.
 ALLOWED: dict[str, set[str]] = {
     "validation": set(),
-    "faults": set(),
-    "aws": {"faults"},
+    "aws": set(),
     "pipeline": {"validation", "aws"},
     "ops": {"pipeline", "validation", "aws"},
     # The composition root (core/bootstrap.py): wires every service from settings and clients.
     "bootstrap": {"ops", "pipeline", "validation", "aws"},
     "local": {"bootstrap", "ops", "pipeline", "validation", "aws"},
     "release": {"validation", "aws"},
-    "cli": {"bootstrap", "local", "release", "ops", "pipeline", "validation", "aws", "faults"},
+    "console": {"bootstrap", "ops", "pipeline", "validation", "aws"},
+    "cli": {"bootstrap", "local", "release", "console", "ops", "pipeline", "validation", "aws"},
     "handlers": {"bootstrap", "pipeline", "ops", "validation", "aws"},
 }
 # Third-party packages the pure validation room may use: no AWS SDK, no settings.
