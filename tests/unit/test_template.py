@@ -8,6 +8,7 @@ reads. The template must agree with all three, and hold its security promises.
 from __future__ import annotations
 
 import importlib
+import re
 from typing import Any
 
 import pytest
@@ -670,11 +671,12 @@ def test_every_boto3_call_in_the_code_is_one_the_derivation_sees() -> None:
     from tests.unit.aws_calls import ROOT, unclassified_calls
 
     paths = [*(ROOT / "core").rglob("*.py"), *(ROOT / "handlers").rglob("*.py")]
-    assert sorted(unclassified_calls(paths)) == [
-        # An adapter's own method, not a client's: AlertsTopic.publish calls sns:Publish.
-        "core/console/app.py:117 env.get_template",  # jinja2, not CloudFormation
-        "core/ops/reconcile.py:345 self._alerts.publish",
-    ]
+    found = {re.sub(r":\d+ ", " ", call) for call in unclassified_calls(paths)}
+    assert found == {
+        "core/console/app.py env.get_template",  # jinja2's, not CloudFormation's
+        # An adapter's own method, not a client's (AlertsTopic.publish calls sns:Publish).
+        "core/ops/reconcile.py self._alerts.publish",
+    }
 
 
 @pytest.mark.parametrize("case", function_role_cases(), ids=lambda c: c[0])
