@@ -21,6 +21,7 @@ from core.pipeline.events import FileRef, Replay, event_body
 from core.pipeline.ingest import (
     FRAME_MIN_ROWS,
     PAUSE_RETRY_S,
+    TMP_RESERVE_BYTES,
     ChunkSpill,
     Deadline,
     FileBusy,
@@ -436,3 +437,22 @@ def test_the_lambda_context_is_the_deadline() -> None:
     assert deadline is not None
     assert deadline.left_s() == 2.5
     assert Deadline.of(object()) is None
+
+
+# ---- the default limits -----------------------------------------------------------------
+
+
+def test_the_default_limits_follow_from_timeout_rate_and_attempts() -> None:
+    """docs/deploy.md's formula, held to the defaults the template also carries."""
+    from core.aws import settings as s
+    from core.aws.stack import AWS_TIMINGS, MAX_RECEIVE_COUNT
+
+    assert s.WRITE_ATTEMPTS == MAX_RECEIVE_COUNT - 1  # one receive kept for a transient fault
+    most = s.rows_within(AWS_TIMINGS.ingest_timeout_s)
+    assert most == 4_000 * (900 - 30) * 4
+    assert 0.8 * most <= s.DEFAULT_MAX_ROWS <= most
+    # The largest file and its compressed spill fit the default /tmp, less the reserve.
+    room = s.DEFAULT_TMP_MB * s.MIB - TMP_RESERVE_BYTES
+    assert room >= s.DEFAULT_MAX_FILE_BYTES * (1 + s.SPILL_RATIO)
+    # ... and at about 50 bytes an order row, the size limit is about the row limit.
+    assert 0.8 <= s.DEFAULT_MAX_FILE_BYTES / 50 / s.DEFAULT_MAX_ROWS <= 1.2
