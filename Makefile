@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv constraints demo test lint typecheck security unit bench reliability clean tools
+.PHONY: venv constraints demo test lint typecheck security unit bench bench-peers reliability clean tools
 
 venv: $(STAMP)
 
@@ -66,6 +66,11 @@ reliability: venv
 
 bench: venv
 	$(BIN)/python bench/validate_bench.py
+
+# The engine beside a whole-frame polars version and the validation libraries (docs/validation.md).
+bench-peers: venv
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,peers]'
+	$(BIN)/python bench/peers.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .hypothesis
