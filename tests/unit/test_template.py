@@ -517,3 +517,24 @@ def test_short_tags_load_as_their_long_form() -> None:
 def test_the_deployed_writer_threads_default_is_the_settings_one() -> None:
     """The template's parameter and the Python default describe one figure."""
     assert PARAMS["IngestWriteThreads"]["Default"] == DEFAULT_WRITE_THREADS
+
+
+def test_each_function_reports_under_its_handlers_service_name() -> None:
+    """Logger, Tracer and Metrics use one name per function: the function's, without the env."""
+    import handlers.ingest
+    import handlers.notify
+
+    for handler, service in (
+        (handlers.ingest, stack_def.INGEST_SERVICE),
+        (handlers.notify, stack_def.NOTIFY_SERVICE),
+    ):
+        assert handler.logger.service == service
+        assert handler.tracer.service == service
+        assert handler.metrics.service == service
+        fn = next(
+            p["Properties"]
+            for p in functions().values()
+            if p["Properties"]["Handler"] == f"{handler.__name__}.handler"
+        )
+        assert fn["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"] == service
+        assert sub_name(fn["FunctionName"], "e") == service.replace("orderpipe-", "orderpipe-e-")
