@@ -4,7 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv constraints demo check test lint typecheck security unit suite bench reliability clean tools
+.PHONY: venv constraints demo check test lint typecheck security unit suite bench bench-peers \
+	reliability clean tools
 
 venv: $(STAMP)
 
@@ -78,6 +79,11 @@ reliability: venv
 
 bench: venv
 	$(BIN)/python bench/validate_bench.py
+
+# The engine beside a whole-frame polars version and the validation libraries (docs/validation.md).
+bench-peers: venv
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,peers]'
+	$(BIN)/python bench/peers.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .hypothesis
