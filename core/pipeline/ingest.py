@@ -208,9 +208,12 @@ def limits_from_settings(settings: Settings) -> Limits:
 
 
 def rejects_key_for(key: str) -> str:
-    """``incoming/a/b.csv`` → ``rejects/a/b.csv.csv``: the source name stays recognisable."""
+    """``incoming/a/b.csv`` → ``rejects/a/b.csv``; another name gets ``.csv`` added
+    (``b.xlsx`` → ``b.xlsx.csv``), so the source name stays recognisable."""
     rel = key[len(INCOMING_PREFIX) :] if key.startswith(INCOMING_PREFIX) else key
-    return f"{REJECTS_PREFIX}{rel}.csv"
+    return (
+        f"{REJECTS_PREFIX}{rel}" if rel.lower().endswith(".csv") else f"{REJECTS_PREFIX}{rel}.csv"
+    )
 
 
 def describe(exc: BaseException) -> str:
