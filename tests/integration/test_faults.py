@@ -28,6 +28,7 @@ from core.aws.clients import Clients
 from core.aws.stack import StackNames
 from core.local.embedded import EmbeddedConfig, EmbeddedStack
 from core.local.worker import Worker, drain, handler_environment
+from core.pipeline.ingest import rejects_key_for
 from tests.integration.pipeline_kit import (
     OrderFile,
     Pipeline,
@@ -669,7 +670,7 @@ def test_a_big_file_resumes_over_several_runs_and_writes_each_order_once(
     }
     assert int(entry["rows_judged"]) == BIG_ROWS + 7
     assert "checkpoint" not in entry
-    rejects = pipe.s3.get_object(Bucket=pipe.bucket, Key="rejects/big-resumed.csv.csv")
+    rejects = pipe.s3.get_object(Bucket=pipe.bucket, Key=rejects_key_for(big.key))
     lines = rejects["Body"].read().decode().splitlines()
     assert len(lines) == 1 + 7  # header + every rejected row, from the run that finished
     scenario.measure(

@@ -31,6 +31,7 @@ from core.pipeline.ingest import (
     OutOfTime,
     Pacer,
     handle_record,
+    rejects_key_for,
 )
 from core.pipeline.ledger import Decision, LeaseLost, Status
 from core.pipeline.orders_store import OrdersWriter
@@ -189,7 +190,7 @@ def test_a_file_too_big_for_one_run_finishes_over_several_each_order_written_onc
     # One notice, from the attempt that finished, covering the whole file's rejects.
     assert len(pipe.notices.sent) == 1
     assert pipe.notices.sent[0].invalid == 7
-    rejects = list(csv.reader(io.StringIO(pipe.objects.rejects["rejects/big.csv.csv"].decode())))
+    rejects = list(csv.reader(io.StringIO(pipe.objects.rejects[rejects_key_for(ref.key)].decode())))
     assert sorted(r[1] for r in rejects[1:]) == [f"Bad{n:03d}" for n in range(7)]
 
 
