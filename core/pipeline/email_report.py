@@ -23,6 +23,7 @@ from email.utils import format_datetime, make_msgid
 from typing import Protocol
 
 from core.pipeline.notice import FileNotice, SampleRow
+from core.validation.outcome import reason_code
 from core.validation.schema import (
     ALLOWED,
     FIELD_COUNT_CODE,
@@ -206,9 +207,14 @@ def _rule_text(column: Column, rule: str) -> str:
     if rule == REQUIRED:
         return f"{name} is empty"
     if rule == UNIQUE:
-        return f"{name} appears more than once in the file"
+        return (
+            f"{name} repeats a value from an earlier line of the file; each such row names "
+            f"the line where the value first appears"
+        )
     if rule == FORMAT and column.type == "date":
-        return f"{name} is not a date written as " + " or ".join(
+        # One code covers both a wrong spelling and an impossible date (31/02/23), so the
+        # sentence must fit both: a real calendar date, written in one of these ways.
+        return f"{name} is not a real calendar date written as " + " or ".join(
             f.spec for f in column.date_formats
         )
     if rule == FORMAT:
@@ -317,7 +323,7 @@ class _Vocabulary:
         return cls(describe_reasons(schema), schema.column_names)
 
     def describe(self, code: str) -> str:
-        return self.texts.get(code, "")
+        return self.texts.get(reason_code(code), "")
 
     def columns(self, sample: Sequence[SampleRow]) -> list[str]:
         """The sample's columns in the schema's order (notices carry them sorted by name)."""

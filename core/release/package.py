@@ -2,11 +2,12 @@
 
 Lambda code and layers together may take 250 MB unzipped and polars alone is about 180 MB, so
 every byte is accounted for: wheels are the target's own (pip ``--platform``/``--only-binary``
-for the runtime's Python and architecture), what the runtime already has (boto3 and its
-dependencies) is removed, caches and type stubs are dropped, and native libraries lose their
-symbol tables when a strip tool is at hand. polars goes into a layer of its own: it changes
-rarely, so a code change uploads a small zip. Every zip is byte-for-byte reproducible, so
-unchanged inputs give unchanged S3 keys and a no-op deploy.
+for the runtime's Python and architecture), boto3 and botocore are bundled at the versions the
+tests ran with (the runtime's own copy is neither pinned nor the one tested), every version comes
+from ``constraints.txt`` (the same file ``make venv`` installs with), caches and type stubs are
+dropped, and native libraries lose their symbol tables when a strip tool is at hand. polars goes
+into a layer of its own: it changes rarely, so a code change uploads a smaller zip. Every zip is
+byte-for-byte reproducible, so unchanged inputs give unchanged S3 keys and a no-op deploy.
 """
 
 from __future__ import annotations
@@ -41,13 +42,12 @@ MIB = 1024 * 1024
 LAMBDA_UNZIPPED_LIMIT = 250 * MIB
 
 # The layer holds polars; the function zip the rest. Versions are pinned to this environment's
-# so Lambda runs what the tests ran.
+# so Lambda runs what the tests ran: boto3 too, which then shadows the runtime's own copy
+# (the function's code comes first on sys.path).
 LAYER_REQUIREMENTS = ("polars",)
-CODE_REQUIREMENTS = ("fastexcel", "aws-lambda-powertools", "aws-xray-sdk")
-# Shipped by the Lambda Python runtime itself: never packaged (boto3 left to the runtime).
-RUNTIME_PROVIDED = frozenset(
-    {"boto3", "botocore", "s3transfer", "jmespath", "python-dateutil", "six", "urllib3"}
-)
+CODE_REQUIREMENTS = ("boto3", "fastexcel", "aws-lambda-powertools", "aws-xray-sdk")
+# Every version of every distribution, direct or not: the venv's pins (``make constraints``).
+CONSTRAINTS_FILE = "constraints.txt"
 # Project code for the two functions (ingest, notify): what they run and nothing else, so no
 # CLI, local stack, release or ops code, and no test harness (that lives under tests/). A folder
 # ships whole; tests/unit/test_package.py checks this against the handlers' real imports.
@@ -195,6 +195,12 @@ def pinned(requirements: Iterable[str]) -> list[str]:
         except metadata.PackageNotFoundError:
             out.append(name)
     return out
+
+
+def constraint_args(project_root: Path) -> list[str]:
+    """``--constraint constraints.txt`` when the project has one (a checkout always does)."""
+    path = project_root / CONSTRAINTS_FILE
+    return ["--constraint", str(path)] if path.is_file() else []
 
 
 def pip_install(
@@ -472,16 +478,14 @@ def build(options: BuildOptions) -> Manifest:
         layer_site = Path(tmp) / "layer"
         code_site = Path(tmp) / "code"
         reqs = pinned if options.pin else list
-        pip_install(reqs(options.layer_requirements), layer_site, target, options.pip_args)
-        pip_install(reqs(options.code_requirements), code_site, target, options.pip_args)
+        pip_args = [*constraint_args(options.project_root), *options.pip_args]
+        pip_install(reqs(options.layer_requirements), layer_site, target, pip_args)
+        pip_install(reqs(options.code_requirements), code_site, target, pip_args)
 
         in_layer = installed_distributions(layer_site)
         for name, info in installed_distributions(code_site).items():
-            if name in RUNTIME_PROVIDED or name in in_layer:
+            if name in in_layer:
                 remove_distribution(code_site, info)
-        for name, info in in_layer.items():
-            if name in RUNTIME_PROVIDED:
-                remove_distribution(layer_site, info)
         for site in (layer_site, code_site):
             saved, slim_notes = slim(site, target, strip=options.strip)
             notes += slim_notes

@@ -412,3 +412,24 @@ def test_files_are_listed_worst_first() -> None:
     for body in (text, html):
         assert body.index("broken.xlsx") < body.index("many.csv") < body.index("few.csv")
     assert "Rejected rows: none" not in text  # a file rejected whole has no rejects line
+
+
+def test_an_impossible_date_is_described_as_not_a_real_date() -> None:
+    text = describe_reasons(default_schema())["Order_Date.format"]
+    assert text == (
+        "Order_Date is not a real calendar date written as d/m/yy or d/m/yyyy or yyyy-mm-dd"
+    )
+
+
+def test_a_repeat_shows_where_its_value_first_appears_with_the_rule_explained() -> None:
+    reason = "Order_Id.unique (first on line 2)"
+    row = SampleRow(10, {"Order_Id": "R1"}, [reason])
+    n = notice(reasons={"Order_Id.unique": 1}, sample=[row], rejects=False)
+    composed = compose(
+        [n], MemoryStore(), sender="s@x.test", recipients=["r@x.test"], schema=default_schema()
+    )
+    text, page = bodies(parse(composed.data))
+    assert reason in text
+    assert "repeats a value from an earlier line" in text
+    sentence = describe_reasons(default_schema())["Order_Id.unique"]
+    assert f"<code title='{sentence}'>{reason}</code>" in page
