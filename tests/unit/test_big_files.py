@@ -21,6 +21,7 @@ from core.pipeline.events import FileRef, Replay, event_body
 from core.pipeline.ingest import (
     FRAME_MIN_ROWS,
     PAUSE_RETRY_S,
+    TMP_RESERVE_BYTES,
     ChunkSpill,
     Deadline,
     FileBusy,
@@ -30,6 +31,7 @@ from core.pipeline.ingest import (
     OutOfTime,
     Pacer,
     handle_record,
+    rejects_key_for,
 )
 from core.pipeline.ledger import Decision, LeaseLost, Status
 from core.pipeline.orders_store import OrdersWriter
@@ -188,7 +190,7 @@ def test_a_file_too_big_for_one_run_finishes_over_several_each_order_written_onc
     # One notice, from the attempt that finished, covering the whole file's rejects.
     assert len(pipe.notices.sent) == 1
     assert pipe.notices.sent[0].invalid == 7
-    rejects = list(csv.reader(io.StringIO(pipe.objects.rejects["rejects/big.csv.csv"].decode())))
+    rejects = list(csv.reader(io.StringIO(pipe.objects.rejects[rejects_key_for(ref.key)].decode())))
     assert sorted(r[1] for r in rejects[1:]) == [f"Bad{n:03d}" for n in range(7)]
 
 
@@ -436,3 +438,22 @@ def test_the_lambda_context_is_the_deadline() -> None:
     assert deadline is not None
     assert deadline.left_s() == 2.5
     assert Deadline.of(object()) is None
+
+
+# ---- the default limits -----------------------------------------------------------------
+
+
+def test_the_default_limits_follow_from_timeout_rate_and_attempts() -> None:
+    """docs/deploy.md's formula, held to the defaults the template also carries."""
+    from core.aws import settings as s
+    from core.aws.stack import AWS_TIMINGS, MAX_RECEIVE_COUNT
+
+    assert s.WRITE_ATTEMPTS == MAX_RECEIVE_COUNT - 1  # one receive kept for a transient fault
+    most = s.rows_within(AWS_TIMINGS.ingest_timeout_s)
+    assert most == 4_000 * (900 - 30) * 4
+    assert 0.8 * most <= s.DEFAULT_MAX_ROWS <= most
+    # The largest file and its compressed spill fit the default /tmp, less the reserve.
+    room = s.DEFAULT_TMP_MB * s.MIB - TMP_RESERVE_BYTES
+    assert room >= s.DEFAULT_MAX_FILE_BYTES * (1 + s.SPILL_RATIO)
+    # ... and at about 50 bytes an order row, the size limit is about the row limit.
+    assert 0.8 <= s.DEFAULT_MAX_FILE_BYTES / 50 / s.DEFAULT_MAX_ROWS <= 1.2
