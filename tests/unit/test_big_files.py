@@ -28,6 +28,7 @@ from core.pipeline.ingest import (
     FilePaused,
     IngestResult,
     IngestService,
+    OutOfRuns,
     OutOfTime,
     Pacer,
     handle_record,
@@ -306,8 +307,9 @@ def test_a_checkpoint_from_another_validation_is_not_trusted(pipe: Pipeline) -> 
 
 
 def test_an_attempt_that_cannot_store_anything_in_time_fails_and_says_why(
-    pipe: Pipeline,
+    tmp_path: Path,
 ) -> None:
+    pipe = Pipeline(tmp_path, SETTINGS.with_(function_timeout_s=1))
     ref = pipe.upload("incoming/big.csv", body_of(3000, 0))
     with pytest.raises(OutOfTime):
         pipe.service.ingest(ref, pipe.deadline(0.55))  # the margin alone is 0.5 s
@@ -316,6 +318,23 @@ def test_an_attempt_that_cannot_store_anything_in_time_fails_and_says_why(
     assert entry.status == Status.FAILED
     assert "no rows could be stored before the function's deadline" in (entry.last_error or "")
     assert pipe.items_sent() == 0
+
+
+def test_a_file_left_little_time_by_the_files_before_it_pauses_instead_of_failing(
+    pipe: Pipeline,
+) -> None:
+    first = pipe.upload("incoming/first.csv", body_of(500, 0))
+    second = pipe.upload("incoming/second.csv", body_of(500, 0))
+    deadline = pipe.deadline(60)
+    pipe.service.ingest(first, deadline)
+    pipe.ticker.advance(59.45)  # the batch's earlier files used the function's time
+    with pytest.raises(FilePaused):
+        pipe.service.ingest(second, deadline)
+    entry = pipe.ledger.get(second.file_id)
+    assert entry is not None
+    assert (entry.status, entry.pauses, entry.rows_written) == (Status.PROCESSING, 1, 0)
+    result = pipe.service.ingest(second, pipe.deadline(60))
+    assert (result.decision, result.written) == (Decision.RESUME, 500)
 
 
 def test_handle_record_sends_a_paused_message_back_at_once(pipe: Pipeline) -> None:
@@ -338,6 +357,30 @@ def test_handle_record_sends_a_paused_message_back_at_once(pipe: Pipeline) -> No
             "VisibilityTimeout": PAUSE_RETRY_S,
         }
     ]
+
+
+def test_the_queues_last_delivery_fails_the_file_saying_why_and_a_redrive_resumes_it(
+    pipe: Pipeline,
+) -> None:
+    ref = pipe.upload("incoming/big.csv", body_of(3000, 0))
+
+    class Sqs:
+        def change_message_visibility(self, **kw: Any) -> None:
+            pass
+
+    with pytest.raises(OutOfRuns):
+        handle_record(pipe.service, event_body([ref]), "r-5", Sqs(), 5, deadline=pipe.deadline())
+    entry = pipe.ledger.get(ref.file_id)
+    assert entry is not None
+    assert entry.status == Status.FAILED
+    assert "needs more runs than 5" in (entry.last_error or "")
+    assert entry.checkpoint is not None
+    done = entry.checkpoint.done
+    assert 0 < done < 3000
+    before = pipe.items_sent()
+    result = pipe.service.ingest(ref, pipe.deadline(60))  # redriven from the DLQ
+    assert (result.decision, result.written) == (Decision.RETRY, 3000)
+    assert pipe.items_sent() - before == 3000 - done
 
 
 def test_a_paused_attempt_that_was_taken_over_records_nothing(pipe: Pipeline) -> None:
