@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -15,9 +13,9 @@ from aws_lambda_powertools.utilities.batch import (
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from core.aws.clients import Clients
+from core import bootstrap
 from core.aws.settings import Settings
-from core.pipeline.notify import build_notifier, messages_from_event
+from core.pipeline.notify import messages_from_event
 
 logger = Logger(service="notify")
 tracer = Tracer(service="notify")
@@ -26,21 +24,14 @@ metrics = Metrics(namespace="orderpipe", service="notify")
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
-@cache
-def _clients(endpoint_url: str | None) -> Clients:
-    return Clients(endpoint_url=endpoint_url)  # reused while warm: a client costs ~50 ms
-
-
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings = Settings.from_env().require("files_table", "sender", "recipients")
-    notifier = build_notifier(settings, _clients(os.environ.get("AWS_ENDPOINT_URL")))
+    notifier = bootstrap.notifier(settings, bootstrap.warm_clients())
     with tracer.provider.in_subsegment("notify"):
-        report = notifier.handle(
-            messages_from_event(event), lambda: context.get_remaining_time_in_millis() / 1000
-        )
+        report = notifier.handle(messages_from_event(event))
     logger.info("notify batch done", extra={"report": report.summary()})
     metrics.add_metric("EmailsSent", MetricUnit.Count, report.emails_sent)
     metrics.add_metric("FilesNotified", MetricUnit.Count, report.files_notified)

@@ -19,7 +19,6 @@ from botocore.config import Config
 from botocore.utils import CLIENT_NAME_TO_HYPHENIZED_SERVICE_ID_OVERRIDES, SERVICE_NAME_ALIASES
 
 from core.aws import dynamo_json
-from core.faults import FaultPlan, active_plan
 
 DEFAULT_REGION = "us-east-1"
 
@@ -47,9 +46,6 @@ class Clients:
     region: str | None = None
     max_attempts: int = 5
     max_pool_connections: int = 32
-    # Injected AWS failures for reliability tests; None: the process's plan (ORDERPIPE_FAULTS,
-    # unset by default, or core.faults.installed), looked up when the first client is built.
-    faults: FaultPlan | None = None
     _session: boto3.session.Session | None = field(default=None, repr=False)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -82,10 +78,6 @@ class Clients:
             if endpoint:
                 kwargs["endpoint_url"] = endpoint
             cached = self.session.client(service, **kwargs)  # type: ignore[call-overload]
-            if self.faults is None:
-                self.faults = active_plan()
-            if self.faults is not None:
-                self.faults.attach(cached)
             if service == "dynamodb" and not validate:
                 dynamo_json.install(cached)  # the writer's bulk calls: C-encoded bodies
             self._cache[cache_key] = cached
