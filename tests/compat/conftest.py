@@ -22,8 +22,7 @@ from urllib.request import urlopen
 
 import pytest
 
-import handlers.ingest
-import handlers.notify
+from core import bootstrap
 from core.aws.clients import Clients
 from core.aws.settings import Settings
 from core.aws.stack import StackNames, create_local_stack
@@ -72,11 +71,9 @@ def endpoints() -> Iterator[tuple[str, str]]:
         env.setenv("AWS_ENDPOINT_URL", localstack)
         env.setenv("AWS_ENDPOINT_URL_DYNAMODB", dynamodb)
         # Handlers cache their clients by endpoint; others' tests may have built some.
-        handlers.ingest._clients.cache_clear()
-        handlers.notify._clients.cache_clear()
+        bootstrap.forget_warm_clients()
         yield localstack, dynamodb
-    handlers.ingest._clients.cache_clear()
-    handlers.notify._clients.cache_clear()
+    bootstrap.forget_warm_clients()
 
 
 @dataclass
@@ -113,6 +110,17 @@ class CompatPipeline(Pipeline):
             self.versions[(f.key, f.etag)] = got["VersionId"]
             sent[self.file_id(f)] = time.time()
         return sent
+
+    def take_events(self, count: int = 1, timeout_s: float = 20.0) -> list[str]:
+        """The next ``count`` S3 event bodies: LocalStack delivers them after PutObject returns."""
+        bodies: list[str] = []
+        deadline = time.monotonic() + timeout_s
+        while len(bodies) < count and time.monotonic() < deadline:
+            bodies += super().take_events()
+            if len(bodies) < count:
+                time.sleep(0.1)
+        time.sleep(0.5)  # then anything unexpected has arrived too, and is counted
+        return bodies + super().take_events()
 
     def file_id(self, f: OrderFile) -> str:
         return f"{self.bucket}/{f.key}#{self.versions[(f.key, f.etag)]}"
