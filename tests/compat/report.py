@@ -77,7 +77,7 @@ def section(rows: list[dict[str, object]], wall_s: int, localstack: str) -> str:
         f"LocalStack {localstack}, moto {version('moto')}, boto3 {version('boto3')}, "
         f"Python {platform.python_version()} (tests), on a shared 2-core machine.",
         "",
-        "| Scenario | Result | Seconds | Figures |",
+        "| Scenario | Result | Seconds (test body) | Figures |",
         "|---|---|---|---|",
     ]
     for row in rows:
