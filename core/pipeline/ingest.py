@@ -436,6 +436,7 @@ class Pacer:
     ) -> None:
         self._deadline = deadline
         span = deadline.left_s() if deadline is not None else FRAME_MAX_S * FRAME_SHARE
+        self.span_s = span  # the time this file's attempt began with
         self.frame_s = _clamp(span / FRAME_SHARE, FRAME_MIN_S, FRAME_MAX_S)
         self.margin_s = _clamp(span / STOP_MARGIN_SHARE, STOP_MARGIN_MIN_S, STOP_MARGIN_MAX_S)
         self._min_rows = min_rows
@@ -658,7 +659,13 @@ class IngestService:
                 if rows == 0:
                     session.close()
                     self._pause(
-                        ref, claim, start, session=session, outcome=outcome, checkpoint=checkpoint
+                        ref,
+                        claim,
+                        start,
+                        session=session,
+                        outcome=outcome,
+                        pacer=pacer,
+                        checkpoint=checkpoint,
                     )
                 frame = cursor.take(rows)
                 if frame is None:
@@ -692,10 +699,13 @@ class IngestService:
         *,
         session: Session,
         outcome: OutcomeLike,
+        pacer: Pacer,
         checkpoint: Callable[[], None],
     ) -> None:
-        """Record how far the writes got and let the file go, or fail if they got nowhere."""
-        if session.committed_rows == 0 and start.done < outcome.valid:
+        """Record how far the writes got and let the file go, or fail if they got nowhere with
+        the function's time to themselves (with less, files before it in the batch took it)."""
+        had_the_time = pacer.span_s >= self.settings.function_timeout_s / 2
+        if session.committed_rows == 0 and start.done < outcome.valid and had_the_time:
             raise OutOfTime(
                 f"{ref.file_id}: no rows could be stored before the function's deadline "
                 "(reading and checking the file took most of it); raise IngestTimeoutSeconds "

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from boto3.s3.transfer import TransferConfig
 
 from core.aws.settings import Settings
@@ -24,6 +25,8 @@ from core.ops.alerts import GLUE_STATE_CHANGE
 from core.release.template import load_template
 from tests.compat.conftest import CompatPipeline
 from tests.integration.pipeline_kit import newest, order_file
+
+pytestmark = pytest.mark.integration
 
 DRAIN_S = 120  # a ceiling: drain returns once both queues are idle
 
