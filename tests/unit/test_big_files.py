@@ -28,6 +28,7 @@ from core.pipeline.ingest import (
     FilePaused,
     IngestResult,
     IngestService,
+    OutOfRuns,
     OutOfTime,
     Pacer,
     handle_record,
@@ -356,6 +357,30 @@ def test_handle_record_sends_a_paused_message_back_at_once(pipe: Pipeline) -> No
             "VisibilityTimeout": PAUSE_RETRY_S,
         }
     ]
+
+
+def test_the_queues_last_delivery_fails_the_file_saying_why_and_a_redrive_resumes_it(
+    pipe: Pipeline,
+) -> None:
+    ref = pipe.upload("incoming/big.csv", body_of(3000, 0))
+
+    class Sqs:
+        def change_message_visibility(self, **kw: Any) -> None:
+            pass
+
+    with pytest.raises(OutOfRuns):
+        handle_record(pipe.service, event_body([ref]), "r-5", Sqs(), 5, deadline=pipe.deadline())
+    entry = pipe.ledger.get(ref.file_id)
+    assert entry is not None
+    assert entry.status == Status.FAILED
+    assert "needs more runs than 5" in (entry.last_error or "")
+    assert entry.checkpoint is not None
+    done = entry.checkpoint.done
+    assert 0 < done < 3000
+    before = pipe.items_sent()
+    result = pipe.service.ingest(ref, pipe.deadline(60))  # redriven from the DLQ
+    assert (result.decision, result.written) == (Decision.RETRY, 3000)
+    assert pipe.items_sent() - before == 3000 - done
 
 
 def test_a_paused_attempt_that_was_taken_over_records_nothing(pipe: Pipeline) -> None:
