@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Final, Protocol
+from urllib.parse import quote
 
 import polars as pl
 from botocore.exceptions import BotoCoreError, ClientError
@@ -904,7 +905,12 @@ class S3Objects:
     def put(self, ref: FileRef, key: str, path: Path) -> None:
         extra: dict[str, Any] = {
             "ContentType": "text/csv; charset=utf-8",
-            "Metadata": {"source-key": ref.key, "source-version": ref.version_tag},
+            # S3 user metadata travels as HTTP headers and must be ASCII: a key with an accent,
+            # a bidi override or a tab would fail the upload (and the file, every retry).
+            "Metadata": {
+                "source-key": quote(ref.key, safe="/"),
+                "source-version": quote(ref.version_tag, safe="/:"),
+            },
         }
         if path.stat().st_size < MULTIPART_THRESHOLD:
             # One PutObject: the transfer manager's setup costs more than a small file's upload.

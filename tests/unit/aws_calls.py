@@ -273,12 +273,31 @@ class Entry:
     adapters: tuple[type, ...]
     functions: tuple[Callable[..., Any], ...] = ()
 
+    def all_functions(self) -> set[Callable[..., Any]]:
+        """The functions named, and every module function of a whole-module entry that calls
+        a client and is called there (e.g. ingest's ``defer`` of a busy message)."""
+        names = called_names(self.modules)
+        found = set(self.functions)
+        for entry in self.modules:
+            if ":" in entry:
+                continue
+            module = importlib.import_module(entry)
+            for name, func in vars(module).items():
+                if (
+                    inspect.isfunction(func)
+                    and func.__module__ == entry
+                    and name in names
+                    and function_calls(func)
+                ):
+                    found.add(func)
+        return found
+
     def calls(self) -> set[Call]:
         names = called_names(self.modules) | {"__init__"}
         calls: set[Call] = set()
         for cls in self.adapters:
             calls |= adapter_calls(cls, names)
-        for func in self.functions:
+        for func in self.all_functions():
             calls |= function_calls(func)
         return calls
 

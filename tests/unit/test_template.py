@@ -628,7 +628,7 @@ def derived_grants(entry: Any, roots: tuple[Any, ...], defaults: dict[str, str])
             for call in calls:
                 resources = named or {{**DEFAULT_RESOURCE, **defaults}[call.service]}
                 out |= {(r, a) for r in resources for a in call.actions}
-    for func in entry.functions:
+    for func in entry.all_functions():
         for call in function_calls(func):
             out |= {({**DEFAULT_RESOURCE, **defaults}[call.service], a) for a in call.actions}
     return out
@@ -637,20 +637,15 @@ def derived_grants(entry: Any, roots: tuple[Any, ...], defaults: dict[str, str])
 def function_role_cases() -> list[tuple[str, Any, tuple[Any, ...], dict[str, str]]]:
     from core import bootstrap
     from core.aws.clients import Clients
-    from core.pipeline import ingest
     from tests.unit.aws_calls import Entry
 
     clients = Clients(endpoint_url="http://127.0.0.1:9", region="us-east-1")
     return [
         (
             "IngestRole",
-            Entry(
-                ("handlers.ingest", "core.pipeline.ingest", "core.pipeline.orders_store"),
-                (),
-                (ingest.defer,),
-            ),
+            Entry(("handlers.ingest", "core.pipeline.ingest", "core.pipeline.orders_store"), ()),
             (bootstrap.ingest(SETTINGS, clients),),
-            {"sqs": "IngestQueue"},  # the queue the function consumes (defer)
+            {"sqs": "IngestQueue"},  # functions handed a queue client act on the one consumed
         ),
         (
             "NotifyRole",
