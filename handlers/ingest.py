@@ -18,12 +18,16 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from core.aws.clients import Clients
 from core.aws.settings import Settings
-from core.pipeline.ingest import IngestResult, build, handle_record
+from core.pipeline.ingest import FileBusy, IngestResult, build, handle_record
 
 logger = Logger(service="orderpipe-ingest")
 tracer = Tracer(service="orderpipe-ingest")
 metrics = Metrics(namespace="orderpipe", service="ingest")
-processor = BatchProcessor(event_type=EventType.SQS)
+# A record that fails (a busy file, a broken attempt) is reported in batchItemFailures and comes
+# back after its backoff; it is not a Lambda error, even when it is the batch's only record.
+# Infrastructure failures are counted as FilesFailed (IngestFailuresAlarm), busy files as
+# FilesDeferred; Lambda's Errors metric is left to crashes and timeouts.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 @cache
@@ -53,9 +57,15 @@ def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
 
     def record_handler(record: SQSRecord) -> None:
         count = int(record.attributes.approximate_receive_count or 1)
-        for result in handle_record(
-            service, record.body, record.receipt_handle, clients.sqs, count
-        ):
+        try:
+            results = handle_record(service, record.body, record.receipt_handle, clients.sqs, count)
+        except FileBusy:
+            metrics.add_metric("FilesDeferred", MetricUnit.Count, 1)
+            raise
+        except Exception:
+            metrics.add_metric("FilesFailed", MetricUnit.Count, 1)
+            raise
+        for result in results:
             _observe(result)
 
     return process_partial_response(

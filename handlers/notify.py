@@ -13,16 +13,19 @@ from aws_lambda_powertools.utilities.batch import (
     EventType,
     process_partial_response,
 )
+from aws_lambda_powertools.utilities.data_classes import SQSEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from core.aws.clients import Clients
 from core.aws.settings import Settings
 from core.pipeline.notify import build_notifier, messages_from_event
+from core.pipeline.retry import retry_failed
 
 logger = Logger(service="notify")
 tracer = Tracer(service="notify")
 metrics = Metrics(namespace="orderpipe", service="notify")
-# The email covers the whole batch, so a batch where everything failed is reported, not raised.
+# The email covers the whole batch, so a batch where everything failed is reported, not raised;
+# each failed message comes back after its backoff (core.pipeline.retry), not the queue's 6 min.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
@@ -36,11 +39,22 @@ def _clients(endpoint_url: str | None) -> Clients:
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings = Settings.from_env().require("files_table", "sender", "recipients")
-    notifier = build_notifier(settings, _clients(os.environ.get("AWS_ENDPOINT_URL")))
+    clients = _clients(os.environ.get("AWS_ENDPOINT_URL"))
+    notifier = build_notifier(settings, clients)
     with tracer.provider.in_subsegment("notify"):
         report = notifier.handle(
             messages_from_event(event), lambda: context.get_remaining_time_in_millis() / 1000
         )
+    for record in SQSEvent(event).records:
+        if record.message_id in report.failed:
+            count = int(record.attributes.approximate_receive_count or 1)
+            retry_failed(
+                clients.sqs,
+                settings.notify_queue_url,
+                record.receipt_handle,
+                count,
+                settings.retry_schedule_s,
+            )
     logger.info("notify batch done", extra={"report": report.summary()})
     metrics.add_metric("EmailsSent", MetricUnit.Count, report.emails_sent)
     metrics.add_metric("FilesNotified", MetricUnit.Count, report.files_notified)

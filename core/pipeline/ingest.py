@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 import polars as pl
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from core.aws.settings import INCOMING_PREFIX, REJECTS_PREFIX, Settings
 from core.pipeline.events import FileRef, iso_ms, parse_body
@@ -45,6 +45,7 @@ from core.pipeline.ledger import (
 )
 from core.pipeline.notice import SAMPLE_ROWS, FileNotice, SampleRow
 from core.pipeline.orders_store import OrdersWriter, WriteStats
+from core.pipeline.retry import retry_failed
 from core.validation.csv_out import RejectsCsv
 from core.validation.engine import REASONS, validate
 from core.validation.limits import Limits, human_bytes
@@ -52,11 +53,6 @@ from core.validation.rules import LINE
 
 COPY_BUFFER = 1024 * 1024
 MULTIPART_THRESHOLD = 8 * 1024 * 1024  # boto3's own default
-# A file held by another attempt is looked at again after 60 s, doubling per receive: the
-# first four waits add up to 15 min (the longest a Lambda can run), so a message only reaches
-# its DLQ when the holder is truly stuck, never because it is merely slow.
-BUSY_RETRY_S = 60
-BUSY_RETRY_MAX_S = 900
 
 
 class FileBusy(RuntimeError):
@@ -529,14 +525,6 @@ class SqsNotices:
         self._sqs.send_message(QueueUrl=self._url, MessageBody=notice.to_json())
 
 
-def defer(sqs: Any, queue_url: str, receipt_handle: str, seconds: int) -> None:
-    """Make a busy message visible again soon instead of after the full visibility timeout."""
-    with contextlib.suppress(ClientError, BotoCoreError):
-        sqs.change_message_visibility(
-            QueueUrl=queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=seconds
-        )
-
-
 # ---- composition root ------------------------------------------------------------------------
 
 
@@ -558,18 +546,22 @@ def build(settings: Settings, clients: Any, *, span: Span = _no_span) -> IngestS
     )
 
 
-def busy_delay(receive_count: int) -> int:
-    return int(min(BUSY_RETRY_MAX_S, BUSY_RETRY_S * 2 ** max(0, receive_count - 1)))
-
-
 def handle_record(
     service: IngestService, body: str, receipt_handle: str, sqs: Any, receive_count: int = 1
 ) -> list[IngestResult]:
-    """One SQS record; a busy file is made visible again after a growing delay, then fails."""
+    """One SQS record; a failed one (busy or broken) comes back after a backoff (``retry``).
+
+    The backoff's first four waits (41 min on AWS) outlast a busy file's holder (its lease is
+    the function timeout plus a little), so a message never dead-letters only for waiting.
+    """
     try:
         return service.handle_body(body)
-    except FileBusy:
-        if receipt_handle and service.settings.ingest_queue_url:
-            delay = busy_delay(receive_count)
-            defer(sqs, service.settings.ingest_queue_url, receipt_handle, delay)
+    except Exception:
+        retry_failed(
+            sqs,
+            service.settings.ingest_queue_url,
+            receipt_handle,
+            receive_count,
+            service.settings.retry_schedule_s,
+        )
         raise
