@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import posixpath
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -280,7 +281,10 @@ def _domain(address: str) -> str:
 
 
 def _basename(key: str) -> str:
-    return posixpath.basename(key.rstrip("/")) or key
+    """The key's last part, for the subject and attachment names: headers take no line breaks
+    (an S3 key may hold any character), so control characters become spaces there."""
+    name = posixpath.basename(key.rstrip("/")) or key
+    return "".join(" " if unicodedata.category(c) == "Cc" else c for c in name)
 
 
 def _plural(count: int, word: str) -> str:

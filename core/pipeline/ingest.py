@@ -18,6 +18,7 @@ receive, dead-lettered with the error in the ledger.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import shutil
 import tempfile
 import threading
@@ -32,7 +33,7 @@ import polars as pl
 from botocore.exceptions import ClientError
 
 from core.aws.settings import INCOMING_PREFIX, REJECTS_PREFIX, Settings
-from core.pipeline.events import FileRef, iso_ms, parse_body
+from core.pipeline.events import FileRef, header_safe, iso_ms, parse_body
 from core.pipeline.ledger import (
     Claim,
     Decision,
@@ -53,6 +54,7 @@ from core.validation.rules import LINE
 
 COPY_BUFFER = 1024 * 1024
 MULTIPART_THRESHOLD = 8 * 1024 * 1024  # boto3's own default
+MAX_KEY_BYTES = 1024  # S3's limit on a key, in UTF-8 bytes
 
 
 class FileBusy(RuntimeError):
@@ -160,9 +162,19 @@ def limits_from_settings(settings: Settings) -> Limits:
 
 
 def rejects_key_for(key: str) -> str:
-    """``incoming/a/b.csv`` → ``rejects/a/b.csv.csv``: the source name stays recognisable."""
+    """``incoming/a/b.csv`` → ``rejects/a/b.csv.csv``: the source name stays recognisable.
+
+    A source key near S3's 1,024-byte limit would overflow it by 3 bytes: its name is then cut
+    (at a character) and a hash of the whole key keeps it unique.
+    """
     rel = key[len(INCOMING_PREFIX) :] if key.startswith(INCOMING_PREFIX) else key
-    return f"{REJECTS_PREFIX}{rel}.csv"
+    rejects = f"{REJECTS_PREFIX}{rel}.csv"
+    if len(rejects.encode()) <= MAX_KEY_BYTES:
+        return rejects
+    tag = "~" + hashlib.sha256(key.encode()).hexdigest()[:16] + ".csv"
+    room = MAX_KEY_BYTES - len(REJECTS_PREFIX) - len(tag)
+    cut = rel.encode()[:room].decode(errors="ignore")
+    return f"{REJECTS_PREFIX}{cut}{tag}"
 
 
 def describe(exc: BaseException) -> str:
@@ -507,7 +519,11 @@ class S3Objects:
     def put(self, ref: FileRef, key: str, path: Path) -> None:
         extra: dict[str, Any] = {
             "ContentType": "text/csv; charset=utf-8",
-            "Metadata": {"source-key": ref.key, "source-version": ref.version_tag},
+            # User metadata is ASCII only: the key goes percent-encoded (header_safe).
+            "Metadata": {
+                "source-key": header_safe(ref.key),
+                "source-version": header_safe(ref.version_tag),
+            },
         }
         if path.stat().st_size < MULTIPART_THRESHOLD:
             # One PutObject: the transfer manager's setup costs more than a small file's upload.
