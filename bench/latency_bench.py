@@ -28,10 +28,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from core import bootstrap
 from core.aws.stack import orders_table_definition
 from core.local.embedded import EmbeddedConfig, EmbeddedStack
-from core.ops.upload import Uploader, wait_for_outcomes
-from core.pipeline.ledger import DynamoLedger
+from core.ops.upload import wait_for_outcomes
 from core.validation.engine import validate
 
 TARGET_P50_S = 1.5
@@ -82,8 +82,8 @@ def main() -> None:
         assert stack.settings is not None
         print(f"stack ready in {time.monotonic() - started:.1f} s at {stack.endpoint}")
         clients, settings = stack.clients, stack.settings
-        uploader = Uploader(clients.s3, settings.bucket)
-        ledger = DynamoLedger(clients.dynamodb, settings.files_table)
+        uploader = bootstrap.uploader(settings, clients)
+        ledger = bootstrap.ledger(settings, clients)
 
         latencies, seen, queued, processing = [], [], [], []
         for index, path in enumerate(files):

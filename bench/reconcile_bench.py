@@ -25,11 +25,12 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.pop("AWS_PROFILE", None)
 
 
+from core import bootstrap
 from core.aws.clients import Clients
 from core.aws.settings import Settings
 from core.aws.stack import StackNames, create_local_stack
 from core.local.emulator import Emulator
-from core.ops.reconcile import ReconcileOptions, build_reconciler
+from core.ops.reconcile import ReconcileOptions
 
 
 def fill(clients: Clients, settings: Settings, start: int, count: int) -> None:
@@ -75,7 +76,7 @@ def measure(clients: Clients, settings: Settings) -> tuple[float, float, int, in
 
     tracemalloc.start()
     started = time.perf_counter()
-    report = build_reconciler(clients, settings).run(
+    report = bootstrap.reconciler(settings, clients).run(
         ReconcileOptions(window_s=int(timedelta(hours=2).total_seconds()), grace_s=0, dry_run=True)
     )
     elapsed = time.perf_counter() - started
@@ -93,7 +94,7 @@ def main() -> None:
     args = parser.parse_args()
     # The emulator runs in its own process, so timings and the heap peak are reconcile's alone.
     with Emulator() as emulator:
-        clients = Clients(endpoint_url=emulator.endpoint)
+        clients = bootstrap.clients(emulator.endpoint)
         settings = create_local_stack(clients, StackNames.for_env("bench"))
         header = ("objects", "list s", "reconcile s", "ratio", "obj/s", "peak MiB")
         print("{:>8} {:>8} {:>12} {:>6} {:>8} {:>9}".format(*header))

@@ -31,10 +31,10 @@ import polars as pl  # noqa: E402
 from boto3.dynamodb.types import TypeDeserializer  # noqa: E402
 from botocore.awsrequest import AWSResponse  # noqa: E402
 
+from core import bootstrap  # noqa: E402
 from core.aws.clients import Clients  # noqa: E402
 from core.aws.stack import StackNames, create_local_stack, orders_table_definition  # noqa: E402
 from core.pipeline.events import parse_body  # noqa: E402
-from core.pipeline.ingest import build  # noqa: E402
 from core.pipeline.orders_store import OrdersWriter, order_items, write_all  # noqa: E402
 
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
@@ -119,7 +119,7 @@ def through_ingest(clients: Clients, rows: int, body: bytes, threads: int) -> fl
         QueueUrl=settings.ingest_queue_url, MaxNumberOfMessages=10
     )["Messages"]
     (ref,) = [r for m in messages for r in parse_body(m["Body"])]
-    service = build(settings, clients)
+    service = bootstrap.ingest(settings, clients)
     start = time.perf_counter()
     result = service.ingest(ref)
     seconds = time.perf_counter() - start

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -16,24 +14,18 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from core.aws.clients import Clients
+from core import bootstrap
 from core.aws.settings import Settings
-from core.pipeline.ingest import FileBusy, IngestResult, build, handle_record
+from core.pipeline.ingest import Deadline, IngestResult, RetryLater, handle_record
 
 logger = Logger(service="orderpipe-ingest")
 tracer = Tracer(service="orderpipe-ingest")
 metrics = Metrics(namespace="orderpipe", service="ingest")
-# A record that fails (a busy file, a broken attempt) is reported in batchItemFailures and comes
-# back after its backoff; it is not a Lambda error, even when it is the batch's only record.
-# Infrastructure failures are counted as FilesFailed (IngestFailuresAlarm), busy files as
-# FilesDeferred; Lambda's Errors metric is left to crashes and timeouts.
+# A record that fails (a busy or paused file, a broken attempt) is reported in batchItemFailures
+# and comes back later; it is not a Lambda error, even when it is the batch's only record.
+# Infrastructure failures are counted as FilesFailed (IngestFailuresAlarm), busy and paused files
+# as FilesDeferred; Lambda's Errors metric is left to crashes and timeouts.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-
-
-@cache
-def _clients(endpoint_url: str | None) -> Clients:
-    # Reused across warm invocations: building a client costs ~50 ms.
-    return Clients(endpoint_url=endpoint_url)
 
 
 def _observe(result: IngestResult) -> None:
@@ -52,14 +44,17 @@ def _observe(result: IngestResult) -> None:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
-    clients = _clients(os.environ.get("AWS_ENDPOINT_URL"))
-    service = build(Settings.from_env(), clients, span=tracer.provider.in_subsegment)
+    clients = bootstrap.warm_clients()
+    service = bootstrap.ingest(Settings.from_env(), clients, span=tracer.provider.in_subsegment)
+    deadline = Deadline.of(context)  # a big file stops in time and resumes on redelivery
 
     def record_handler(record: SQSRecord) -> None:
         count = int(record.attributes.approximate_receive_count or 1)
         try:
-            results = handle_record(service, record.body, record.receipt_handle, clients.sqs, count)
-        except FileBusy:
+            results = handle_record(
+                service, record.body, record.receipt_handle, clients.sqs, count, deadline=deadline
+            )
+        except RetryLater:
             metrics.add_metric("FilesDeferred", MetricUnit.Count, 1)
             raise
         except Exception:

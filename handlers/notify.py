@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -16,22 +14,17 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes import SQSEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from core.aws.clients import Clients
+from core import bootstrap
 from core.aws.settings import Settings
-from core.pipeline.notify import build_notifier, messages_from_event
+from core.pipeline.notify import messages_from_event
 from core.pipeline.retry import retry_failed
 
 logger = Logger(service="notify")
 tracer = Tracer(service="notify")
 metrics = Metrics(namespace="orderpipe", service="notify")
 # The email covers the whole batch, so a batch where everything failed is reported, not raised;
-# each failed message comes back after its backoff (core.pipeline.retry), not the queue's 6 min.
+# each failed message comes back after its backoff (core/pipeline/retry.py), not the queue's 6 min.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-
-
-@cache
-def _clients(endpoint_url: str | None) -> Clients:
-    return Clients(endpoint_url=endpoint_url)  # reused while warm: a client costs ~50 ms
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -39,12 +32,10 @@ def _clients(endpoint_url: str | None) -> Clients:
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings = Settings.from_env().require("files_table", "sender", "recipients")
-    clients = _clients(os.environ.get("AWS_ENDPOINT_URL"))
-    notifier = build_notifier(settings, clients)
+    clients = bootstrap.warm_clients()
+    notifier = bootstrap.notifier(settings, clients)
     with tracer.provider.in_subsegment("notify"):
-        report = notifier.handle(
-            messages_from_event(event), lambda: context.get_remaining_time_in_millis() / 1000
-        )
+        report = notifier.handle(messages_from_event(event))
     for record in SQSEvent(event).records:
         if record.message_id in report.failed:
             count = int(record.attributes.approximate_receive_count or 1)

@@ -13,9 +13,9 @@ import json
 import sys
 from collections.abc import Sequence
 
-from core.aws.clients import Clients
+from core import bootstrap
 from core.aws.settings import Settings
-from core.ops.reconcile import ReconcileOptions, build_reconciler
+from core.ops.reconcile import ReconcileOptions
 
 REQUIRED = ("bucket", "files_table", "orders_table", "ingest_queue_url")
 OPTIONAL = {
@@ -30,11 +30,11 @@ OPTIONAL = {
 # project needs 3.11). tests/unit/test_py39_compat.py proves this list is the whole closure.
 SHIPPED_MODULES = (
     "core/__init__.py",
+    "core/bootstrap.py",
     "core/aws/__init__.py",
     "core/aws/clients.py",
     "core/aws/dynamo_json.py",
     "core/aws/settings.py",
-    "core/faults.py",
     "core/ops/__init__.py",
     "core/ops/event_messages.py",
     "core/ops/ops_adapters.py",
@@ -92,8 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         function_timeout_s=settings.function_timeout_s,
         dry_run=args["dry_run"].strip().lower() in ("1", "true", "yes"),
     )
-    clients = Clients(endpoint_url=args["endpoint_url"] or None)
-    report = build_reconciler(clients, settings).run(options)
+    clients = bootstrap.clients(args["endpoint_url"])
+    report = bootstrap.reconciler(settings, clients).run(options)
     print(json.dumps(report.to_json(), sort_keys=True))  # the run's log in CloudWatch
     return 0
 

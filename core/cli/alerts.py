@@ -10,6 +10,7 @@ from rich.table import Table
 
 from core.cli.aws_errors import aws_errors
 from core.cli.context import json_option, resolve_target, stack_options
+from core.cli.tables import cell
 from core.ops.alerts import AlertsError, AlertsInbox
 
 
@@ -40,5 +41,5 @@ def command(
     for name in ("sent", "kind", "summary"):
         table.add_column(name, overflow="fold")
     for alert in alerts:
-        table.add_row(alert.sent_at or "", alert.kind, alert.summary)
+        table.add_row(alert.sent_at or "", alert.kind, cell(alert.summary))
     console.print(table)

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
+from core import bootstrap
 from core.aws.clients import Clients
 from core.aws.settings import Settings, SettingsError
 from core.aws.stack_outputs import settings_from_stack
@@ -51,7 +52,7 @@ def json_option(func: F) -> F:
 def resolve_target(stack_name: str | None, endpoint_url: str | None) -> Target:
     """Pick the stack a command acts on; raise click.ClickException with one line if none."""
     if stack_name:
-        clients = Clients(endpoint_url=endpoint_url)
+        clients = bootstrap.clients(endpoint_url)
         try:
             settings = settings_from_stack(clients, stack_name)
         except SettingsError as exc:
@@ -60,17 +61,14 @@ def resolve_target(stack_name: str | None, endpoint_url: str | None) -> Target:
     local = LocalState.load()
     if local is not None and (endpoint_url in (None, local.endpoint)):
         use_emulator_credentials()  # the emulator takes any key; never send a real one to it
-        return Target(Clients(endpoint_url=local.endpoint), local.settings, "local")
+        return Target(bootstrap.clients(local.endpoint), local.settings, "local")
     settings = Settings.from_env()
     if not settings.bucket:
         raise click.ClickException(
             "no stack found: start one with `orderpipe local`, or pass --stack NAME"
         )
-    return Target(
-        Clients(endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL")),
-        settings,
-        "environment",
-    )
+    endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
+    return Target(bootstrap.clients(endpoint), settings, "environment")
 
 
 def settings_error(exc: SettingsError) -> click.ClickException:

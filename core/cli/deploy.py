@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from core.aws.clients import Clients
+from core import bootstrap
 from core.cli.aws_errors import aws_errors
 from core.release.deploy import DeployError, DeployRequest, DeployResult, deploy, parse_parameters
 from core.release.package import DEFAULT_OUT_DIR
@@ -98,7 +98,7 @@ def command(
     def say(line: str) -> None:
         click.echo(line, err=as_json)
 
-    clients = Clients(endpoint_url=endpoint_url)
+    clients = bootstrap.clients(endpoint_url)
     try:
         request = DeployRequest(
             stack_name=stack_name,

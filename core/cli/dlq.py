@@ -10,10 +10,12 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
+from rich.text import Text
 
-from core.aws.clients import Clients
+from core import bootstrap
 from core.cli.aws_errors import aws_errors
 from core.cli.context import Target, json_option, resolve_target, stack_options
+from core.cli.tables import cell
 from core.ops.dlq import DeadLetter, DeadLetterQueue, DlqError, reached_dlq_estimate
 from core.ops.ops_adapters import LedgerReader
 from core.pipeline.ledger import DynamoLedger, LedgerEntry
@@ -40,20 +42,16 @@ def _open(
     )
     if not source:
         raise click.ClickException(f"{target.where}: no {queue} queue configured")
-    # A second client with retries off: a missing API (the emulator's 500) is learned at once.
-    probe = Clients(
-        endpoint_url=target.clients.endpoint_url, region=target.clients.region, max_attempts=1
-    )
     with aws_errors(target.where):
         try:
-            dlq = DeadLetterQueue.for_source(target.clients.sqs, source, probe_sqs=probe.sqs)
+            dlq = bootstrap.dead_letters(target.clients, source)
         except DlqError as exc:
             raise click.ClickException(str(exc)) from None
     return target, dlq
 
 
 def _ledger(target: Target) -> DynamoLedger:
-    return DynamoLedger(target.clients.dynamodb, target.settings.files_table)
+    return bootstrap.ledger(target.settings, target.clients)
 
 
 def _row(letter: DeadLetter, ledger: LedgerReader, visibility_s: int, queue: str) -> dict[str, Any]:
@@ -107,7 +105,7 @@ def list_command(
     with aws_errors(target.where):
         letters = dlq.peek(limit)
         visibility = dlq.source_visibility_s()
-        reader = LedgerReader(target.clients.dynamodb, target.settings.files_table)
+        reader = bootstrap.ledger_reader(target.settings, target.clients)
         rows = [_row(m, reader, visibility, queue) for m in letters]
     if as_json:
         for row in rows:
@@ -123,12 +121,12 @@ def list_command(
     for row in rows:
         table.add_row(
             row["id"],
-            "\n".join(row["keys"]) or "(not an S3 event or notice)",
+            Text("\n").join(cell(k) for k in row["keys"]) or "(not an S3 event or notice)",
             "" if row["size"] is None else f"{row['size']:,}",
             str(row["receive_count"]),
             row["sent_at"] or "",
             row["reached_dlq_at"] or "",
-            row["last_error"] or "",
+            cell(row["last_error"]),
         )
     console.print(table)
     console.print("Details: orderpipe dlq show ID · after fixing the cause: orderpipe dlq redrive")

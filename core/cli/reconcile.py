@@ -6,9 +6,10 @@ import json
 
 import click
 
+from core import bootstrap
 from core.cli.aws_errors import aws_errors
 from core.cli.context import json_option, resolve_target, stack_options
-from core.ops.reconcile import ReconcileOptions, build_reconciler
+from core.ops.reconcile import ReconcileOptions
 from core.ops.replay import ReplayError, parse_duration
 
 
@@ -46,7 +47,7 @@ def command(
         dry_run=dry_run,
     )
     with aws_errors(target.where):
-        report = build_reconciler(target.clients, target.settings).run(options)
+        report = bootstrap.reconciler(target.settings, target.clients).run(options)
     doc = report.to_json()
     if as_json:
         click.echo(json.dumps(doc, separators=(",", ":")))

@@ -9,18 +9,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
+from core import bootstrap
 from core.cli.aws_errors import aws_errors
 from core.cli.context import json_option, resolve_target, stack_options
-from core.ops.ops_adapters import BucketObjects, IngestQueue
+from core.cli.tables import cell
 from core.ops.replay import (
-    Replayer,
     ReplayError,
     ReplayItem,
     Selection,
     parse_duration,
     parse_statuses,
 )
-from core.pipeline.ledger import DynamoLedger
 
 PROGRESS_FROM = 20  # show a bar for replays at least this large
 
@@ -64,12 +63,7 @@ def command(
     except ReplayError as exc:
         raise click.UsageError(str(exc)) from None
     target = resolve_target(stack_name, endpoint_url)
-    s, c = target.settings, target.clients
-    replayer = Replayer(
-        DynamoLedger(c.dynamodb, s.files_table),
-        BucketObjects(c.s3, s.bucket),
-        IngestQueue(c.sqs, s.ingest_queue_url),
-    )
+    replayer = bootstrap.replayer(target.settings, target.clients)
     with aws_errors(target.where):
         try:
             items = replayer.plan(selection)
@@ -113,7 +107,7 @@ def _print(items: list[ReplayItem], *, dry_run: bool, as_json: bool) -> None:
         table.add_column(name, overflow="fold")
     for item in items:
         row = item.to_json(dry_run)
-        table.add_row(row["key"], row["status"] or "-", row["action"], row["why"])
+        table.add_row(cell(row["key"]), row["status"] or "-", row["action"], cell(row["why"]))
     console.print(table)
     sent = sum(i.done for i in items)
     planned = sum(i.action == "replay" for i in items)

@@ -7,6 +7,7 @@ SIGTERM or Ctrl-C: the batch in flight finishes, nothing is lost.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -17,12 +18,13 @@ from types import FrameType
 
 import click
 
-from core.aws.clients import Clients
+from core import bootstrap
 from core.aws.settings import Settings
 from core.aws.stack import LOCAL_TIMINGS
 from core.cli.aws_errors import aws_errors
 from core.cli.context import Target, resolve_target, stack_options
 from core.local.embedded import READY_MARK
+from core.local.parent_watch import exit_soon, signal_on_parent_death, watch_parent
 from core.local.worker import (
     DEFAULT_WAIT_TIME_S,
     HANDLER_PATHS,
@@ -34,10 +36,15 @@ from core.local.worker import (
     load_handler,
 )
 
+PARENT_GONE_GRACE_S = 3.0
+
 
 def _log(line: str) -> None:
     stamp = datetime.now(UTC).strftime("%H:%M:%S")
-    click.echo(f"{stamp} {line}", err=True)
+    # Under `orderpipe local` stderr is a pipe to the parent; once it is gone nobody reads
+    # the log, and a write must not be what stops the worker from stopping.
+    with contextlib.suppress(OSError, ValueError):
+        click.echo(f"{stamp} {line}", err=True)
 
 
 @click.command("worker")
@@ -69,7 +76,7 @@ def _log(line: str) -> None:
     metavar="SECONDS",
     help="Process until both queues are idle, then exit (1 if still busy after SECONDS).",
 )
-@click.option("--exit-with-parent", is_flag=True, hidden=True)
+@click.option("--parent-pid", type=int, default=None, hidden=True)
 @click.option("--settings-stdin", is_flag=True, hidden=True)
 @stack_options
 def command(
@@ -78,7 +85,7 @@ def command(
     notify_window: float,
     wait_time: int,
     until_idle: float | None,
-    exit_with_parent: bool,
+    parent_pid: int | None,
     settings_stdin: bool,
     stack_name: str | None,
     endpoint_url: str | None,
@@ -121,8 +128,8 @@ def command(
             raise click.ClickException(str(exc)) from None
     stop = threading.Event()
     _stop_on_signals(stop)
-    if exit_with_parent:
-        _stop_with_parent(stop)
+    if parent_pid is not None:
+        _stop_with_parent(stop, parent_pid)
     where = target.clients.endpoint_url or "AWS"
     _log(f"{READY_MARK} {' and '.join(chosen)} at {where} (pid {os.getpid()}; Ctrl-C stops)")
     worker.run(stop)
@@ -149,7 +156,7 @@ def _target_from_stdin(queues: list[str]) -> Target | None:
         endpoint = str(handed["endpoint"])
     except (ValueError, KeyError, TypeError) as exc:
         raise click.ClickException(f"unreadable settings on stdin: {exc}") from None
-    return Target(Clients(endpoint_url=endpoint), settings, "local")
+    return Target(bootstrap.clients(endpoint), settings, "local")
 
 
 def _handler_environment(target: Target) -> None:
@@ -163,20 +170,24 @@ def _stop_on_signals(stop: threading.Event) -> None:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if stop.is_set():  # a second Ctrl-C: leave now, the queue keeps what was in flight
             sys.exit(130)
+        stop.set()  # first: the log below may fail on a closed pipe
         _log(f"orderpipe worker: {signal.Signals(signum).name}, finishing the batch in flight")
-        stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
 
-def _stop_with_parent(stop: threading.Event) -> None:
-    parent = os.getppid()
+def _stop_with_parent(stop: threading.Event, parent_pid: int) -> None:
+    """Stop when the process that started us is gone, even if it died by SIGKILL.
 
-    def watch() -> None:
-        while not stop.wait(1.0):
-            if os.getppid() != parent:
-                _log("orderpipe worker: parent process gone, stopping")
-                stop.set()
+    Its emulator (all of the local stack's state) dies with it, so there is nothing left to
+    finish: the batch in flight gets a short grace, then the process leaves.
+    """
+    signal_on_parent_death(signal.SIGTERM)
 
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+    def on_gone() -> None:
+        stop.set()
+        exit_soon(PARENT_GONE_GRACE_S)
+        _log("orderpipe worker: parent process gone, stopping")
+
+    watch_parent(parent_pid, on_gone)

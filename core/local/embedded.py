@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from core import bootstrap
 from core.aws.clients import Clients
 from core.aws.settings import Settings
 from core.aws.stack import StackNames, create_local_stack
@@ -205,7 +206,7 @@ class EmbeddedStack:
         try:
             self.worker.launch()  # its imports overlap the emulator's start
             self.emulator.start()
-            self.clients = Clients(endpoint_url=self.endpoint)
+            self.clients = bootstrap.clients(self.endpoint)
             self.settings = create_local_stack(
                 self.clients,
                 StackNames.for_env(config.env_name),
@@ -229,7 +230,8 @@ class EmbeddedStack:
             "core.cli",
             "worker",
             "--settings-stdin",
-            "--exit-with-parent",
+            "--parent-pid",
+            str(os.getpid()),
         ]
 
     def _worker_env(self) -> dict[str, str]:

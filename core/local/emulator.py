@@ -23,6 +23,8 @@ from collections.abc import MutableMapping
 from pathlib import Path
 from types import FrameType
 
+from core.local.parent_watch import signal_on_parent_death, watch_parent
+
 LOOPBACK = "127.0.0.1"
 HEALTH_PATH = "/moto-api/data.json"
 START_TIMEOUT_S = 30.0
@@ -155,12 +157,14 @@ def _serve(port: int, parent_pid: int) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if parent_pid:
+        signal_on_parent_death(signal.SIGTERM)
+        watch_parent(parent_pid, stop.set, stop=stop)
     server = ThreadedMotoServer(ip_address=LOOPBACK, port=port, verbose=False)
     server.start()
     try:
         while not stop.wait(0.5):
-            if parent_pid and os.getppid() != parent_pid:
-                break  # orphaned: whoever started us has died
+            pass  # a timed wait: signal handlers run promptly on every platform
     finally:
         with contextlib.suppress(Exception):
             server.stop()

@@ -12,9 +12,10 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from core import bootstrap
 from core.aws.settings import Settings
 from core.ops.alerts import AlertsError, LocalJobAlarm, local_names
-from core.ops.reconcile import ReconcileOptions, Reconciler, ReconcileReport, build_reconciler
+from core.ops.reconcile import ReconcileOptions, Reconciler, ReconcileReport
 
 DEFAULT_EVERY_S = 3600
 # The emulator enqueues an upload's event inside PutObject, so locally an object without a
@@ -37,7 +38,7 @@ class ReconcileSchedule:
         *,
         options: ReconcileOptions | None = None,
         log: Log = _quiet,
-        build: Callable[[Any, Settings], Reconciler] = build_reconciler,
+        build: Callable[[Settings, Any], Reconciler] = bootstrap.reconciler,
     ) -> None:
         if every_s <= 0:
             raise ValueError("--reconcile-every must be a positive number of seconds")
@@ -67,7 +68,7 @@ class ReconcileSchedule:
         """One reconcile; a failure is logged and alerted, never raised."""
         self.runs += 1
         try:
-            report = self._build(self._clients, self._settings).run(self._options)
+            report = self._build(self._settings, self._clients).run(self._options)
         except Exception as exc:  # any failure of the job is what the alert is for
             self.failures += 1
             error = f"{type(exc).__name__}: {exc}"

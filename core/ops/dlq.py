@@ -352,6 +352,61 @@ class DeadLetterQueue:
                     self._sleep(ahead)
         return result
 
+    def redrive_ids(self, message_ids: set[str]) -> RedriveResult:
+        """Move only the named messages back, send before delete; the rest stay untouched.
+
+        Messages are held while the queue is walked, so each is seen once; those not chosen
+        (and any the source queue refused) are made visible again at the end.
+        """
+        result = RedriveResult(method="copy")
+        held: list[DeadLetter] = []
+        seen: set[str] = set()
+        try:
+            while len(seen & message_ids) < len(message_ids):
+                batch = self._receive(SQS_BATCH, MOVE_VISIBILITY_S, wait_s=1)
+                fresh = [m for m in batch if m.message_id not in seen]
+                held.extend(batch)
+                if not fresh:
+                    break
+                seen.update(m.message_id for m in fresh)
+                chosen = [m for m in fresh if m.message_id in message_ids]
+                if not chosen:
+                    continue
+                sent = self._sqs.send_message_batch(
+                    QueueUrl=self.source_url,
+                    Entries=[
+                        {
+                            "Id": str(n),
+                            "MessageBody": m.body,
+                            **(
+                                {"MessageAttributes": _send_attributes(m.message_attributes)}
+                                if m.message_attributes
+                                else {}
+                            ),
+                        }
+                        for n, m in enumerate(chosen)
+                    ],
+                )
+                ok = {int(s["Id"]) for s in sent.get("Successful", [])}
+                for failure in sent.get("Failed", []):
+                    result.errors.append(str(failure.get("Message") or failure.get("Code")))
+                moved = [m for n, m in enumerate(chosen) if n in ok]
+                result.failed += len(chosen) - len(moved)
+                if moved:
+                    self._sqs.delete_message_batch(
+                        QueueUrl=self.url,
+                        Entries=[
+                            {"Id": str(n), "ReceiptHandle": m.receipt_handle}
+                            for n, m in enumerate(moved)
+                        ],
+                    )
+                    gone = {m.message_id for m in moved}
+                    held = [m for m in held if m.message_id not in gone]
+                    result.moved += len(moved)
+        finally:
+            self._release(held)
+        return result
+
     # ---- purge ----------------------------------------------------------------------------
 
     def purge(self, *, dry_run: bool = False) -> int:
@@ -390,6 +445,22 @@ def reached_dlq_estimate(
     return iso_now(
         parse_iso(first) + timedelta(seconds=visibility_s * max(letter.receive_count - 1, 0))
     )
+
+
+def why_unredrivable(
+    letter: DeadLetter, object_exists: Callable[[FileMention], bool]
+) -> str | None:
+    """Why redriving this message can never succeed, or None when it may.
+
+    A body that names no file is not an orderpipe message; an ingest event for an object that
+    is gone from the bucket will fail again on every attempt.
+    """
+    files = letter.files()
+    if not files:
+        return "not an S3 event or file notice"
+    if not any(object_exists(f) for f in files):
+        return "its object is gone from the bucket"
+    return None
 
 
 def iter_files(letters: list[DeadLetter]) -> Iterator[tuple[DeadLetter, FileMention]]:

@@ -388,26 +388,3 @@ def summary_text(report: ReconcileReport) -> str:
         lines.append("")
     lines.append(f"Full report: s3://{report.bucket}/{report.report_key}")
     return "\n".join(lines)
-
-
-def build_reconciler(clients: Any, settings: Any) -> Reconciler:
-    """Wire the reconciler to a stack (clients from core/aws/clients.py, settings from settings)."""
-    from core.ops.ops_adapters import (
-        AlertsTopic,
-        BucketObjects,
-        CloudWatchMetrics,
-        IngestQueue,
-        LedgerReader,
-        OrderCounter,
-    )
-
-    return Reconciler(
-        objects=BucketObjects(clients.s3, settings.bucket),
-        ledger=LedgerReader(clients.dynamodb, settings.files_table),
-        orders=OrderCounter(clients.dynamodb, settings.orders_table),
-        queue=IngestQueue(clients.sqs, settings.ingest_queue_url),
-        alerts=AlertsTopic(clients.sns, settings.alerts_topic_arn)
-        if settings.alerts_topic_arn
-        else None,
-        metrics=CloudWatchMetrics(clients.client("cloudwatch")),
-    )

@@ -3,15 +3,17 @@
 The message is a ``multipart/mixed`` MIME document: a ``multipart/alternative`` body (plain
 text first, HTML second, carrying the same facts) followed by each file's rejects CSV. SES v1
 refuses messages over 10 MB, so when the CSVs would not fit, the largest are replaced one by one
-with a presigned URL until the rest fit. Composition reads S3 only through ``RejectsStore``,
-so it is tested with an in-memory store.
+with a presigned URL until the rest fit. A link states when it really stops working (the signing
+credentials' expiry, when sooner than asked, or no date when that is unknown), and every file's
+rejects name their S3 location and the ``orderpipe rejects`` command that fetches them later.
+Composition reads S3 only through ``RejectsStore``, so it is tested with an in-memory store.
 """
 
 from __future__ import annotations
 
 import html
 import posixpath
-import unicodedata
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +23,7 @@ from email.utils import format_datetime, make_msgid
 from typing import Protocol
 
 from core.pipeline.notice import FileNotice, SampleRow
+from core.validation.outcome import reason_code
 from core.validation.schema import (
     ALLOWED,
     FIELD_COUNT_CODE,
@@ -31,17 +34,21 @@ from core.validation.schema import (
     Column,
     Schema,
 )
+from core.validation.visible import visible, visible_line
 
 # SES v1 (send_raw_email) refuses a message over 10 MB; SES adds its own headers (DKIM,
 # Message-ID, feedback ids) on top of ours, so keep a margin below the hard limit.
 SES_MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 SES_HEADROOM_BYTES = 256 * 1024
 DEFAULT_MAX_BYTES = SES_MAX_MESSAGE_BYTES - SES_HEADROOM_BYTES
-LINK_EXPIRY_S = 7 * 24 * 3600  # the longest a SigV4 presigned URL may live
+LINK_EXPIRY_S = 7 * 24 * 3600  # asked for; the signing credentials may allow less
 # A presigned URL (~1 KB on AWS) appears in both bodies, escaped and quoted-printable wrapped.
 LINK_COST_BYTES = 3 * 1024
 CELL_CHARS = 80  # a longer value is cut in the body (the CSV keeps it whole)
 TEXT_CELL_CHARS = 28
+SUBJECT_KEY_CHARS = 80  # a key in the Subject is cut; the body shows it whole
+# Characters a mail client or file system may refuse in an attachment's name.
+_FILENAME_UNSAFE = str.maketrans(dict.fromkeys('\\/:*?"<>|', "_"))
 
 STATUS_LABEL = {"PARTIAL": "Partly loaded", "REJECTED": "Rejected, nothing loaded"}
 # Badges carry inline styles (they hold meaning); table cosmetics sit in one <style> block
@@ -71,7 +78,14 @@ class RejectsStore(Protocol):
 
     def read(self, bucket: str, key: str) -> bytes: ...
 
-    def presign(self, bucket: str, key: str, expires_s: int) -> str: ...
+    def presign(self, bucket: str, key: str, expires_s: int) -> Link:
+        """A download link valid for at most ``expires_s``, and when it really expires."""
+
+
+@dataclass(frozen=True)
+class Link:
+    url: str
+    expires_at: datetime | None  # when the URL stops working; None: nobody can say (see signing)
 
 
 @dataclass
@@ -83,7 +97,8 @@ class Rejects:
     filename: str
     size: int | None  # None: the object is missing
     content: bytes | None = None
-    url: str | None = None
+    link: Link | None = None
+    source_key: str = ""  # the uploaded object's key, for the fetch-later command
 
 
 @dataclass(frozen=True)
@@ -138,7 +153,7 @@ def compose(
             rejects.content = store.read(rejects.bucket, rejects.key)
             continue
         over -= _attachment_cost(rejects) - LINK_COST_BYTES
-        rejects.url = store.presign(rejects.bucket, rejects.key, LINK_EXPIRY_S)
+        rejects.link = store.presign(rejects.bucket, rejects.key, LINK_EXPIRY_S)
     msgid = make_msgid(domain=_domain(sender))
     while True:
         message = _build(
@@ -155,12 +170,12 @@ def compose(
             break
         largest = max(attached, key=lambda r: len(r.content or b""))
         largest.content = None
-        largest.url = store.presign(largest.bucket, largest.key, LINK_EXPIRY_S)
+        largest.link = store.presign(largest.bucket, largest.key, LINK_EXPIRY_S)
     return Composed(
         message=message,
         data=data,
         attached=[r.key for r in present if r.content is not None],
-        linked=[r.key for r in present if r.url is not None],
+        linked=[r.key for r in present if r.link is not None],
     )
 
 
@@ -174,7 +189,7 @@ def subject_for(notices: Sequence[FileNotice]) -> str:
         facts.append(f"{whole:,} {_plural(whole, 'file')} rejected whole")
     count = len(notices)
     head = f"{count:,} {_plural(count, 'file')} {'needs' if count == 1 else 'need'} attention"
-    tail = f" ({_basename(notices[0].key)})" if count == 1 else ""
+    tail = f" ({visible_line(_basename(notices[0].key), SUBJECT_KEY_CHARS)})" if count == 1 else ""
     return f"orderpipe: {head} - {', '.join(facts) or 'see details'}{tail}"
 
 
@@ -192,9 +207,14 @@ def _rule_text(column: Column, rule: str) -> str:
     if rule == REQUIRED:
         return f"{name} is empty"
     if rule == UNIQUE:
-        return f"{name} appears more than once in the file"
+        return (
+            f"{name} repeats a value from an earlier line of the file; each such row names "
+            f"the line where the value first appears"
+        )
     if rule == FORMAT and column.type == "date":
-        return f"{name} is not a date written as " + " or ".join(
+        # One code covers both a wrong spelling and an impossible date (31/02/23), so the
+        # sentence must fit both: a real calendar date, written in one of these ways.
+        return f"{name} is not a real calendar date written as " + " or ".join(
             f.spec for f in column.date_formats
         )
     if rule == FORMAT:
@@ -253,7 +273,7 @@ def _rejects_of(notice: FileNotice, store: RejectsStore, filename: str) -> Rejec
     if not notice.rejects_key:
         return None
     size = store.size(notice.bucket, notice.rejects_key)
-    return Rejects(notice.bucket, notice.rejects_key, filename, size)
+    return Rejects(notice.bucket, notice.rejects_key, filename, size, source_key=notice.key)
 
 
 def _attachment_cost(rejects: Rejects) -> int:
@@ -268,6 +288,7 @@ def _filenames(notices: Sequence[FileNotice]) -> list[tuple[FileNotice, str]]:
     out = []
     for notice in notices:
         stem = _basename(notice.key).rsplit(".", 1)[0] or "file"
+        stem = visible_line(stem, SUBJECT_KEY_CHARS).translate(_FILENAME_UNSAFE)
         name = f"{stem}-rejects.csv"
         seen[name] = seen.get(name, 0) + 1
         if seen[name] > 1:
@@ -281,10 +302,7 @@ def _domain(address: str) -> str:
 
 
 def _basename(key: str) -> str:
-    """The key's last part, for the subject and attachment names: headers take no line breaks
-    (an S3 key may hold any character), so control characters become spaces there."""
-    name = posixpath.basename(key.rstrip("/")) or key
-    return "".join(" " if unicodedata.category(c) == "Cc" else c for c in name)
+    return posixpath.basename(key.rstrip("/")) or key
 
 
 def _plural(count: int, word: str) -> str:
@@ -305,7 +323,7 @@ class _Vocabulary:
         return cls(describe_reasons(schema), schema.column_names)
 
     def describe(self, code: str) -> str:
-        return self.texts.get(code, "")
+        return self.texts.get(reason_code(code), "")
 
     def columns(self, sample: Sequence[SampleRow]) -> list[str]:
         """The sample's columns in the schema's order (notices carry them sorted by name)."""
@@ -317,15 +335,12 @@ class _Vocabulary:
 
 
 def _cut(value: str | None, limit: int) -> str:
-    if value is None:
-        return ""
-    value = value.replace("\r", " ").replace("\n", " ")
-    return value if len(value) <= limit else value[: limit - 1] + "…"
+    return visible_line(value, limit)
 
 
 def _headline(notice: FileNotice) -> str:
     if notice.status == "REJECTED":
-        why = notice.error or "the file could not be accepted"
+        why = visible(notice.error) or "the file could not be accepted"
         return f"The whole file was rejected and no orders were stored: {why}"
     return (
         f"{notice.valid:,} of {notice.rows:,} {_plural(notice.rows, 'row')} stored; "
@@ -341,10 +356,45 @@ def _rejects_line(rejects: Rejects | None) -> str:
     if rejects is None:
         return "none"
     if rejects.size is None:
-        return f"{rejects.key} is no longer in the bucket"
+        return f"{visible(rejects.key)} is no longer in the bucket"
     if rejects.content is not None:
         return f"attached as {rejects.filename}"
-    return f"too large to attach ({rejects.size:,} bytes): download within 7 days"
+    return f"too large to attach ({rejects.size:,} bytes): {_link_validity(rejects.link)}"
+
+
+def _link_validity(link: Link | None) -> str:
+    if link is None or link.expires_at is None:
+        # Temporary credentials that do not say when they expire: promise nothing.
+        return "download link below, valid for a short time only"
+    return f"download link below, valid until {_when(link.expires_at)}"
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def fetch_command(source_key: str) -> str:
+    """The command that fetches a file's rejects CSV at any time, quoted for a shell."""
+    return f"orderpipe rejects {_shell_word(source_key)} --stack <stack>"
+
+
+def _shell_word(text: str) -> str:
+    """``text`` quoted for a shell, on one visible line: a key holding control or bidi
+    characters becomes an ANSI-C ``$'...'`` word (bash, zsh), whose escapes are exactly the
+    ones ``visible`` writes, so the command still fetches that key."""
+    if visible(text) == text:
+        return shlex.quote(text)
+    return "$'" + visible(text.replace("\\", "\\\\").replace("'", "\\'")) + "'"
+
+
+def _stored_lines(rejects: Rejects) -> list[str]:
+    """Where the rejects live and how to fetch them once a link has expired."""
+    if rejects.size is None:
+        return []
+    return [
+        f"Stored as s3://{rejects.bucket}/{visible(rejects.key)}; any time later:",
+        f"  {fetch_command(rejects.source_key or rejects.key)}",
+    ]
 
 
 # --- plain text -----------------------------------------------------------------------------
@@ -357,7 +407,7 @@ def _text_body(sections: Sequence[Section], now: datetime, vocab: _Vocabulary) -
         n = section.notice
         lines += [
             "-" * 72,
-            f"{n.key}  [{STATUS_LABEL.get(n.status, n.status)}]",
+            f"{visible(n.key)}  [{STATUS_LABEL.get(n.status, n.status)}]",
             "",
             _headline(n),
         ]
@@ -370,11 +420,13 @@ def _text_body(sections: Sequence[Section], now: datetime, vocab: _Vocabulary) -
             lines += ["", _sample_caption(n), *_text_table(n.sample, vocab)]
         if section.rejects is not None:
             lines += ["", f"Rejected rows: {_rejects_line(section.rejects)}"]
-        if section.rejects is not None and section.rejects.url:
-            lines.append(f"  {section.rejects.url}")
+        if section.rejects is not None and section.rejects.link:
+            lines.append(f"  {section.rejects.link.url}")
+        if section.rejects is not None:
+            lines += _stored_lines(section.rejects)
         lines += [
             "",
-            f"Source: s3://{n.bucket}/{n.key} (version {n.version})",
+            f"Source: s3://{n.bucket}/{visible(n.key)} (version {visible(n.version)})",
             f"Finished: {n.finished_at or 'unknown'}",
             "",
         ]
@@ -466,7 +518,7 @@ def _html_summary(sections: Sequence[Section]) -> str:
     for index, s in enumerate(sections, 1):
         n = s.notice
         rows.append(
-            f"<tr>{_TD}<a href='#f{index}'>{e(n.key)}</a></td>"
+            f"<tr>{_TD}<a href='#f{index}'>{e(visible(n.key))}</a></td>"
             f"{_TD}{_badge(n.status)}</td>"
             f"{_NUM}{n.rows:,}</td>{_NUM}{n.valid:,}</td>"
             f"{_NUM}{n.invalid:,}</td>"
@@ -477,19 +529,31 @@ def _html_summary(sections: Sequence[Section]) -> str:
 
 def _html_rejects(rejects: Rejects | None) -> str:
     e = html.escape
-    if rejects is not None and rejects.url:
+    if rejects is not None and rejects.link:
+        validity = _link_validity(rejects.link).removeprefix("download link below, ")
         return (
-            f"<a href='{e(rejects.url, quote=True)}'>download {e(rejects.filename)}</a> "
-            f"({rejects.size or 0:,} bytes, too large to attach; link valid 7 days)"
+            f"<a href='{e(rejects.link.url, quote=True)}'>download {e(rejects.filename)}</a> "
+            f"({rejects.size or 0:,} bytes, too large to attach; link {e(validity)})"
         )
     return e(_rejects_line(rejects))
+
+
+def _html_stored(rejects: Rejects) -> str:
+    if rejects.size is None:
+        return ""
+    e = html.escape
+    return (
+        f"<p style='font-size:12px;color:#6b7280;margin:4px 0'>Stored as "
+        f"<code>s3://{e(rejects.bucket)}/{e(visible(rejects.key))}</code>; any time later: "
+        f"<code>{e(fetch_command(rejects.source_key or rejects.key))}</code></p>"
+    )
 
 
 def _html_section(index: int, section: Section, vocab: _Vocabulary) -> str:
     e = html.escape
     n = section.notice
     out = [
-        f"<h2 id='f{index}' style='font-size:16px;margin:22px 0 4px'>{e(n.key)} "
+        f"<h2 id='f{index}' style='font-size:16px;margin:22px 0 4px'>{e(visible(n.key))} "
         f"{_badge(n.status)}</h2>",
         f"<p style='margin:4px 0'>{e(_headline(n))}</p>",
     ]
@@ -509,9 +573,10 @@ def _html_section(index: int, section: Section, vocab: _Vocabulary) -> str:
         out.append(f"{_TABLE}<tr>{head}</tr>{body}</table>")
     if section.rejects is not None:
         out.append(f"<p style='margin:4px 0'>Rejected rows: {_html_rejects(section.rejects)}</p>")
+        out.append(_html_stored(section.rejects))
     out.append(
         f"<p style='font-size:12px;color:#6b7280;margin:4px 0'>"
-        f"s3://{e(n.bucket)}/{e(n.key)} &middot; version {e(n.version)} &middot; "
+        f"s3://{e(n.bucket)}/{e(visible(n.key))} &middot; version {e(visible(n.version))} &middot; "
         f"finished {e(n.finished_at or 'unknown')}</p>"
     )
     return "".join(out)

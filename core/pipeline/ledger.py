@@ -13,6 +13,7 @@ same orders at once; see docs/pipeline.md.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -45,6 +46,7 @@ class Decision(StrEnum):
     NEW = "new"  # never seen: create the item
     TAKEOVER = "takeover"  # PROCESSING, lease expired: the earlier attempt died
     RETRY = "retry"  # FAILED earlier: SQS redelivered it
+    RESUME = "resume"  # PROCESSING, paused by an attempt that ran short of time: go on
     REPLAY = "replay"  # finished, and an operator asked for it to run again
     DUPLICATE = "duplicate"  # finished: acknowledge and skip
     BUSY = "busy"  # another attempt holds a live lease: try again later
@@ -54,6 +56,21 @@ class Decision(StrEnum):
 class ReplayRecord:
     at: str
     reason: str
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """How far an unfinished file's writes got, so a later attempt resumes instead of rewriting.
+
+    Every attempt validates the whole object version again (cheap next to the writes, and it
+    rebuilds the rejects and counts exactly), which yields the same valid rows in the same
+    order; ``done`` of them, from the first, are stored.
+    """
+
+    done: int  # valid rows, in file order, whose writes completed
+    valid: int  # valid rows that validation found: a resume checks it finds the same
+    superseded: int = 0  # of ``done``, rows not stored because a newer upload holds the order
+    stamp: str = ""  # the ``ingested_at`` every row of this run carries
 
 
 @dataclass(frozen=True)
@@ -73,6 +90,12 @@ class LedgerEntry:
     reasons: dict[str, int] = field(default_factory=dict)
     written: int = 0  # orders this version stored (the rest of ``valid`` lost to newer files)
     superseded: int = 0  # valid rows not stored because a newer upload holds the order
+    # Live progress while PROCESSING (kept at the end): rows validated so far, orders stored.
+    rows_judged: int = 0
+    rows_written: int = 0
+    checkpoint: Checkpoint | None = None  # set while a file's writes are under way
+    pauses: int = 0  # times an attempt stopped before its deadline to let the next resume
+    paused_at: str | None = None  # set while paused, until the next attempt claims it
     error: str | None = None
     last_error: str | None = None
     attempts: int = 0
@@ -133,6 +156,8 @@ def decide(existing: LedgerEntry | None, ref: FileRef, now_epoch: float) -> Deci
     if existing is None:
         return Decision.NEW
     if existing.status == Status.PROCESSING:
+        if existing.paused_at is not None:
+            return Decision.RESUME  # paused before its deadline: no attempt holds it
         if existing.lease_until is not None and existing.lease_until > now_epoch:
             return Decision.BUSY
         return Decision.TAKEOVER
@@ -148,11 +173,25 @@ class Ledger(Protocol):
     def renew(self, claim: Claim, lease_s: int) -> None: ...
     def finish(self, claim: Claim, outcome: FileOutcome) -> LedgerEntry: ...
     def fail(self, claim: Claim, error: str) -> None: ...
+    def progress(
+        self,
+        claim: Claim,
+        *,
+        rows_judged: int | None = None,
+        rows_written: int | None = None,
+        checkpoint: Checkpoint | None = None,
+    ) -> None: ...
+    def pause(self, claim: Claim, lease_s: int) -> None: ...
     def get(self, file_id: str) -> LedgerEntry | None: ...
 
 
 def _parse(iso: str) -> datetime:
     return datetime.fromisoformat(iso.replace("Z", "+00:00"))
+
+
+def restarted(entry: LedgerEntry) -> LedgerEntry:
+    """``entry`` with its progress cleared, as a replay's claim leaves it."""
+    return replace(entry, rows_judged=0, rows_written=0, pauses=0, checkpoint=None)
 
 
 def fresh_entry(ref: FileRef, now: datetime, lease_s: int, token: str) -> LedgerEntry:
@@ -197,6 +236,9 @@ def _to_item(entry: LedgerEntry) -> dict[str, Any]:
         "reasons": {"M": {k: {"N": str(v)} for k, v in entry.reasons.items()}},
         "written": {"N": str(entry.written)},
         "superseded": {"N": str(entry.superseded)},
+        "rows_judged": {"N": str(entry.rows_judged)},
+        "rows_written": {"N": str(entry.rows_written)},
+        "pauses": {"N": str(entry.pauses)},
         "attempts": {"N": str(entry.attempts)},
         "received_at": {"S": entry.received_at},
         "started_at": {"S": entry.started_at},
@@ -209,6 +251,7 @@ def _to_item(entry: LedgerEntry) -> dict[str, Any]:
         "last_error": entry.last_error,
         "finished_at": entry.finished_at,
         "notified_at": entry.notified_at,
+        "paused_at": entry.paused_at,
         "replay_id": entry.replay_id,
         "claim_token": entry.claim_token,
     }
@@ -217,11 +260,36 @@ def _to_item(entry: LedgerEntry) -> dict[str, Any]:
             item[name] = {"S": value}
     if entry.lease_until is not None:
         item["lease_until"] = {"N": str(entry.lease_until)}
+    if entry.checkpoint is not None:
+        item["checkpoint"] = _checkpoint_value(entry.checkpoint)
     if entry.replay_log:
         item["replay_log"] = {
             "L": [{"M": {"at": {"S": r.at}, "reason": {"S": r.reason}}} for r in entry.replay_log]
         }
     return item
+
+
+def _checkpoint_value(checkpoint: Checkpoint) -> dict[str, Any]:
+    return {
+        "M": {
+            "done": {"N": str(checkpoint.done)},
+            "valid": {"N": str(checkpoint.valid)},
+            "superseded": {"N": str(checkpoint.superseded)},
+            "stamp": {"S": checkpoint.stamp},
+        }
+    }
+
+
+def _checkpoint_of(item: Mapping[str, Any]) -> Checkpoint | None:
+    value = item.get("checkpoint", {}).get("M")
+    if not value:
+        return None
+    return Checkpoint(
+        done=_n(value, "done") or 0,
+        valid=_n(value, "valid") or 0,
+        superseded=_n(value, "superseded") or 0,
+        stamp=_s(value, "stamp") or "",
+    )
 
 
 def _s(item: Mapping[str, Any], name: str) -> str | None:
@@ -257,6 +325,11 @@ def from_item(item: Mapping[str, Any]) -> LedgerEntry:
         reasons=reasons,
         written=_n(item, "written") or 0,
         superseded=_n(item, "superseded") or 0,
+        rows_judged=_n(item, "rows_judged") or 0,
+        rows_written=_n(item, "rows_written") or 0,
+        checkpoint=_checkpoint_of(item),
+        pauses=_n(item, "pauses") or 0,
+        paused_at=_s(item, "paused_at"),
         error=_s(item, "error"),
         last_error=_s(item, "last_error"),
         attempts=_n(item, "attempts") or 0,
@@ -356,7 +429,10 @@ class DynamoLedger:
             lease_until=fresh.lease_until,
             claim_token=token,
             replay_id=replay_id or existing.replay_id,
+            paused_at=None,
         )
+        if decision == Decision.REPLAY:
+            entry = restarted(entry)
         # Optimistic concurrency: the item must still be exactly what we decided on. An update,
         # not a put, so attributes other writers own (notify's claim and its replay marker)
         # survive a takeover or a replay.
@@ -376,6 +452,13 @@ class DynamoLedger:
         if entry.replay_id:
             update += ", replay_id = :replay"
             values[":replay"] = {"S": entry.replay_id}
+        removes = ["paused_at"]
+        if decision == Decision.REPLAY:
+            # A replay writes every row again: its progress starts from nothing.
+            update += ", rows_judged = :zero, rows_written = :zero, pauses = :zero"
+            removes.append("checkpoint")
+            values[":zero"] = {"N": "0"}
+        update += " REMOVE " + ", ".join(removes)
         self._ddb.update_item(
             TableName=self._table,
             Key={FILES_KEY: {"S": entry.file_id}},
@@ -496,9 +579,10 @@ class DynamoLedger:
         sets = (
             "SET #s = :s, #rows = :rows, valid = :valid, invalid = :invalid, reasons = :reasons,"
             " written = :written, superseded = :superseded,"
+            " rows_judged = :rows, rows_written = :written,"
             " finished_at = :now, updated_at = :now, expires_at = :exp, finish_token = :token"
         )
-        removes = ["lease_until", "claim_token", "last_error"]
+        removes = ["lease_until", "claim_token", "last_error", "checkpoint"]
         if outcome.error is not None:
             sets += ", #error = :error"
             values[":error"] = {"S": outcome.error}
@@ -552,6 +636,66 @@ class DynamoLedger:
             if not _conditional_failed(exc):
                 raise
         self._unlock_key(_ref_of(claim.entry), claim.token)
+
+    def progress(
+        self,
+        claim: Claim,
+        *,
+        rows_judged: int | None = None,
+        rows_written: int | None = None,
+        checkpoint: Checkpoint | None = None,
+    ) -> None:
+        """Record how far this attempt got; raises LeaseLost when another took over.
+
+        ``updated_at`` is left alone: it orders the status index and conditions claims, and
+        progress is not a change of state.
+        """
+        sets: list[str] = []
+        values: dict[str, Any] = {}
+        if rows_judged is not None:
+            sets.append("rows_judged = :judged")
+            values[":judged"] = {"N": str(rows_judged)}
+        if rows_written is not None:
+            sets.append("rows_written = :written")
+            values[":written"] = {"N": str(rows_written)}
+        if checkpoint is not None:
+            sets.append("checkpoint = :checkpoint")
+            values[":checkpoint"] = _checkpoint_value(checkpoint)
+        if sets:
+            self._owned_update(claim, "SET " + ", ".join(sets), values)
+
+    def pause(self, claim: Claim, lease_s: int) -> None:
+        """Let go of a file that is not finished, its checkpoint kept, for the next attempt.
+
+        The entry stays PROCESSING, marked ``paused_at`` and without a claim token, so the
+        redelivery resumes it at once (``Decision.RESUME``). The lease, pushed ``lease_s``
+        ahead on entry and key lock, only tells reconcile when a paused file nobody resumed
+        is stuck; the key lock stays this file's, so no other version of the key cuts in.
+        """
+        now = self._clock()
+        lease = int(now.timestamp()) + lease_s
+        stamp = iso_ms(now)
+        self._owned_update(
+            claim,
+            "SET lease_until = :l, updated_at = :u, paused_at = :u,"
+            " pauses = if_not_exists(pauses, :zero) + :one REMOVE claim_token",
+            {
+                ":l": {"N": str(lease)},
+                ":u": {"S": stamp},
+                ":zero": {"N": "0"},
+                ":one": {"N": "1"},
+            },
+        )
+        with contextlib.suppress(ClientError):  # a lock past its lease is free anyway
+            self._ddb.update_item(
+                TableName=self._table,
+                Key={
+                    FILES_KEY: {"S": f"{LOCK_PREFIX}{claim.entry.bucket}/{claim.entry.object_key}"}
+                },
+                UpdateExpression="SET lease_until = :l",
+                ConditionExpression="claim_token = :token",
+                ExpressionAttributeValues={":l": {"N": str(lease)}, ":token": {"S": claim.token}},
+            )
 
     def record_replay(self, file_id: str, reason: str) -> None:
         """Count a replay request on the entry (``orderpipe replay`` calls this)."""

@@ -11,7 +11,6 @@ email could not be sent are reported back to SQS by message id; the others are c
 from __future__ import annotations
 
 import logging
-import random
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -23,26 +22,23 @@ from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
-from core.aws.clients import Clients
 from core.aws.settings import ENV_RECIPIENTS, Settings, SettingsError
+from core.aws.signing import presign_get
 from core.aws.stack import FILES_KEY
 from core.pipeline.email_report import (
     DEFAULT_MAX_BYTES,
     Composed,
+    Link,
     RejectsStore,
     compose,
 )
 from core.pipeline.notice import FileNotice
-from core.validation.schema import Schema, default_schema
+from core.validation.schema import Schema
 
 log = logging.getLogger(__name__)
 
 MIN_LEASE_S = 30  # a claim outlives any send; a crashed sender's claim lapses after this
 LEASE_MARGIN_S = 10
-SEND_ATTEMPTS = 4  # on top of botocore's own retries of a throttled call
-BACKOFF_BASE_S = 0.5
-BACKOFF_CAP_S = 8.0
-SEND_RESERVE_S = 10.0  # stop retrying when less is left: release the claims before the timeout
 SES_MAX_RECIPIENTS = 50  # To + Cc + Bcc of one SendRawEmail
 
 
@@ -132,22 +128,18 @@ class Notifier:
         outbox_dir: str = "",
         lease_s: int = MIN_LEASE_S,
         max_bytes: int = DEFAULT_MAX_BYTES,
-        send_attempts: int = SEND_ATTEMPTS,
         schema: Schema | None = None,
         clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.ledger, self.store, self.mailer = ledger, store, mailer
         self.sender, self.recipients = sender, tuple(recipients)
         self.outbox_dir = outbox_dir
-        self.lease_s, self.max_bytes, self.send_attempts = lease_s, max_bytes, send_attempts
+        self.lease_s, self.max_bytes = lease_s, max_bytes
         self.schema = schema
-        self.clock, self.sleep = clock, sleep
+        self.clock = clock
 
-    def handle(
-        self, messages: Sequence[QueueMessage], time_left: Callable[[], float] | None = None
-    ) -> BatchReport:
-        """Send the batch's email; ``time_left`` (seconds) bounds the throttling retries."""
+    def handle(self, messages: Sequence[QueueMessage]) -> BatchReport:
+        """Send the batch's email; report per message what SQS should deliver again."""
         report = BatchReport()
         by_file = self._parse(messages, report)
         token = uuid.uuid4().hex
@@ -157,7 +149,9 @@ class Notifier:
         notices = [notice for notice, _ in claimed.values()]
         try:
             composed = self._compose(notices)
-            ses_id = self._send(composed.data, time_left)
+            # One send, one retry policy: botocore's standard mode in the client (``Clients``:
+            # 1 + 5 calls at most, jittered backoff, a retry quota). Past it, SQS delivers again.
+            ses_id = self.mailer.send(self.sender, self.recipients, composed.data)
         except Exception as exc:  # anything that stops the email: release, let SQS retry
             error = _describe_send_error(exc, self.sender)
             log.error("email for %d file(s) not sent: %s", len(notices), error)
@@ -228,22 +222,6 @@ class Notifier:
             schema=self.schema,
         )
 
-    def _send(self, data: bytes, time_left: Callable[[], float] | None) -> str:
-        for attempt in range(1, self.send_attempts + 1):
-            try:
-                return self.mailer.send(self.sender, self.recipients, data)
-            except SendThrottledError:
-                if attempt == self.send_attempts:
-                    raise
-                # Full jitter: concurrent senders spread out instead of retrying in step.
-                ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)
-                delay = random.uniform(0, ceiling)  # noqa: S311  # nosec B311: jitter, not a secret
-                if time_left is not None and time_left() - delay < SEND_RESERVE_S:
-                    raise  # out of time: fail cleanly now rather than be killed mid-retry
-                log.warning("SES throttled (attempt %d); retrying in %.2fs", attempt, delay)
-                self.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
-
     def _after_send(
         self,
         composed: Composed,
@@ -301,7 +279,7 @@ def _describe_send_error(exc: Exception, sender: str) -> str:
     if isinstance(exc, SendRejectedError):
         return f"SES rejected the email from {sender} (is that sender verified?): {exc}"
     if isinstance(exc, SendThrottledError):
-        return f"SES kept throttling the send: {exc}"
+        return f"SES kept throttling the send (retried by the client): {exc}"
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -412,11 +390,9 @@ class S3RejectsStore:
         body: bytes = self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
         return body
 
-    def presign(self, bucket: str, key: str, expires_s: int) -> str:
-        url: str = self.client.generate_presigned_url(
-            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_s
-        )
-        return url
+    def presign(self, bucket: str, key: str, expires_s: int) -> Link:
+        url, expires_at = presign_get(self.client, bucket, key, expires_s)
+        return Link(url, expires_at)
 
 
 class SesMailer:
@@ -452,20 +428,10 @@ def lease_for(settings: Settings) -> int:
     return max(MIN_LEASE_S, settings.function_timeout_s + LEASE_MARGIN_S)
 
 
-def build_notifier(settings: Settings, clients: Clients) -> Notifier:
-    """Wire the notifier for the Lambda, the local worker and the integration tests."""
+def check_recipients(settings: Settings) -> None:
+    """SES sends one message to at most 50 addresses: say so at start, not at the first send."""
     if len(settings.recipients) > SES_MAX_RECIPIENTS:
         raise SettingsError(
             f"{ENV_RECIPIENTS} names {len(settings.recipients)} addresses; SES sends one message"
             f" to at most {SES_MAX_RECIPIENTS}: use a distribution list"
         )
-    return Notifier(
-        DynamoNotifyLedger(clients.dynamodb, settings.files_table),
-        S3RejectsStore(clients.s3),
-        SesMailer(clients.ses),
-        sender=settings.sender,
-        recipients=settings.recipients,
-        outbox_dir=settings.outbox_dir,
-        lease_s=lease_for(settings),
-        schema=default_schema(),
-    )

@@ -7,10 +7,19 @@ person sees one layout everywhere:
 - rejects: ``line``, the schema columns' original text, ``reasons`` (codes joined by ``;``).
 
 The header is written even when no row follows, so an empty result is still a readable file.
+
+Every text cell goes through ``neutralise_formulas`` first (OWASP "CSV injection"): these files
+come from people outside the team and are opened in spreadsheets inside it, where a cell
+starting with ``=``, ``+``, ``-``, ``@``, tab or carriage return runs as a formula. Such a cell
+gets a leading ``'`` unless it is a plain number (``-15.00`` stays a number); a cell that
+already starts with quotes before one of those characters gets one more, so removing one
+leading ``'`` from every cell matching ``^'+[=+\\-@\t\r]`` gives back exactly what was read
+(``restore_formulas``). Only the files are changed: valid rows are stored as read.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import BinaryIO
 
@@ -18,6 +27,33 @@ import polars as pl
 
 from core.validation.engine import REASONS
 from core.validation.rules import LINE
+
+# A cell a spreadsheet would evaluate: its first character after any quotes we added before.
+_TRIGGER = r"^'*[=+\-@\t\r]"
+# A plain number, which a spreadsheet shows as a number, not a formula (decimal point or comma).
+_PLAIN_NUMBER = r"^[+-]?[0-9]+(?:[.,][0-9]+)?$"
+_RESTORE = r"^'(?:'*[=+\-@\t\r])"
+
+
+def neutralise_formula(value: pl.Expr) -> pl.Expr:
+    """``value`` (text) with a ``'`` before any cell a spreadsheet would run as a formula."""
+    risky = value.str.contains(_TRIGGER) & ~value.str.contains(_PLAIN_NUMBER)
+    return pl.when(risky).then(pl.lit("'") + value).otherwise(value)
+
+
+def neutralise_formulas(frame: pl.DataFrame) -> pl.DataFrame:
+    """Every text column of ``frame`` neutralised; other columns as they are. The one function
+    every CSV orderpipe writes for people goes through (rejects, ``validate --out``, exports)."""
+    return frame.with_columns(
+        neutralise_formula(pl.col(name)).alias(name)
+        for name, dtype in frame.schema.items()
+        if dtype == pl.String
+    )
+
+
+def restore_formula(cell: str) -> str:
+    """The value as it was read, from a cell ``neutralise_formula`` wrote."""
+    return cell[1:] if re.match(_RESTORE, cell) else cell
 
 
 class _ChunkedCsv:
@@ -34,7 +70,8 @@ class _ChunkedCsv:
         # polars quotes an empty string to tell it from a missing field; a person reading
         # the file needs no such distinction, so both are written as an empty cell.
         blanked = frame.select(
-            pl.when(pl.col(c) != "").then(pl.col(c)).alias(c) if frame.schema[c] == pl.String
+            pl.when(pl.col(c) != "").then(neutralise_formula(pl.col(c))).alias(c)
+            if frame.schema[c] == pl.String
             else pl.col(c)
             for c in self.columns
         )  # fmt: skip

@@ -51,6 +51,11 @@ def seen_col(name: str) -> str:
     return f"__seen__{name}"
 
 
+def first_line_col(name: str) -> str:
+    """Name of the line, set on a unique column's repeats, where the value first appeared."""
+    return f"__first__{name}"
+
+
 def trimmed_values(schema: Schema) -> list[list[pl.Expr]]:
     """Trimmed values: surrounding whitespace removed. An empty value (``""`` or null) is
     missing: rules test ``len > 0`` rather than turning ``""`` into null, which would copy

@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any
 from urllib.request import urlopen
 
-import handlers.ingest
-import handlers.notify
-from core.faults import FaultPlan, installed
+from core import bootstrap
 from core.pipeline.ledger import LOCK_PREFIX
+from tests.support.faults import FaultPlan, installed
 
 HEADER = "Order_Id,Customer_Id,Order_Date,Order_Status,Order_Total"
 STATUSES = ("Pending", "Completed", "Inprogress")
@@ -290,8 +289,7 @@ def handler_faults(plan: FaultPlan) -> Iterator[FaultPlan]:
 
 
 def _forget_handler_clients() -> None:
-    handlers.ingest._clients.cache_clear()
-    handlers.notify._clients.cache_clear()
+    bootstrap.forget_warm_clients()
 
 
 @dataclass

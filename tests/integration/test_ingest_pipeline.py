@@ -10,9 +10,9 @@ from typing import Any
 import polars as pl
 import pytest
 
+from core import bootstrap
 from core.pipeline.events import FileRef, Replay, event_body, parse_body
-from core.pipeline.ingest import build
-from core.pipeline.ledger import DynamoLedger, Status
+from core.pipeline.ledger import Status
 from core.pipeline.notice import FileNotice
 from core.pipeline.orders_store import OrdersWriter
 
@@ -68,13 +68,13 @@ def run_handler(stack: Any, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "orderpipe")
     import handlers.ingest as ingest_handler
 
-    ingest_handler._clients.cache_clear()
+    bootstrap.forget_warm_clients()
 
     def run(messages: list[dict[str, Any]]) -> dict[str, Any]:
         return dict(ingest_handler.handler(_sqs_event(messages), LambdaContext()))
 
     yield run
-    ingest_handler._clients.cache_clear()
+    bootstrap.forget_warm_clients()
 
 
 class LambdaContext:
@@ -137,7 +137,7 @@ def test_seed_files_store_exact_orders_and_outcomes(stack, run_handler, fixtures
         assert item["source_key"] == "incoming/seed/test_data1.csv"
     assert orders["Ord2313"]["Order_Total"] == Decimal(249)  # no BOM leaked into the key
 
-    ledger = DynamoLedger(stack.clients.dynamodb, stack.names.files_table)
+    ledger = bootstrap.ledger(stack.settings, stack.clients)
     by_key = {e.object_key: e for e in ledger.recent(10)}
     first = by_key["incoming/seed/test_data1.csv"]
     second = by_key["incoming/seed/test_data2.csv"]
@@ -151,7 +151,7 @@ def test_seed_files_store_exact_orders_and_outcomes(stack, run_handler, fixtures
     notices = {n.key: n for n in _notices(stack)}
     assert set(notices) == {"incoming/seed/test_data1.csv", "incoming/seed/test_data2.csv"}
     n1 = notices["incoming/seed/test_data1.csv"]
-    assert n1.rejects_key == "rejects/seed/test_data1.csv.csv"
+    assert n1.rejects_key == "rejects/seed/test_data1.csv"
     assert n1.invalid == 5
     assert [s.line for s in n1.sample] == [6, 9, 10, 11, 12]
     csv = stack.clients.s3.get_object(Bucket=stack.names.bucket, Key=n1.rejects_key)["Body"].read()
@@ -198,7 +198,7 @@ def test_duplicate_event_writes_once_and_notifies_once(stack, run_handler, fixtu
     assert run_handler(_messages(stack)) == {"batchItemFailures": []}
     assert _orders(stack) == before
     assert len(_notices(stack)) == 1
-    entry = DynamoLedger(stack.clients.dynamodb, stack.names.files_table).for_key(
+    entry = bootstrap.ledger(stack.settings, stack.clients).for_key(
         stack.names.bucket, "incoming/dup.csv"
     )[0]
     assert entry.attempts == 1
@@ -218,7 +218,7 @@ def test_older_upload_delivered_late_never_overwrites_newer(stack, run_handler) 
     assert orders["Ord1"]["Order_Status"] == "Completed"
     assert orders["Ord1"]["Order_Total"] == 11
     assert orders["Ord2"]["Order_Total"] == 20  # rows only in the older upload still land
-    ledger = DynamoLedger(stack.clients.dynamodb, stack.names.files_table)
+    ledger = bootstrap.ledger(stack.settings, stack.clients)
     late = ledger.get(parse_body(old[0]["Body"])[0].file_id)
     assert late is not None
     assert (late.valid, late.written, late.superseded) == (2, 1, 1)
@@ -247,7 +247,7 @@ def test_partial_batch_failure_reports_only_the_bad_message(
 
     failed = {f["itemIdentifier"] for f in result["batchItemFailures"]}
     assert failed == {batch[1]["MessageId"], batch[2]["MessageId"]}
-    ledger = DynamoLedger(stack.clients.dynamodb, stack.names.files_table)
+    ledger = bootstrap.ledger(stack.settings, stack.clients)
     gone = ledger.get(ref.file_id)
     assert gone is not None
     assert gone.status == Status.FAILED
@@ -261,7 +261,7 @@ def test_crash_mid_file_then_redelivery_stores_exactly_the_file(stack, run_handl
     ref = parse_body(msgs[0]["Body"])[0]
 
     # First attempt: the process dies after 200 orders are written (only a claim is left).
-    ledger = DynamoLedger(stack.clients.dynamodb, stack.names.files_table)
+    ledger = bootstrap.ledger(stack.settings, stack.clients)
     claim = ledger.claim(ref, lease_s=1)
     writer = OrdersWriter(stack.clients.dynamodb, stack.names.orders_table, threads=4)
     first = pl.DataFrame(
@@ -303,7 +303,7 @@ def test_crash_mid_file_then_redelivery_stores_exactly_the_file(stack, run_handl
 
 def test_poison_object_marks_failed_with_error(stack) -> None:
     # Straight through the service: an object that is gone is an infrastructure failure.
-    service = build(stack.settings, stack.clients)
+    service = bootstrap.ingest(stack.settings, stack.clients)
     ref = FileRef(
         stack.names.bucket, "incoming/nope.csv", "v-missing", "e", 1, "2026-01-01T00:00:00.000Z"
     )
@@ -325,7 +325,7 @@ def test_replay_runs_a_finished_version_once_per_replay_id(stack, run_handler) -
             QueueUrl=stack.settings.ingest_queue_url, MessageBody=event_body([ref], replay=replay)
         )
     assert run_handler(_messages(stack)) == {"batchItemFailures": []}
-    entry = DynamoLedger(stack.clients.dynamodb, stack.names.files_table).get(ref.file_id)
+    entry = bootstrap.ledger(stack.settings, stack.clients).get(ref.file_id)
     assert entry is not None
     assert entry.attempts == 2
     assert entry.replay_id == replay.id
@@ -350,7 +350,7 @@ def test_object_gone_dead_letters_after_five_receives_with_its_error(stack) -> N
     dead = stack.clients.sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10)["Messages"]
     (ref,) = [r for m in dead for r in parse_body(m["Body"])]
     assert ref.key == "incoming/vanished.csv"
-    entry = DynamoLedger(stack.clients.dynamodb, stack.names.files_table).get(ref.file_id)
+    entry = bootstrap.ledger(stack.settings, stack.clients).get(ref.file_id)
     assert entry is not None
     assert entry.status == Status.FAILED
     assert entry.attempts == 5

@@ -14,8 +14,8 @@ from urllib.request import urlopen
 
 import pytest
 
+from core import bootstrap
 from core.aws.clients import Clients
-from core.faults import FaultPlan
 from core.local.worker import LambdaContext
 from core.pipeline.notice import FileNotice, SampleRow
 from core.pipeline.notify import (
@@ -27,6 +27,7 @@ from core.pipeline.notify import (
     messages_from_event,
 )
 from handlers.notify import handler
+from tests.support.faults import FaultPlan
 
 pytestmark = pytest.mark.integration
 
@@ -285,7 +286,7 @@ def test_an_upload_through_ingest_ends_in_one_email_naming_its_bad_lines(
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
     import handlers.ingest as ingest
 
-    ingest._clients.cache_clear()
+    bootstrap.forget_warm_clients()
     key = "incoming/seed/test_data1.csv"
     stack.clients.s3.put_object(
         Bucket=stack.names.bucket, Key=key, Body=(fixtures_dir / "test_data1.csv").read_bytes()
@@ -297,7 +298,7 @@ def test_an_upload_through_ingest_ends_in_one_email_naming_its_bad_lines(
         {"Records": [_record(m) for m in s3_events]},
         LambdaContext("orderpipe-ingest", "us-east-1", 60),
     )
-    ingest._clients.cache_clear()
+    bootstrap.forget_warm_clients()
     assert answer["batchItemFailures"] == []
 
     notices = _drain(stack)

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+from core import bootstrap
 from core.cli import cli
 from core.local.reconcile_schedule import ReconcileSchedule
 from core.local.worker import drain
@@ -122,15 +123,14 @@ def test_poison_message_is_listed_redriven_after_the_fix_and_succeeds_once(stack
 
 def _ingest_with(schema: Schema) -> Any:
     """The real ingest service with another schema: the 'fixed rule' being deployed."""
-    from core.aws.clients import Clients
     from core.aws.settings import Settings
-    from core.pipeline.ingest import build, handle_record
+    from core.pipeline.ingest import handle_record
 
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         import os
 
-        clients = Clients(endpoint_url=os.environ["AWS_ENDPOINT_URL"])
-        service = build(Settings.from_env(), clients)
+        clients = bootstrap.clients(os.environ["AWS_ENDPOINT_URL"])
+        service = bootstrap.ingest(Settings.from_env(), clients)
         service.validate = functools.partial(validate, schema=schema)  # type: ignore[assignment]
         failed = []
         for record in event["Records"]:
@@ -365,7 +365,6 @@ def test_stuck_processing_file_is_requeued_by_reconcile_and_taken_over(stack, tm
     import time
 
     from core.pipeline.events import parse_body
-    from core.pipeline.ledger import DynamoLedger
 
     upload(stack, "incoming/stuck.csv", VALID)
     (message,) = stack.clients.sqs.receive_message(
@@ -374,7 +373,7 @@ def test_stuck_processing_file_is_requeued_by_reconcile_and_taken_over(stack, tm
     stack.clients.sqs.purge_queue(QueueUrl=stack.settings.ingest_queue_url)
     (ref,) = parse_body(message["Body"])
     # An attempt claims the file and dies: its one-second lease is never renewed.
-    claim = DynamoLedger(stack.clients.dynamodb, stack.names.files_table).claim(ref, 1)
+    claim = bootstrap.ledger(stack.settings, stack.clients).claim(ref, 1)
     assert claim.owned
     time.sleep(2.1)
 
@@ -429,7 +428,6 @@ def test_commands_without_a_stack_say_so(tmp_path) -> None:
 
 def test_replay_of_a_failed_file_delivered_twice_runs_once(stack, tmp_path) -> None:
     from core.pipeline.events import parse_body
-    from core.pipeline.ledger import DynamoLedger
 
     upload(stack, "incoming/failed.csv", VALID)
     (message,) = stack.clients.sqs.receive_message(
@@ -437,7 +435,7 @@ def test_replay_of_a_failed_file_delivered_twice_runs_once(stack, tmp_path) -> N
     ).get("Messages", [])[-1:]
     stack.clients.sqs.purge_queue(QueueUrl=stack.settings.ingest_queue_url)
     (ref,) = parse_body(message["Body"])
-    led = DynamoLedger(stack.clients.dynamodb, stack.names.files_table)
+    led = bootstrap.ledger(stack.settings, stack.clients)
     led.fail(led.claim(ref, 30), "AccessDenied: the bucket policy was wrong")
 
     (item,) = json_lines(run_cli(stack, tmp_path, "replay", "failed.csv", "--json"))

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from core import bootstrap
 from core.local.worker import INGEST, NOTIFY, QueueConsumer, QueueSpec, Worker, drain
 
 pytestmark = pytest.mark.integration
@@ -260,7 +261,6 @@ def test_a_missing_handler_module_is_one_clear_error(stack) -> None:
 
 
 def test_drain_runs_the_real_handlers_end_to_end(stack, fixtures_dir) -> None:
-    from core.pipeline.ledger import DynamoLedger
 
     for name in ("test_data1.csv", "test_data2.csv"):
         stack.clients.s3.put_object(
@@ -273,7 +273,7 @@ def test_drain_runs_the_real_handlers_end_to_end(stack, fixtures_dir) -> None:
 
     assert report.idle
     assert report.failed == 0
-    ledger = DynamoLedger(stack.clients.dynamodb, stack.settings.files_table)
+    ledger = bootstrap.ledger(stack.settings, stack.clients)
     outcomes = {
         e.object_key: (str(e.status), e.valid, e.invalid, e.attempts, bool(e.notified_at))
         for e in ledger.recent(10)
@@ -302,8 +302,6 @@ def test_killing_the_worker_mid_file_loses_nothing(stack, tmp_path) -> None:
     import subprocess
     import sys
 
-    from core.pipeline.ledger import DynamoLedger
-
     root = Path(__file__).resolve().parents[2]
     env = dict(os.environ, **stack.settings.to_env(), ORDERPIPE_STATE_DIR=str(tmp_path))
     argv = [sys.executable, "-m", "core.cli", "worker", "--endpoint-url", stack.endpoint]
@@ -314,7 +312,7 @@ def test_killing_the_worker_mid_file_loses_nothing(stack, tmp_path) -> None:
         )
 
     rows = 8000
-    ledger = DynamoLedger(stack.clients.dynamodb, stack.settings.files_table)
+    ledger = bootstrap.ledger(stack.settings, stack.clients)
     first = start_worker()
     try:
         stack.clients.s3.put_object(

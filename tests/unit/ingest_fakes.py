@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 
 from core.pipeline.events import FileRef, iso_ms
 from core.pipeline.ledger import (
+    Checkpoint,
     Claim,
     Decision,
     FileOutcome,
@@ -23,6 +24,7 @@ from core.pipeline.ledger import (
     Status,
     decide,
     fresh_entry,
+    restarted,
 )
 from core.pipeline.notice import FileNotice
 
@@ -46,6 +48,7 @@ class InMemoryLedger:
         self.items: dict[str, LedgerEntry] = {}
         self.locks: dict[str, tuple[str, str, int]] = {}  # key -> (holder, token, lease_until)
         self._mutex = threading.Lock()  # DynamoDB's conditional writes are atomic; so is this
+        self.progress_log: list[tuple[int, int, Checkpoint | None]] = []
 
     def claim(self, ref: FileRef, lease_s: int) -> Claim:
         with self._mutex:
@@ -77,7 +80,10 @@ class InMemoryLedger:
                 lease_until=lease,
                 claim_token=token,
                 replay_id=ref.replay.id if ref.replay else existing.replay_id,
+                paused_at=None,
             )
+            if decision == Decision.REPLAY:
+                entry = restarted(entry)
         self.items[ref.file_id] = entry
         return Claim(decision, entry, token=token)
 
@@ -114,6 +120,9 @@ class InMemoryLedger:
             error=outcome.error,
             written=outcome.written,
             superseded=outcome.superseded,
+            rows_judged=outcome.rows,
+            rows_written=outcome.written,
+            checkpoint=None,
             last_error=None,
             finished_at=stamp,
             updated_at=stamp,
@@ -140,6 +149,41 @@ class InMemoryLedger:
             claim_token=None,
         )
         self._unlock(current, claim.token or "")
+
+    def progress(
+        self,
+        claim: Claim,
+        *,
+        rows_judged: int | None = None,
+        rows_written: int | None = None,
+        checkpoint: Checkpoint | None = None,
+    ) -> None:
+        with self._mutex:
+            current = self._owned(claim)
+            self.progress_log.append((rows_judged or 0, rows_written or 0, checkpoint))
+            self.items[current.file_id] = replace(
+                current,
+                rows_judged=current.rows_judged if rows_judged is None else rows_judged,
+                rows_written=current.rows_written if rows_written is None else rows_written,
+                checkpoint=current.checkpoint if checkpoint is None else checkpoint,
+            )
+
+    def pause(self, claim: Claim, lease_s: int) -> None:
+        with self._mutex:
+            current = self._owned(claim)
+            now = self.clock()
+            lease = int(now.timestamp()) + lease_s
+            self.items[current.file_id] = replace(
+                current,
+                lease_until=lease,
+                updated_at=iso_ms(now),
+                claim_token=None,
+                paused_at=iso_ms(now),
+                pauses=current.pauses + 1,
+            )
+            key = f"{current.bucket}/{current.object_key}"
+            if key in self.locks and self.locks[key][1] == claim.token:
+                self.locks[key] = (self.locks[key][0], self.locks[key][1], lease)
 
     def get(self, file_id: str) -> LedgerEntry | None:
         return self.items.get(file_id)

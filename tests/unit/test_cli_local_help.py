@@ -26,4 +26,4 @@ def test_command_has_help_with_its_options(name: str) -> None:
 
 def test_the_supervision_flag_stays_out_of_the_help() -> None:
     result = CliRunner().invoke(cli, ["worker", "--help"])
-    assert "--exit-with-parent" not in result.output
+    assert "--parent-pid" not in result.output

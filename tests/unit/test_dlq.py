@@ -279,3 +279,40 @@ def test_reached_dlq_is_the_last_failure() -> None:
     assert (
         reached_dlq_estimate(letter, "2026-11-25T10:00:00.000Z", 12) == "2026-11-25T10:00:00.000Z"
     )
+
+
+def test_redrive_ids_moves_only_the_chosen_and_releases_the_rest() -> None:
+    sqs = FakeSqs()
+    letters = [sqs.put(DLQ, body(f"k{n}")) for n in range(25)]
+    chosen = {letters[3].id, letters[21].id}
+    result = dlq(sqs).redrive_ids(chosen)
+    assert result.moved == 2
+    assert result.failed == 0
+    assert {m.body for m in sqs.queues[SOURCE]} == {letters[3].body, letters[21].body}
+    assert len(sqs.queues[DLQ]) == 23
+    assert not any(m.hidden for m in sqs.queues[DLQ])
+    assert sqs.log.index(f"send {letters[3].body}") < sqs.log.index(f"delete {letters[3].body}")
+
+
+def test_redrive_ids_keeps_what_the_source_refused() -> None:
+    sqs = FakeSqs(fail_sends=1)
+    only = sqs.put(DLQ, body("k"))
+    result = dlq(sqs).redrive_ids({only.id})
+    assert result.moved == 0
+    assert result.failed == 1
+    assert result.errors == ["boom"]
+    assert sqs.queues[DLQ] == [only]
+    assert not only.hidden
+
+
+def test_why_unredrivable() -> None:
+    from core.ops.dlq import DeadLetter, why_unredrivable
+
+    def letter(text: str) -> DeadLetter:
+        return DeadLetter("m", "h", text, {}, {})
+
+    assert why_unredrivable(letter("hello"), lambda f: True) == "not an S3 event or file notice"
+    assert why_unredrivable(letter(body("k")), lambda f: False) == (
+        "its object is gone from the bucket"
+    )
+    assert why_unredrivable(letter(body("k")), lambda f: True) is None

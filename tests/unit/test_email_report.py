@@ -12,7 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.pipeline.email_report import LINK_EXPIRY_S, compose, describe_reasons, subject_for
+from core.pipeline.email_report import (
+    LINK_EXPIRY_S,
+    Link,
+    compose,
+    describe_reasons,
+    subject_for,
+)
 from core.pipeline.notice import FileNotice, SampleRow
 from core.validation.schema import default_schema
 
@@ -23,10 +29,13 @@ BUCKET = "orderpipe-test-orders"
 class MemoryStore:
     """Rejects CSVs in a dict; records what was read and presigned."""
 
-    def __init__(self, objects: dict[str, bytes] | None = None) -> None:
+    def __init__(
+        self, objects: dict[str, bytes] | None = None, link_expires: datetime | None = None
+    ) -> None:
         self.objects = dict(objects or {})
         self.read_keys: list[str] = []
         self.presigned: list[tuple[str, int]] = []
+        self.link_expires = link_expires
 
     def size(self, bucket: str, key: str) -> int | None:
         assert bucket == BUCKET
@@ -37,9 +46,10 @@ class MemoryStore:
         self.read_keys.append(key)
         return self.objects[key]
 
-    def presign(self, bucket: str, key: str, expires_s: int) -> str:
+    def presign(self, bucket: str, key: str, expires_s: int) -> Link:
         self.presigned.append((key, expires_s))
-        return f"https://{bucket}.s3.amazonaws.com/{key}?X-Amz-Expires={expires_s}&X-Amz-Sig=ab"
+        url = f"https://{bucket}.s3.amazonaws.com/{key}?X-Amz-Expires={expires_s}&X-Amz-Sig=ab"
+        return Link(url, self.link_expires)
 
 
 def rejects_csv(rows: list[tuple[int, str, str, str]]) -> bytes:
@@ -402,3 +412,24 @@ def test_files_are_listed_worst_first() -> None:
     for body in (text, html):
         assert body.index("broken.xlsx") < body.index("many.csv") < body.index("few.csv")
     assert "Rejected rows: none" not in text  # a file rejected whole has no rejects line
+
+
+def test_an_impossible_date_is_described_as_not_a_real_date() -> None:
+    text = describe_reasons(default_schema())["Order_Date.format"]
+    assert text == (
+        "Order_Date is not a real calendar date written as d/m/yy or d/m/yyyy or yyyy-mm-dd"
+    )
+
+
+def test_a_repeat_shows_where_its_value_first_appears_with_the_rule_explained() -> None:
+    reason = "Order_Id.unique (first on line 2)"
+    row = SampleRow(10, {"Order_Id": "R1"}, [reason])
+    n = notice(reasons={"Order_Id.unique": 1}, sample=[row], rejects=False)
+    composed = compose(
+        [n], MemoryStore(), sender="s@x.test", recipients=["r@x.test"], schema=default_schema()
+    )
+    text, page = bodies(parse(composed.data))
+    assert reason in text
+    assert "repeats a value from an earlier line" in text
+    sentence = describe_reasons(default_schema())["Order_Id.unique"]
+    assert f"<code title='{sentence}'>{reason}</code>" in page

@@ -13,9 +13,9 @@ import pytest
 
 from core.aws.clients import Clients
 from core.aws.stack import files_table_definition
-from core.faults import FaultPlan
 from core.pipeline.events import FileRef, Replay
 from core.pipeline.ledger import (
+    Checkpoint,
     Decision,
     DynamoLedger,
     FileOutcome,
@@ -24,6 +24,7 @@ from core.pipeline.ledger import (
     Status,
     decide,
 )
+from tests.support.faults import FaultPlan
 from tests.unit.ingest_fakes import FakeClock, InMemoryLedger
 
 LEASE = 60
@@ -205,6 +206,10 @@ def test_decide_is_the_whole_rule() -> None:
     assert decide(None, ref, 0) == Decision.NEW
     assert decide(base, ref, 99) == Decision.BUSY
     assert decide(base, ref, 100) == Decision.TAKEOVER
+    paused = LedgerEntry(
+        "id", "b", "k", "v", "e", Status.PROCESSING, lease_until=100, paused_at="2026-05-01"
+    )
+    assert decide(paused, ref, 99) == Decision.RESUME
     for status, expected in [
         (Status.FAILED, Decision.RETRY),
         (Status.SUCCEEDED, Decision.DUPLICATE),
@@ -213,6 +218,77 @@ def test_decide_is_the_whole_rule() -> None:
     ]:
         entry = LedgerEntry("id", "b", "k", "v", "e", status)
         assert decide(entry, ref, 0) == expected
+
+
+def test_progress_is_recorded_while_processing_and_kept_at_the_end(env) -> None:
+    ledger, _, bucket = env
+    claim = ledger.claim(_ref(bucket), LEASE)
+    assert (claim.entry.rows_judged, claim.entry.rows_written, claim.entry.checkpoint) == (
+        0,
+        0,
+        None,
+    )
+    ledger.progress(claim, rows_judged=5000)
+    point = Checkpoint(done=1200, valid=4990, superseded=3, stamp="2026-05-01T12:00:00.000Z")
+    ledger.progress(claim, rows_written=1197, checkpoint=point)
+    entry = ledger.get(claim.entry.file_id)
+    assert (entry.rows_judged, entry.rows_written, entry.checkpoint) == (5000, 1197, point)
+    assert entry.status == Status.PROCESSING
+    done = ledger.finish(
+        claim, FileOutcome(Status.PARTIAL, rows=5000, valid=4990, invalid=10, written=4987)
+    )
+    assert (done.rows_judged, done.rows_written, done.checkpoint) == (5000, 4987, None)
+
+
+def test_a_paused_file_is_resumed_at_once_with_its_checkpoint(env) -> None:
+    ledger, clock, bucket = env
+    first = ledger.claim(_ref(bucket), LEASE)
+    point = Checkpoint(done=800, valid=3000, stamp=first.entry.received_at)
+    ledger.progress(first, rows_judged=3000, rows_written=800, checkpoint=point)
+    ledger.pause(first, LEASE)
+    paused = ledger.get(first.entry.file_id)
+    assert paused.status == Status.PROCESSING
+    assert paused.paused_at is not None
+    assert paused.pauses == 1
+    assert paused.lease_until == int(clock().timestamp()) + LEASE
+    with pytest.raises(LeaseLost):  # the paused attempt holds nothing any more
+        ledger.progress(first, rows_written=900)
+    # Another version of the key still waits: the paused file keeps its key lock.
+    assert ledger.claim(_ref(bucket, version="v2"), LEASE).decision == Decision.BUSY
+    clock.advance(1)  # long before the lease ends
+    resumed = ledger.claim(_ref(bucket), LEASE)
+    assert resumed.decision == Decision.RESUME
+    assert resumed.owned
+    assert resumed.entry.attempts == 2
+    assert (resumed.entry.checkpoint, resumed.entry.rows_written) == (point, 800)
+    entry = ledger.get(first.entry.file_id)
+    assert entry.paused_at is None
+    assert ledger.claim(_ref(bucket), LEASE).decision == Decision.BUSY  # resumed: held again
+
+
+def test_a_crashed_or_failed_attempt_keeps_its_checkpoint_and_a_replay_starts_over(env) -> None:
+    ledger, clock, bucket = env
+    first = ledger.claim(_ref(bucket), LEASE)
+    point = Checkpoint(done=500, valid=900, stamp=first.entry.received_at)
+    ledger.progress(first, rows_judged=1000, rows_written=500, checkpoint=point)
+    clock.advance(LEASE + 1)  # the attempt died
+    takeover = ledger.claim(_ref(bucket), LEASE)
+    assert takeover.decision == Decision.TAKEOVER
+    assert takeover.entry.checkpoint == point
+    ledger.fail(takeover, "BatchWriteItem: InternalServerError: boom")
+    retry = ledger.claim(_ref(bucket), LEASE)
+    assert retry.decision == Decision.RETRY
+    assert retry.entry.checkpoint == point
+    ledger.finish(retry, FileOutcome(Status.SUCCEEDED, rows=1000, valid=900, written=900))
+    replay = ledger.claim(_ref(bucket, replay=Replay(id="r1", reason="again")), LEASE)
+    assert replay.decision == Decision.REPLAY
+    assert (replay.entry.rows_judged, replay.entry.rows_written, replay.entry.checkpoint) == (
+        0,
+        0,
+        None,
+    )
+    stored = ledger.get(replay.entry.file_id)
+    assert (stored.rows_judged, stored.rows_written, stored.checkpoint) == (0, 0, None)
 
 
 def test_simultaneous_claims_leave_exactly_one_owner(env) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from core.pipeline.email_report import Link
 from core.pipeline.notice import FileNotice, SampleRow
 from core.pipeline.notify import (
     Claim,
@@ -79,8 +80,8 @@ class MemoryStore:
             raise PermissionError("AccessDenied")
         return self.objects[key]
 
-    def presign(self, bucket: str, key: str, expires_s: int) -> str:
-        return f"https://example.test/{key}?expires={expires_s}"
+    def presign(self, bucket: str, key: str, expires_s: int) -> Link:
+        return Link(f"https://example.test/{key}?expires={expires_s}", None)
 
 
 @dataclass
@@ -100,14 +101,9 @@ class FakeMailer:
 class Clock:
     def __init__(self) -> None:
         self.now = 1_800_000_000.0
-        self.slept: list[float] = []
 
     def __call__(self) -> float:
         return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 def make_notice(name: str, *, invalid: int = 2) -> FileNotice:
@@ -152,7 +148,6 @@ def world(*names: str, outbox: Path | None = None) -> World:
         outbox_dir=str(outbox) if outbox else "",
         lease_s=30,
         clock=clock,
-        sleep=clock.sleep,
     )
     return World(ledger, store, mailer, clock, notifier, notices)
 
@@ -225,24 +220,13 @@ def test_a_malformed_message_fails_alone() -> None:
     assert len(w.mailer.sent) == 1
 
 
-def test_throttling_is_retried_with_growing_backoff_then_sent() -> None:
-    w = world("a.csv")
-    w.mailer.failures = [SendThrottledError("Throttling: rate"), SendThrottledError("Throttling")]
-    report = w.notifier.handle([msg(w.notices[0], "m1")])
-    assert report.failed == {}
-    assert w.mailer.calls == 3
-    assert len(w.clock.slept) == 2
-    assert all(0 <= s <= 8.0 for s in w.clock.slept)
-
-
-def test_throttling_beyond_the_retries_fails_the_batch_and_releases_the_claims() -> None:
+def test_throttling_past_the_clients_retries_fails_the_batch_and_releases_the_claims() -> None:
     w = world("a.csv", "b.csv")
-    w.mailer.failures = [SendThrottledError("Throttling: Maximum sending rate exceeded.")] * 4
+    w.mailer.failures = [SendThrottledError("Throttling: Maximum sending rate exceeded.")]
     report = w.notifier.handle([msg(w.notices[0], "m1"), msg(w.notices[1], "m2")])
     assert set(report.failed) == {"m1", "m2"}
     assert "SES kept throttling" in report.failed["m1"]
-    assert w.mailer.calls == 4
-    assert len(w.clock.slept) == 3
+    assert w.mailer.calls == 1  # the client retried already; the notifier adds no loop
     for n in w.notices:
         item = w.ledger.items[n.file_id]
         assert item.notified_at is None
@@ -259,7 +243,6 @@ def test_an_unverified_sender_is_a_clear_error_and_is_not_retried_in_the_call() 
     w.mailer.failures = [SendRejectedError("MessageRejected: Email address is not verified.")]
     report = w.notifier.handle([msg(w.notices[0], "m1")])
     assert w.mailer.calls == 1
-    assert w.clock.slept == []
     expected = "SES rejected the email from orders@x.test (is that sender verified?)"
     assert expected in report.failed["m1"]
     item = w.ledger.items[w.notices[0].file_id]
@@ -345,20 +328,70 @@ def test_messages_are_read_from_a_lambda_sqs_event() -> None:
 
 
 def test_more_recipients_than_ses_takes_is_a_clear_settings_error() -> None:
+    from core import bootstrap
     from core.aws.clients import Clients
     from core.aws.settings import Settings, SettingsError
-    from core.pipeline.notify import build_notifier
 
     many = tuple(f"ops{i}@x.test" for i in range(51))
     with pytest.raises(SettingsError, match="ORDERPIPE_RECIPIENTS names 51 addresses"):
-        build_notifier(Settings(files_table="t", sender="s@x.test", recipients=many), Clients())
+        bootstrap.notifier(Settings(files_table="t", sender="s@x.test", recipients=many), Clients())
 
 
-def test_throttling_retries_stop_when_the_function_is_about_to_time_out() -> None:
+class _Raw:
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+    def stream(self, **_: Any) -> Any:
+        yield self.payload
+
+
+def test_ses_sends_have_one_retry_policy_the_clients(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A throttled send costs the client's attempts, not the client's times the notifier's."""
+    import time
+
+    from botocore.awsrequest import AWSResponse
+
+    from core.aws.clients import Clients
+    from core.pipeline.notify import SesMailer
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)  # botocore's backoff, not waited here
+    clients = Clients(region="us-east-1")
+    calls: list[str] = []
+    answers: list[int] = []
+
+    def answer(request: Any, **_: Any) -> AWSResponse:
+        calls.append(request.url)
+        if answers and answers.pop(0) == 200:
+            body = (
+                b"<SendRawEmailResponse><SendRawEmailResult><MessageId>ses-1</MessageId>"
+                b"</SendRawEmailResult></SendRawEmailResponse>"
+            )
+            return AWSResponse(request.url, 200, {}, _Raw(body))
+        body = (
+            b"<ErrorResponse><Error><Code>Throttling</Code><Message>rate</Message>"
+            b"</Error></ErrorResponse>"
+        )
+        return AWSResponse(request.url, 400, {}, _Raw(body))
+
+    clients.ses.meta.events.register("before-send.ses", answer)
     w = world("a.csv")
-    w.mailer.failures = [SendThrottledError("Throttling")] * 4
-    report = w.notifier.handle([msg(w.notices[0], "m1")], time_left=lambda: 5.0)
-    assert w.mailer.calls == 1  # no time for a retry: fail now, claims released
-    assert w.clock.slept == []
+    w.notifier.mailer = SesMailer(clients.ses)
+
+    report = w.notifier.handle([msg(w.notices[0], "m1")])
+    # Config's retries "max_attempts" counts retries after the first call: 1 + 5 calls, where a
+    # retry loop in the notifier on top made it 4 x 6 = 24.
+    assert len(calls) == 1 + clients.max_attempts == 6
+    assert len(slept) == clients.max_attempts
     assert "SES kept throttling" in report.failed["m1"]
-    assert w.ledger.items[w.notices[0].file_id].claim is None
+    assert w.ledger.items[w.notices[0].file_id].claim is None  # released for SQS's retry
+
+    calls.clear()
+    answers[:] = [400, 200]  # one throttle, then accepted: the client's retry sends it
+    again = w.notifier.handle([msg(w.notices[0], "m1")])
+    assert again.failed == {}
+    assert again.ses_message_id == "ses-1"
+    assert len(calls) == 2

@@ -38,7 +38,7 @@ def test_runs_every_period_until_stopped() -> None:
     fake = CountingReconciler(fail=False)
     lines: list[str] = []
     schedule = ReconcileSchedule(
-        object(), Settings(), every_s=0.05, log=lines.append, build=lambda c, s: fake
+        object(), Settings(), every_s=0.05, log=lines.append, build=lambda s, c: fake
     )
     schedule.start()
     time.sleep(0.4)
@@ -56,7 +56,7 @@ def test_a_failed_run_is_logged_and_the_schedule_goes_on() -> None:
     lines: list[str] = []
     # No alerts topic of a local stack: the failure is logged, nothing is published.
     schedule = ReconcileSchedule(
-        object(), Settings(), every_s=3600, log=lines.append, build=lambda c, s: fake
+        object(), Settings(), every_s=3600, log=lines.append, build=lambda s, c: fake
     )
     assert schedule.run_once() is None
     assert schedule.run_once() is None

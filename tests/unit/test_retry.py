@@ -12,6 +12,7 @@ from botocore.exceptions import ClientError
 
 import handlers.ingest
 import handlers.notify
+from core import bootstrap
 from core.aws.settings import (
     DEFAULT_RETRY_SCHEDULE_S,
     ENV_RETRY_SCHEDULE,
@@ -120,8 +121,8 @@ class Wired:
             tmp_dir=str(tmp_path),
         )
         clients = type("Clients", (), {"sqs": self.sqs})()
-        monkeypatch.setattr(handlers.ingest, "_clients", lambda endpoint: clients)
-        monkeypatch.setattr(handlers.ingest, "build", lambda *a, **kw: self.service)
+        monkeypatch.setattr(bootstrap, "warm_clients", lambda: clients)
+        monkeypatch.setattr(bootstrap, "ingest", lambda *a, **kw: self.service)
 
     def upload(self, key: str) -> FileRef:
         ref = FileRef("b", key, "v1", "etag", len(CLEAN), "2026-05-01T11:00:00.000Z")
@@ -234,12 +235,12 @@ def test_notify_backs_off_only_the_failed_messages(
     sqs = FakeSqs()
 
     class Notifier:
-        def handle(self, messages: Any, time_left: Any) -> BatchReport:
+        def handle(self, messages: Any, time_left: Any = None) -> BatchReport:
             return BatchReport(failed={"n1": "SES throttled"}, files_notified=1, emails_sent=1)
 
     clients = type("Clients", (), {"sqs": sqs})()
-    monkeypatch.setattr(handlers.notify, "_clients", lambda endpoint: clients)
-    monkeypatch.setattr(handlers.notify, "build_notifier", lambda *a: Notifier())
+    monkeypatch.setattr(bootstrap, "warm_clients", lambda: clients)
+    monkeypatch.setattr(bootstrap, "notifier", lambda *a: Notifier())
     monkeypatch.setenv("ORDERPIPE_FILES_TABLE", "files")
     monkeypatch.setenv("ORDERPIPE_SENDER", "s@example.com")
     monkeypatch.setenv("ORDERPIPE_RECIPIENTS", "r@example.com")

@@ -17,6 +17,7 @@ File-level problems raise ``FileRejected`` with a sentence meant for a person.
 from __future__ import annotations
 
 from core.validation.readers.errors import FileRejected
+from core.validation.readers.header import HeaderSeen
 from core.validation.readers.table import FIELD_COUNT_OK, LINE, iter_table
 
-__all__ = ["FIELD_COUNT_OK", "LINE", "FileRejected", "iter_table"]
+__all__ = ["FIELD_COUNT_OK", "LINE", "FileRejected", "HeaderSeen", "iter_table"]

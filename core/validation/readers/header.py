@@ -52,6 +52,51 @@ def match_header(cells: Sequence[str], columns: Sequence[str]) -> Layout | None:
     return Layout(True, tuple(index[w] for w in wanted), len(cells))
 
 
+@dataclass
+class HeaderSeen:
+    """What a reader learned about the file's first row, for the engine's file-level rule.
+
+    ``found`` is False when the first row names none of the schema's columns (it is read as
+    data); ``first_row`` keeps its cells so a refusal can say what the file holds instead.
+    """
+
+    found: bool = True
+    first_row: tuple[str, ...] = ()
+
+
+_SHOWN_CELLS = 8
+_SHOWN_CHARS = 40
+
+
+def not_orders_message(columns: Sequence[str], first_row: Sequence[str]) -> str:
+    """The sentence for a file that is not an order file: what was expected, what was found."""
+    cells = [" ".join(c.split()) for c in first_row[:_SHOWN_CELLS]]
+    cells = [c if len(c) <= _SHOWN_CHARS else c[: _SHOWN_CHARS - 1] + "…" for c in cells]
+    more = ", …" if len(first_row) > _SHOWN_CELLS else ""
+    found = ", ".join(repr(c) if not c or "," in c else c for c in cells) + more
+    return (
+        "this does not look like an order file: expected "
+        + ", ".join(columns)
+        + f"; found {found or 'an empty first row'}"
+    )
+
+
+def check_looks_like_orders(
+    rows: Sequence[Sequence[str]], columns: Sequence[str], layout: Layout
+) -> None:
+    """Refuse a file whose first row names no schema column and whose rows mostly have the
+    wrong number of fields: a customer list or source code, not orders with a missing header.
+
+    ``rows`` are the file's first records, the header candidate first. A headerless order file
+    (rows as wide as the schema) passes, however many of its values are wrong.
+    """
+    if layout.has_header or not rows:
+        return
+    wrong = sum(1 for row in rows if len(row) != len(columns))
+    if 2 * wrong > len(rows):
+        raise FileRejected(not_orders_message(columns, rows[0]))
+
+
 def positional(columns: Sequence[str]) -> Layout:
     return Layout(False, tuple(range(len(columns))), len(columns))
 

@@ -31,7 +31,9 @@ from core.validation.readers.encoding import ChunkDecoder
 from core.validation.readers.errors import FileRejected
 from core.validation.readers.header import (
     DELIMITERS,
+    HeaderSeen,
     Layout,
+    check_looks_like_orders,
     detect_delimiter,
     match_header,
     positional,
@@ -60,11 +62,15 @@ class _Plan:
 
 
 def iter_text(
-    buf: Buffer, columns: Sequence[str], limits: Limits, chunk_rows: int
+    buf: Buffer,
+    columns: Sequence[str],
+    limits: Limits,
+    chunk_rows: int,
+    seen: HeaderSeen | None = None,
 ) -> Iterator[pl.DataFrame]:
     start = 3 if buf[:3] == b"\xef\xbb\xbf" else 0  # a BOM never reaches the first cell
     check_line_lengths(buf, start, limits)
-    plan = _plan(buf, start, columns, limits)
+    plan = _plan(buf, start, columns, limits, seen or HeaderSeen())
     yield from _iter_ranges(buf, plan, columns, limits, chunk_rows)
 
 
@@ -98,7 +104,9 @@ def check_line_lengths(buf: Buffer, start: int, limits: Limits) -> None:
             )
 
 
-def _plan(buf: Buffer, start: int, columns: Sequence[str], limits: Limits) -> _Plan:
+def _plan(
+    buf: Buffer, start: int, columns: Sequence[str], limits: Limits, seen: HeaderSeen
+) -> _Plan:
     first_line = _first_content_line(buf, start)
     if first_line >= len(buf):
         raise FileRejected("the file holds only blank lines")
@@ -116,13 +124,15 @@ def _plan(buf: Buffer, start: int, columns: Sequence[str], limits: Limits) -> _P
         raise FileRejected("the file is empty" if not sample else "the file holds only blank lines")
     _check_width(sample, limits)
     delimiter = detect_delimiter(sample, columns)
-    rows = split_rows(sample, delimiter, limit=1)
+    rows = split_rows(sample, delimiter)
     first = rows[0] if rows else []
     if len(first) > limits.max_columns:
         raise FileRejected(
             f"the first row has {len(first):,} fields; the limit is {limits.max_columns:,}"
         )
     layout = match_header(first, columns) or positional(columns)
+    seen.found, seen.first_row = layout.has_header, tuple(first)
+    check_looks_like_orders(rows, columns, layout)
     if not layout.has_header:
         return _Plan(delimiter, layout, start, 1)
     # The header is the first non-blank record; it may be preceded by blank lines.

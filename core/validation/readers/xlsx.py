@@ -25,7 +25,13 @@ import polars as pl
 
 from core.validation.limits import Limits, human_bytes
 from core.validation.readers.errors import FileRejected, is_native_panic
-from core.validation.readers.header import Layout, match_header, positional
+from core.validation.readers.header import (
+    HeaderSeen,
+    Layout,
+    check_looks_like_orders,
+    match_header,
+    positional,
+)
 from core.validation.readers.source import Loaded
 from core.validation.readers.text import FIELD_COUNT_OK, LINE, check_cells
 
@@ -47,10 +53,15 @@ _ZIP_ERRORS = (
 )
 # Excel shows 15 significant digits; a stored 0.30000000000000004 is the 0.3 a person typed.
 _EXCEL_DIGITS = 15
+_SAMPLE_ROWS = 50
 
 
 def iter_xlsx(
-    loaded: Loaded, columns: Sequence[str], limits: Limits, chunk_rows: int
+    loaded: Loaded,
+    columns: Sequence[str],
+    limits: Limits,
+    chunk_rows: int,
+    seen: HeaderSeen | None = None,
 ) -> Iterator[pl.DataFrame]:
     source = loaded.path if loaded.path is not None else bytes(loaded.buf[:])
     first_row = _check_workbook(source, limits)
@@ -77,6 +88,9 @@ def iter_xlsx(
     first = int(blank.arg_min() or 0)
     header = ["" if v is None else str(v) for v in text.row(first)]
     layout = match_header(header, columns) or positional(columns)
+    if seen is not None:
+        seen.found, seen.first_row = layout.has_header, tuple(header)
+    check_looks_like_orders(_sample_rows(text, blank, first), columns, layout)
     values = _cell_texts(reader, text, layout)
     ok = _field_count_ok(text, layout, len(columns))
     frame = pl.DataFrame(
@@ -96,6 +110,18 @@ def iter_xlsx(
     check_cells(frame, columns, limits)
     for lo in range(0, frame.height, chunk_rows):
         yield frame.slice(lo, chunk_rows)
+
+
+def _sample_rows(text: pl.DataFrame, blank: pl.Series, first: int) -> list[list[str]]:
+    """The first non-blank rows, each cut after its last non-empty cell (a sheet is as wide
+    as its widest row, so a short row's width is where its values end)."""
+    rows = []
+    for row in text.filter(~blank).head(_SAMPLE_ROWS).iter_rows():
+        cells = ["" if v is None else str(v) for v in row]
+        while cells and not cells[-1].strip():
+            cells.pop()
+        rows.append(cells)
+    return rows
 
 
 def _cell_texts(

@@ -1,0 +1,85 @@
+"""The Files page's query: the ledger, most recently updated first, filtered and paged."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from core.console.backend import LedgerView
+from core.ops.event_messages import iso_now
+from core.ops.replay import incoming_key, parse_duration
+from core.pipeline.ledger import ALL_STATUSES, LedgerEntry, Status
+
+PAGE_SIZE = 50
+
+
+@dataclass(frozen=True)
+class Filters:
+    status: str = ""
+    key: str = ""
+    since: str = ""  # a duration: 30m, 2h, 7d
+    page: int = 0
+
+    @classmethod
+    def parse(cls, params: dict[str, str]) -> Filters:
+        """From query parameters; raises ValueError (ReplayError) with a readable message."""
+        status = params.get("status", "").strip().upper()
+        if status and status not in {s.value for s in ALL_STATUSES}:
+            raise ValueError(f"unknown status {status!r}")
+        since = params.get("since", "").strip()
+        if since:
+            parse_duration(since)
+        try:
+            page = max(int(params.get("page", "0") or 0), 0)
+        except ValueError:
+            page = 0
+        return cls(status, params.get("key", "").strip(), since, page)
+
+    def query(self, **changes: object) -> dict[str, str]:
+        values = {"status": self.status, "key": self.key, "since": self.since, "page": self.page}
+        values.update(changes)
+        return {k: str(v) for k, v in values.items() if v not in ("", 0, None)}
+
+
+def ledger_page(
+    ledger: LedgerView,
+    bucket: str,
+    filters: Filters,
+    *,
+    size: int = PAGE_SIZE,
+    now: datetime | None = None,
+) -> tuple[list[LedgerEntry], bool]:
+    """One page of entries and whether another follows."""
+    start = filters.page * size
+    since = (
+        iso_now((now or datetime.now(UTC)) - parse_duration(filters.since))
+        if filters.since
+        else None
+    )
+    if filters.key:
+        entries = [
+            e
+            for e in ledger.for_key(bucket, incoming_key(filters.key))
+            if (not filters.status or e.status == filters.status)
+            and (since is None or e.updated_at >= since)
+        ]
+    elif filters.status:
+        entries = ledger.by_status(Status(filters.status), since)
+    elif since is not None:
+        entries = [e for s in ALL_STATUSES for e in ledger.by_status(s, since)]
+    else:
+        entries = ledger.recent(start + size + 1)
+    entries = sorted(entries, key=lambda e: (e.updated_at, e.file_id), reverse=True)
+    return entries[start : start + size], len(entries) > start + size
+
+
+def progress(entry: LedgerEntry) -> tuple[int | None, int | None]:
+    """Rows judged and written so far, for a PROCESSING file (None until ingest reports any).
+
+    Read defensively: entries written before ingest counted progress have neither field.
+    """
+    judged = getattr(entry, "rows_judged", None)
+    written = getattr(entry, "rows_written", None)
+    if not isinstance(judged, int) or judged <= 0:
+        return None, None
+    return judged, written if isinstance(written, int) else None

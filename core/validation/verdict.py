@@ -1,0 +1,45 @@
+"""The words a person reads for a file's outcome, defined once for every command and the email.
+
+The pipeline records SUCCEEDED / PARTIAL / REJECTED in the ledger (core/pipeline/ledger.py);
+``orderpipe validate`` reaches the same verdict without storing anything. Scripts read the codes
+(``--json``); people read the words below, in tables, one-line reports and email subjects.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from core.validation.outcome import Outcome
+
+SUCCEEDED: Final = "SUCCEEDED"
+PARTIAL: Final = "PARTIAL"
+REJECTED: Final = "REJECTED"
+
+# Every status a file can show, code → word. Verdicts first, then the states before one.
+WORDS: Final[dict[str, str]] = {
+    SUCCEEDED: "accepted",
+    PARTIAL: "partly accepted",
+    REJECTED: "rejected",
+    "FAILED": "failed",
+    "PROCESSING": "processing",
+    "PENDING": "waiting",
+}
+
+# What each verdict means, for help texts and docs.
+MEANINGS: Final[dict[str, str]] = {
+    SUCCEEDED: "every row valid; all of them stored",
+    PARTIAL: "some rows rejected; the valid ones stored",
+    REJECTED: "the whole file refused; nothing stored",
+}
+
+
+def word(status: str) -> str:
+    """The person's word for a ledger status or verdict (unknown codes pass through)."""
+    return WORDS.get(str(status).upper(), str(status).lower())
+
+
+def verdict_of(outcome: Outcome) -> str:
+    """SUCCEEDED, PARTIAL or REJECTED: what the pipeline records for this outcome."""
+    if not outcome.accepted:
+        return REJECTED
+    return PARTIAL if outcome.invalid else SUCCEEDED
