@@ -4,7 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv constraints demo test lint typecheck security unit bench reliability clean tools
+.PHONY: venv constraints demo check test lint typecheck security unit suite bench bench-peers \
+	reliability clean tools
 
 venv: $(STAMP)
 
@@ -48,14 +49,26 @@ lint: venv tools
 typecheck: venv
 	$(BIN)/mypy
 
+# The everyday loop, under a minute: ruff, mypy and the unit tests not marked slow. Tests under
+# tests/integration are marked `integration` by tests/conftest.py; `slow` is marked by hand.
+check: venv
+	$(BIN)/ruff check core handlers tests bench
+	$(BIN)/ruff format --check core handlers tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest -q -m "not integration and not slow"
+
 unit: venv
+	$(BIN)/pytest -q -m "not integration"
+
+# Every test, slow and integration ones included.
+suite: venv
 	$(BIN)/pytest -q
 
 # Static security check; each accepted finding is justified inline with `# nosec BXXX`.
 security: venv
 	$(BIN)/bandit -q -r core handlers
 
-test: lint typecheck security unit
+test: lint typecheck security suite
 
 # The fault scenarios, recorded (a failed one is written as FAILED, not hidden), then
 # docs/reliability.md from them and bench/out/load.json.
@@ -66,6 +79,11 @@ reliability: venv
 
 bench: venv
 	$(BIN)/python bench/validate_bench.py
+
+# The engine beside a whole-frame polars version and the validation libraries (docs/validation.md).
+bench-peers: venv
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,peers]'
+	$(BIN)/python bench/peers.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .hypothesis

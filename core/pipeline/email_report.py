@@ -218,7 +218,8 @@ def _rule_text(column: Column, rule: str) -> str:
             f.spec for f in column.date_formats
         )
     if rule == FORMAT:
-        return f"{name} is not a number with at most {column.scale} decimals"
+        comma = " after a decimal comma" if column.decimal_mark == "," else ""
+        return f"{name} is not a number with at most {column.scale} decimals{comma}"
     if rule == ALLOWED:
         case = "" if column.case_sensitive else " (any case)"
         return f"{name} is not one of {', '.join(column.allowed)}{case}"

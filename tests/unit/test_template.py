@@ -571,3 +571,20 @@ def test_the_deployed_limits_are_the_settings_ones_and_tmp_is_the_functions_own(
     ingest = function_by_handler("handlers.ingest.handler")
     assert ingest["EphemeralStorage"]["Size"] == {"Ref": "IngestTmpMb"}
     assert ingest["Environment"]["Variables"][ENV_TMP_MB] == {"Ref": "IngestTmpMb"}
+
+
+def test_each_function_reports_under_its_handlers_service_name() -> None:
+    """Logger, Tracer and Metrics use one name per function: the function's, without the env."""
+    import handlers.ingest
+    import handlers.notify
+
+    for handler, service in (
+        (handlers.ingest, stack_def.INGEST_SERVICE),
+        (handlers.notify, stack_def.NOTIFY_SERVICE),
+    ):
+        assert handler.logger.service == service
+        assert handler.tracer.service == service
+        assert handler.metrics.service == service
+        fn = function_by_handler(f"{handler.__name__}.handler")
+        assert fn["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"] == service
+        assert sub_name(fn["FunctionName"], "e") == service.replace("orderpipe-", "orderpipe-e-")
