@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
 .PHONY: venv constraints demo check test lint typecheck security unit suite bench bench-peers \
-	reliability clean tools
+	reliability clean tools compat
 
 venv: $(STAMP)
 
@@ -77,6 +77,22 @@ reliability: venv
 	-ORDERPIPE_RELIABILITY_RESULTS=build/reliability/scenarios.jsonl $(BIN)/pytest -q tests/integration/test_faults.py
 	$(BIN)/python bench/reliability_report.py
 
+# The second emulator (not part of `test`): S3, SQS, SNS, EventBridge and SES on LocalStack,
+# DynamoDB on moto; see docs/reliability.md. LocalStack needs Python >= 3.12 and its own venv.
+COMPAT := .venv-compat
+COMPAT_STAMP := $(COMPAT)/.installed-stamp
+COMPAT_PYTHON ?= $(shell bash tests/compat/python.sh)
+
+compat: venv $(COMPAT_STAMP)
+	APP_VENV=$(VENV) COMPAT_VENV=$(COMPAT) bash tests/compat/run.sh
+
+$(COMPAT_STAMP): tests/compat/requirements.txt tests/compat/constraints.txt
+	@test -n "$(COMPAT_PYTHON)" || { echo "make compat needs Python 3.12 or newer: set COMPAT_PYTHON=/path/to/python3.12" >&2; exit 1; }
+	rm -rf $(COMPAT)
+	$(COMPAT_PYTHON) -m venv $(COMPAT)
+	$(COMPAT)/bin/python -m pip install --quiet -r tests/compat/requirements.txt -c tests/compat/constraints.txt
+	@touch $(COMPAT_STAMP)
+
 bench: venv
 	$(BIN)/python bench/validate_bench.py
 
@@ -86,4 +102,4 @@ bench-peers: venv
 	$(BIN)/python bench/peers.py
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(TOOLS) $(COMPAT) .pytest_cache .mypy_cache .ruff_cache .hypothesis

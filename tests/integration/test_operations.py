@@ -489,6 +489,10 @@ def test_expected_errors_are_one_line_and_non_zero(stack, tmp_path) -> None:
         "Error: no message in the ingest dead-letter queue starts with no-such-id\n"
     )
 
+    gone = run_cli(stack, tmp_path, "replay", "nope.csv")
+    assert gone.exit_code == 1
+    assert gone.stderr == "Error: not in the bucket: incoming/nope.csv\n"
+
     nothing = run_cli(stack, tmp_path, "replay")
     assert nothing.exit_code == 2
     assert "name the files" in nothing.output
