@@ -24,7 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     # The composition root (core/bootstrap.py): wires every service from settings and clients.
     "bootstrap": {"ops", "pipeline", "validation", "aws"},
     "local": {"bootstrap", "ops", "pipeline", "validation", "aws"},
-    "release": {"validation", "aws"},
+    "release": {"aws"},
     "console": {"bootstrap", "ops", "pipeline", "validation", "aws"},
     "cli": {"bootstrap", "local", "release", "console", "ops", "pipeline", "validation", "aws"},
     "handlers": {"bootstrap", "pipeline", "ops", "validation", "aws"},
