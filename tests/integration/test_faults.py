@@ -9,6 +9,7 @@ what they should and nothing is left PROCESSING.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -25,10 +26,12 @@ import pytest
 
 from core import bootstrap
 from core.aws.clients import Clients
-from core.aws.stack import StackNames
+from core.aws.stack import LOCAL_TIMINGS, StackNames
 from core.local.embedded import EmbeddedConfig, EmbeddedStack
 from core.local.worker import Worker, drain, handler_environment
+from core.pipeline.events import parse_body
 from core.pipeline.ingest import rejects_key_for
+from core.pipeline.ledger import DynamoLedger
 from tests.integration.pipeline_kit import (
     OrderFile,
     Pipeline,
@@ -601,6 +604,102 @@ def test_sqs_delete_reply_lost(pipe: Pipeline, scenario: Scenario) -> None:
     assert plan.total("reply-timeout") >= 2  # at least the ingest batch's and notify's
     assert set(attempts(pipe).values()) == {1}
     scenario.measure(faults=plan.counts())
+    scenario.passed()
+
+
+# -- retry timing: failed messages come back after the (scaled) backoff -------------------------
+
+
+def run_as_deployed(pipe: Pipeline, plan: FaultPlan | None = None) -> Any:
+    """Drain without overriding a failed message's visibility: the handler's backoff decides."""
+    with contextlib.ExitStack() as stack:
+        if plan is not None:
+            stack.enter_context(handler_faults(plan))
+        return drain(pipe.stack.clients, pipe.stack.settings, DRAIN_S)
+
+
+def test_a_transient_failure_comes_back_after_the_backoff_not_the_visibility(
+    pipe: Pipeline, scenario: Scenario
+) -> None:
+    schedule = LOCAL_TIMINGS.retry_schedule_s
+    visibility = LOCAL_TIMINGS.ingest_visibility_s
+    scenario.describe(
+        "backoff timing: transient failure",
+        "GetObject's body is cut by a connection reset on a file's first two attempts "
+        f"(local schedule {'/'.join(map(str, schedule))} s, queue visibility {visibility} s)",
+        "the message comes back after 1 s, then 2 s (its backoff), not after the queue's "
+        "visibility timeout; the third attempt stores the file once",
+    )
+    good = order_file("incoming/backoff-transient.csv", "BT-", 40, invalid=1)
+    pipe.upload(good)
+    plan = FaultPlan.parse("s3.GetObject=stream-reset:1:2")
+    report = run_as_deployed(pipe, plan)
+
+    pipe.assert_end_state(newest(good), expect_files(pipe, good))
+    assert plan.counts() == {"s3.GetObject:stream-reset": 2}
+    assert attempts(pipe) == {pipe.file_id(good): 3}
+    waited = schedule[0] + schedule[1]
+    # With the queue's visibility it would be 2 x 12 s; with the backoff it is 1 + 2 s.
+    assert waited <= report.seconds < visibility, report.seconds
+    assert all(b.error is None for b in report.batches)  # failed records, never Lambda errors
+    scenario.measure(faults=plan.counts(), attempts=3, seconds_to_outcome=round(report.seconds, 1))
+    scenario.passed()
+
+
+@pytest.mark.slow  # the local schedule's four waits: 1 + 2 + 4 + 8 s
+def test_a_persistent_failure_reaches_the_dlq_after_the_whole_schedule(
+    pipe: Pipeline, scenario: Scenario
+) -> None:
+    schedule = LOCAL_TIMINGS.retry_schedule_s
+    scenario.describe(
+        "backoff timing: persistent failure",
+        "a file's only version is deleted after its event was sent; failed messages keep the "
+        f"handler's backoff (local schedule {'/'.join(map(str, schedule))} s; AWS 30 s/2/8/30 min)",
+        "5 attempts spaced by the schedule, then the DLQ at once (AWS: about 41 min); the "
+        "ledger says FAILED and why",
+    )
+    gone = order_file("incoming/backoff-gone.csv", "BG-", 10)
+    pipe.upload(gone)
+    versions = pipe.s3.list_object_versions(Bucket=pipe.bucket, Prefix=gone.key)["Versions"]
+    for v in versions:
+        pipe.s3.delete_object(Bucket=pipe.bucket, Key=gone.key, VersionId=v["VersionId"])
+    report = run_as_deployed(pipe)
+
+    pipe.assert_end_state({}, {pipe.file_id(gone): "FAILED"}, ingest_dlq=1)
+    entry = pipe.ledger()[pipe.file_id(gone)]
+    assert int(entry["attempts"]) == 5
+    assert "gone" in str(entry["last_error"])
+    waited = sum(schedule)
+    # Four waits, then straight to the DLQ: not 5 x the queue's 12 s visibility.
+    assert waited <= report.seconds < waited + LOCAL_TIMINGS.ingest_visibility_s, report.seconds
+    scenario.measure(attempts=5, seconds_to_dlq=round(report.seconds, 1))
+    scenario.passed()
+
+
+def test_a_busy_file_is_retried_without_a_lambda_error(pipe: Pipeline, scenario: Scenario) -> None:
+    scenario.describe(
+        "busy file without error",
+        "a file's event arrives while another attempt holds the file (a live claim whose "
+        "lease ends 3 s later)",
+        "each receive reports the message in batchItemFailures (no Lambda error, so no "
+        "ingest-errors alarm), it comes back after its backoff, and once the lease ends the "
+        "file is taken over and stored once",
+    )
+    good = order_file("incoming/busy.csv", "BZ-", 30, invalid=1)
+    pipe.upload(good)
+    (body,) = pipe.take_events()
+    (ref,) = parse_body(body)
+    holder = DynamoLedger(pipe.ddb, pipe.stack.settings.files_table)
+    assert holder.claim(ref, lease_s=3).owned  # the other attempt, which then dies
+    pipe.deliver(body)
+    report = run_as_deployed(pipe)
+
+    pipe.assert_end_state(newest(good), expect_files(pipe, good))
+    ingest_batches = [b for b in report.batches if b.queue == "ingest"]
+    assert all(b.error is None for b in report.batches)
+    deferred = sum(b.failed for b in ingest_batches)
+    assert deferred >= 1  # it was busy at least once, and that was no error
+    scenario.measure(busy_receives=deferred, lambda_errors=0, seconds=round(report.seconds, 1))
     scenario.passed()
 
 

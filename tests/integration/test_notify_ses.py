@@ -166,7 +166,9 @@ def test_a_batch_becomes_one_ses_email_with_each_files_rejects(notify_env: Any) 
     assert len(sent) == 1
     assert sent[0]["source"] == stack.settings.sender
     message = parse(sent[0]["raw_data"])
-    assert message["Subject"] == "orderpipe: 2 files need attention - 5 rows rejected"
+    assert message["Subject"] == (
+        "orderpipe: 2 files need attention - 2 partly accepted, 5 rows rejected"
+    )
     files = {p.get_filename(): p.get_content() for p in message.iter_attachments()}
     assert sorted(files) == ["north-rejects.csv", "south-rejects.csv"]
     south = list(csv.DictReader(io.StringIO(files["south-rejects.csv"])))
@@ -311,7 +313,7 @@ def test_an_upload_through_ingest_ends_in_one_email_naming_its_bad_lines(
     assert len(sent) == 1
     message = parse(sent[0]["raw_data"])
     assert message["Subject"] == (
-        "orderpipe: 1 file needs attention - 5 rows rejected (test_data1.csv)"
+        "orderpipe: test_data1.csv partly accepted - 5 of 12 rows rejected"
     )
     files = {p.get_filename(): p.get_content() for p in message.iter_attachments()}
     rows = list(csv.DictReader(io.StringIO(files["test_data1-rejects.csv"])))
