@@ -35,7 +35,12 @@ def fake_wheelhouse(root: Path) -> Path:
     house = root / "wheels"
     house.mkdir()
     write_wheel(house, "polars", "9.0.0", {"polars/__init__.py": b"X = 1\n" * 5000})
-    write_wheel(house, "fastexcel", "9.0.0", {"fastexcel/__init__.py": b"", "fastexcel/a.pyi": b""})
+    write_wheel(
+        house,
+        "python-calamine",
+        "9.0.0",
+        {"python_calamine/__init__.py": b"", "python_calamine/a.pyi": b""},
+    )
     write_wheel(
         house,
         "aws-lambda-powertools",
