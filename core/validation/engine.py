@@ -160,20 +160,21 @@ class SeenValues:
 
     Each chunk's values are sorted once, with their lines (equal values in line order).
     Repeats within the chunk are neighbours in that order (and are rare, so only their rows are
-    looked at again). For earlier chunks, one sorted copy of each is kept with its lines, and a
-    new chunk is compared with an earlier one only within the earlier chunk's range of values:
-    order ids mostly grow through a file, so few values qualify and each is found by binary
-    search; when many do (ids in random order), one vectorised hash probe per earlier chunk.
-    Memory: one sorted copy of the ids, about 16-30 bytes each (a string view plus any text
-    beyond 12 bytes) and 4 for the line, so about 170 MB for 5M ids.
+    looked at again). What earlier chunks held is kept as a few sorted runs of distinct values,
+    each with the line of its first occurrence; no value is in two runs. A chunk's distinct
+    values are binary-searched in each run, only within the run's range of values (order ids
+    mostly grow through a file, so few qualify), and the values met for the first time become
+    a new run. Runs are merged as they pile up, so each is at least twice the size of the next
+    and a file of ``n`` chunks keeps about log2(n) of them: the cost of a chunk does not grow
+    with the number of earlier chunks, and small chunks cost nothing extra. Runs whose values
+    do not overlap (growing ids) are merged by appending, without comparing a value.
+    Memory: one sorted copy of the distinct ids, about 16-30 bytes each (a string view plus any
+    text beyond 12 bytes) and 4 for the line, so about 100 MB for 5M ids.
     """
 
-    # Binary search pays while the candidates are a small share of the earlier chunk.
-    _SEARCH_SHARE = 8
-
     def __init__(self) -> None:
-        # each (sorted non-null values, the line of each); equal values in line order
-        self._earlier: list[tuple[pl.Series, pl.Series]] = []
+        # each a frame (v: sorted distinct values, line: UInt32 first line); largest first
+        self._runs: list[pl.DataFrame] = []
 
     def repeats(self, values: pl.Series) -> pl.Series:
         """Flag each value that appeared before it in the file; then remember the chunk."""
@@ -196,18 +197,29 @@ class SeenValues:
             ordered = frame.to_series(0).alias(values.name).set_sorted()
             ordered_lines = frame.to_series(1)
         flags, first = self._repeats_in_chunk(values, lines, ordered)
-        found_values, found_lines = self._found_earlier(ordered)
-        if not found_values.is_empty():
-            earlier = values.is_in(found_values.implode()).fill_null(False)
+        if ordered.is_empty():
+            return flags.alias(values.name), first
+        # Each value once, at its first line in this chunk.
+        distinct = pl.concat(
+            [pl.Series([True]), ordered.slice(1) != ordered.slice(0, len(ordered) - 1)]
+        )
+        if not distinct.all():
+            ordered, ordered_lines = ordered.filter(distinct), ordered_lines.filter(distinct)
+        met = self._met_earlier(ordered)
+        if met.null_count() < len(met):
+            found = pl.DataFrame([ordered.alias("v"), met.alias("line")]).filter(
+                pl.col("line").is_not_null()
+            )
+            earlier = values.is_in(found.get_column("v").implode()).fill_null(False)
             at = earlier.arg_true()
             earliest = values.gather(at).replace_strict(
-                found_values, found_lines, default=None, return_dtype=pl.Int64
+                found.get_column("v"), found.get_column("line"), default=None, return_dtype=pl.Int64
             )
             flags = flags | earlier
             first = first.scatter(at, earliest)
-        if not ordered.is_empty():
-            # Lines fit 32 bits (a file's line count is below its byte limit): half the memory
-            self._earlier.append((ordered, ordered_lines.cast(pl.UInt32)))
+            fresh = met.is_null()
+            ordered, ordered_lines = ordered.filter(fresh), ordered_lines.filter(fresh)
+        self._remember(ordered, ordered_lines)
         return flags.alias(values.name), first
 
     @staticmethod
@@ -232,37 +244,50 @@ class SeenValues:
             no_line.scatter(positions.filter(later), marked.to_series(1).filter(later)),
         )
 
-    def _found_earlier(self, ordered: pl.Series) -> tuple[pl.Series, pl.Series]:
-        """The values of ``ordered`` met in earlier chunks, each once, with its first line."""
-        none = ordered.clear(), pl.Series("line", [], dtype=pl.Int64)
-        if not self._earlier or ordered.is_empty():
-            return none
-        # Where each earlier chunk's range of values starts and ends in this one: two
-        # vectorised searches for all earlier chunks, not two calls per chunk.
-        firsts = pl.Series([earlier[0] for earlier, _ in self._earlier], dtype=ordered.dtype)
-        lasts = pl.Series([earlier[-1] for earlier, _ in self._earlier], dtype=ordered.dtype)
-        starts = ordered.search_sorted(firsts, side="left").to_list()
-        ends = ordered.search_sorted(lasts, side="right").to_list()
-        found: list[pl.DataFrame] = []
-        for (earlier, lines), start, end in zip(self._earlier, starts, ends, strict=True):
+    def _met_earlier(self, distinct: pl.Series) -> pl.Series:
+        """Per value of ``distinct`` (sorted, each once): the line where an earlier chunk first
+        held it, or null."""
+        met = pl.repeat(None, len(distinct), dtype=pl.Int64, eager=True)
+        if not self._runs:
+            return met
+        for run in self._runs:
+            values = run.get_column("v")
+            # Only this run's range of values can be in it: two searches find that slice.
+            start = int(distinct.search_sorted(values[0], side="left"))
+            end = int(distinct.search_sorted(values[-1], side="right"))
             if end <= start:
                 continue
-            candidates = ordered.slice(start, end - start)
-            if len(candidates) * self._SEARCH_SHARE >= len(earlier):
-                candidates = candidates.filter(candidates.is_in(earlier.implode()))
-            if candidates.is_empty():
+            candidates = distinct.slice(start, end - start)
+            at = values.search_sorted(candidates, side="left").clip(upper_bound=len(values) - 1)
+            hit = values.gather(at) == candidates
+            if not hit.any():
                 continue
-            # The leftmost equal value is its first occurrence in that chunk (stable order).
-            at = earlier.search_sorted(candidates, side="left").clip(upper_bound=len(earlier) - 1)
-            hit = earlier.gather(at) == candidates
-            found.append(
-                pl.DataFrame([candidates.filter(hit).alias("v"), lines.gather(at).filter(hit)])
-            )
-        if not found:
-            return none
-        # Earlier chunks come in file order: a value's first chunk holds its first line.
-        first = pl.concat(found).unique(subset="v", keep="first", maintain_order=True)
-        return first.to_series(0).alias(ordered.name), first.to_series(1).cast(pl.Int64)
+            lines = run.get_column("line").gather(at.filter(hit)).cast(pl.Int64)
+            met = met.scatter(hit.arg_true() + start, lines)
+        return met
+
+    def _remember(self, values: pl.Series, lines: pl.Series) -> None:
+        """Keep the chunk's new values as a run, then merge runs until each is at least twice
+        the size of the next (about log2(chunks) runs in all)."""
+        if values.is_empty():
+            return
+        # Lines fit 32 bits (a file's line count is below its byte limit): half the memory
+        runs = self._runs
+        runs.append(pl.DataFrame([values.alias("v"), lines.cast(pl.UInt32).alias("line")]))
+        while len(runs) > 1 and runs[-2].height < 2 * runs[-1].height:
+            newer, older = runs.pop(), runs.pop()
+            runs.append(_merged(older, newer))
+
+
+def _merged(a: pl.DataFrame, b: pl.DataFrame) -> pl.DataFrame:
+    """One sorted run from two with no value in common. When their ranges do not overlap
+    (growing ids), one follows the other: appended, no value compared."""
+    a_values, b_values = a.get_column("v"), b.get_column("v")
+    if a_values[-1] < b_values[0]:
+        return pl.concat([a, b], rechunk=False)
+    if b_values[-1] < a_values[0]:
+        return pl.concat([b, a], rechunk=False)
+    return a.merge_sorted(b, key="v")
 
 
 class ChunkJudge:

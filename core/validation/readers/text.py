@@ -243,6 +243,9 @@ def _read_fields(
         schema=dict.fromkeys(names, pl.String),
         missing_columns="insert",
         truncate_ragged_lines=ragged,
+        # Without it a range whose first row is too long is refused outright (polars sizes
+        # the row from it) and falls to the slow row-by-row read.
+        extra_columns="ignore" if ragged else "raise",
         empty_string_is_null=False,
         raise_if_empty=False,
     )
