@@ -283,6 +283,31 @@ def test_seen_values_finds_an_early_id_repeated_late_in_growing_ids() -> None:
     assert flagged[4][900]
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.one_of(st.none(), st.sampled_from(["1/2/23", "31/4/23", "2024-02-29", " 3/3/23", "x"])),
+        max_size=80,
+    ),
+    st.integers(1, 15),
+    st.integers(1, 6),
+)
+def test_derived_values_remembered_across_chunks_match_a_direct_parse(
+    values: list[str | None], size: int, remembered: int
+) -> None:
+    from core.validation.engine import _Derived, _staged
+    from core.validation.rules import derived_values, parsed_col, value_col
+
+    stages = derived_values(SCHEMA)["Order_Date"]
+    derive = _Derived("Order_Date", stages)
+    derive._REMEMBERED = remembered  # small: some chunks must forget and start again
+    for start in range(0, len(values), size):
+        part = pl.Series(value_col("Order_Date"), values[start : start + size], dtype=pl.String)
+        part = part.str.strip_chars()
+        direct = _staged(part.to_frame().lazy(), stages).select(parsed_col("Order_Date"))
+        assert derive(part).to_list() == direct.collect().to_series().to_list()
+
+
 def test_every_reason_fixture_has_its_exact_outcome() -> None:
     path = Path(__file__).resolve().parents[2] / "fixtures" / "rules_every_reason.csv"
     chunks: list[ChunkResult] = []
