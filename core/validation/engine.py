@@ -17,8 +17,10 @@ here: the Lambda hands in an S3 body, the CLI a path.
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import BinaryIO, Final
+from typing import BinaryIO, Final, Generic, TypeVar, cast
 
 import polars as pl
 
@@ -46,13 +48,16 @@ from core.validation.rules import (
 )
 from core.validation.schema import UNIQUE, Schema, default_schema
 
-DEFAULT_CHUNK_ROWS = 256_000
+DEFAULT_CHUNK_ROWS = 32_000
 _DISTINCT_SAMPLE = 4096  # rows that tell whether a column repeats its values
 # A chunk is already bounded: the in-memory engine runs a plan's expressions side by side and
 # keeps each column in one piece; the streaming engine would cut them into morsels again.
 _ENGINE: Final = "in-memory"
 REASONS = "reasons"
 _INVALID = "__invalid__"
+
+T = TypeVar("T")
+U = TypeVar("U")
 
 Source = bytes | BinaryIO | os.PathLike[str]
 ChunkCallback = Callable[[ChunkResult], None]
@@ -113,11 +118,73 @@ def validate_chunks(
 ) -> Outcome:
     """Judge already-read chunks (``line``, the schema columns as text, ``field_count_ok``)."""
     judge = ChunkJudge(schema)
-    for chunk in chunks:
-        result = judge.judge(chunk)
-        if on_chunk is not None:
-            on_chunk(result)
+    with _Ahead(chunks, judge.prepare) as prepared:
+        for frame in prepared:
+            result = judge.judge_prepared(frame)
+            if on_chunk is not None:
+                on_chunk(result)
     return judge.outcome(name)
+
+
+class _Ahead(Generic[T, U]):
+    """``prepare(item)`` for each item, run one item ahead on a second thread.
+
+    polars lets go of the GIL while it computes, so reading and preparing the next chunk runs
+    beside the judging of this one: with chunks small enough that one operation rarely fills
+    both cores, that is what keeps both busy. The next item is prepared only once this one
+    was taken, so two chunks at most are in memory. An error on the second thread is raised
+    here, where its item would have come; leaving early (an error while judging) stops the
+    thread and closes the items before returning.
+    """
+
+    _DONE: Final = object()
+
+    def __init__(self, items: Iterable[T], prepare: Callable[[T], U]) -> None:
+        self._items, self._prepare = items, prepare
+        self._ready: queue.SimpleQueue[tuple[object, BaseException | None]] = queue.SimpleQueue()
+        self._taken = threading.Semaphore(1)  # the second thread's turn to prepare one
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, name="orderpipe-read", daemon=True)
+
+    def __enter__(self) -> Iterator[U]:
+        self._thread.start()
+        return self._consume()
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _produce(self) -> None:
+        items = iter(self._items)
+        try:
+            while self._turn():
+                item = next(items, self._DONE)
+                if item is self._DONE:
+                    self._ready.put((self._DONE, None))
+                    return
+                self._ready.put((self._prepare(cast(T, item)), None))
+        except BaseException as exc:  # handed to the consuming thread, raised there
+            self._ready.put((None, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    def _turn(self) -> bool:
+        while not self._stop.is_set():
+            if self._taken.acquire(timeout=0.05):
+                return True
+        return False
+
+    def _consume(self) -> Iterator[U]:
+        while True:
+            item, error = self._ready.get()
+            self._taken.release()
+            if error is not None:
+                raise error
+            if item is self._DONE:
+                return
+            yield cast(U, item)
 
 
 def _staged(frame: pl.LazyFrame, stages: list[list[pl.Expr]]) -> pl.LazyFrame:
@@ -328,16 +395,25 @@ class ChunkJudge:
         self._sample: list[RejectedRow] = []
 
     def judge(self, chunk: pl.DataFrame) -> ChunkResult:
-        names = self.schema.column_names
+        return self.judge_prepared(self.prepare(chunk))
+
+    def prepare(self, chunk: pl.DataFrame) -> pl.DataFrame:
+        """The chunk with its trimmed and derived values. Nothing here depends on the chunks
+        before (the derived values' memory only saves work), so it may run ahead of
+        ``judge_prepared``, on another thread; but one thread at a time, in file order."""
         # One chunk per column: on a frame whose columns are cut differently (the CSV reader
         # makes several pieces, the line numbers one) every later step realigns them first.
         frame = _staged(chunk.rechunk().lazy(), self._trim).collect(engine=_ENGINE)
+        return frame.with_columns(
+            [derive(frame.get_column(value_col(name))) for name, derive in self._derived.items()]
+        )
+
+    def judge_prepared(self, frame: pl.DataFrame) -> ChunkResult:
+        """Judge a prepared chunk; chunks must come in file order."""
+        names = self.schema.column_names
         aligned = bool(frame[FIELD_COUNT_OK].all())
         for column in self._unique:
             frame = frame.with_columns(*self._repeats(frame, column, aligned=aligned))
-        frame = frame.with_columns(
-            [derive(frame.get_column(value_col(name))) for name, derive in self._derived.items()]
-        )
         judged = (
             frame.lazy()
             .with_columns(**self._rules)

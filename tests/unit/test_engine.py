@@ -401,3 +401,50 @@ def test_a_repeat_names_the_line_of_the_first_occurrence_whatever_the_order() ->
         (22, "Order_Id.unique (first on line 12)"),
         (2992, "Order_Id.unique (first on line 9)"),
     ]
+
+
+def test_chunks_prepared_ahead_arrive_in_order_and_errors_arrive_where_they_happened() -> None:
+    from core.validation.engine import _Ahead
+
+    def items() -> Iterator[int]:
+        yield from range(5)
+        raise ValueError("corrupt block after five items")
+
+    got: list[int] = []
+
+    def consume() -> None:
+        with _Ahead(items(), lambda i: i * 10) as out:
+            got.extend(out)
+
+    with pytest.raises(ValueError, match="corrupt block"):
+        consume()
+    assert got == [0, 10, 20, 30, 40]
+
+
+def test_leaving_early_stops_the_reading_thread_and_closes_the_source() -> None:
+    import threading
+
+    from core.validation.engine import _Ahead
+
+    closed = threading.Event()
+
+    def endless() -> Iterator[int]:
+        try:
+            n = 0
+            while True:
+                yield n
+                n += 1
+        finally:
+            closed.set()
+
+    def consume() -> None:
+        with _Ahead(endless(), str) as out:
+            for item in out:
+                if item == "3":
+                    raise RuntimeError("judging failed")
+
+    before = threading.active_count()
+    with pytest.raises(RuntimeError, match="judging failed"):
+        consume()
+    assert closed.is_set()
+    assert threading.active_count() == before

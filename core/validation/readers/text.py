@@ -105,6 +105,9 @@ def check_line_lengths(buf: Buffer, start: int, limits: Limits) -> None:
                 f"line {line_no} is longer than the {human_bytes(limit)} line limit"
                 " (an order line is usually under 200 bytes)"
             )
+    # The kernel maps pages around each one touched: without this, about half the file would
+    # stay resident until the ranges reach it.
+    release(buf, released, size)
 
 
 def _plan(
