@@ -163,7 +163,7 @@ def build_app(
             except (ClientError, BotoCoreError) as exc:
                 rejects_problem = f"cannot read the rejects CSV: {readable(exc)}"
         raw = backend.raw_item(entry.file_id) or {}
-        email = find_email(backend.outbox, str(raw.get("notify_message_id") or "") or None)
+        email = find_email(backend.outbox, entry)
         reasons = sorted(entry.reasons.items(), key=lambda kv: (-kv[1], kv[0]))
         return render(
             request,
@@ -200,8 +200,7 @@ def build_app(
 
     def email_frame(request: Request) -> Response:
         entry = entry_or_404(request)
-        raw = backend.raw_item(entry.file_id) or {}
-        email = find_email(backend.outbox, str(raw.get("notify_message_id") or "") or None)
+        email = find_email(backend.outbox, entry)
         if email is None or email.html is None:
             raise HTTPException(404, "no e-mail recorded for this file")
         response = HTMLResponse(email.html)

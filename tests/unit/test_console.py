@@ -267,23 +267,27 @@ def test_missing_rejects_csv_is_a_readable_message(fakes: Fakes) -> None:
     assert "Traceback" not in download.text
 
 
-def test_the_email_as_sent_is_found_by_message_id(fakes: Fakes, tmp_path: Path) -> None:
+def test_the_email_as_sent_is_found_in_the_outbox(fakes: Fakes, tmp_path: Path) -> None:
     from email.message import EmailMessage
 
     entry = _partial(fakes)
     outbox = tmp_path / "outbox"
     outbox.mkdir()
-    for n, mid in enumerate(["<other@x>", "<mine@x>"]):
+    mine = f"s3://{B}/incoming/orders.csv (version v5)"
+    other = f"s3://{B}/incoming/other.csv (version v5)"
+    for name, subject, source in [
+        ("20261204T090010000000Z-a.eml", "someone else's", other),
+        ("20261204T090011000000Z-b.eml", "ours", mine),
+        ("20261204T120000000000Z-c.eml", "ours, but far too late", mine),
+    ]:  # fmt: skip
         msg = EmailMessage()
-        msg["Subject"], msg["To"], msg["Message-ID"] = f"subject {n}", "ops@example.com", mid
-        msg.set_content("plain text")
-        msg.add_alternative("<p style='color:red'>the <b>html</b> body</p>", subtype="html")
-        (outbox / f"{n}.eml").write_bytes(msg.as_bytes())
-    fakes.backend.raw_item = lambda _id: {"notify_message_id": "<mine@x>"}
+        msg["Subject"], msg["To"] = subject, "ops@example.com"
+        msg.set_content(f"Source: {source}\n")
+        msg.add_alternative(f"<p style='color:red'>the <b>html</b> {source}</p>", subtype="html")
+        (outbox / name).write_bytes(msg.as_bytes())
     client = client_for(fakes)
     page = client.get("/file", params={"id": entry.file_id}).text
-    assert "subject 1" in page
-    assert "subject 0" not in page
+    assert "<strong>ours</strong>" in page
     assert '<iframe class="email" sandbox' in page
     frame = client.get("/file/email", params={"id": entry.file_id})
     assert "<b>html</b>" in frame.text
