@@ -4,15 +4,25 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv demo test lint typecheck security unit bench reliability clean tools
+.PHONY: venv constraints demo test lint typecheck security unit bench reliability clean tools
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# constraints.txt pins every distribution (orderpipe package builds Lambda from it too), so a
+# new polars or botocore release changes nothing until that file does.
+$(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "orderpipe needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+# After adding or upgrading a dependency (pip install -U NAME in the venv): re-pin, review the diff.
+constraints: venv
+	{ sed -n '/^#/p' constraints.txt; \
+	  $(BIN)/python -m pip freeze --exclude-editable --disable-pip-version-check | grep -iv '^orderpipe'; \
+	} > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 	@touch $(STAMP)
 
 # Template scanners with heavy pinned dependencies live in their own venv, away from the app's.

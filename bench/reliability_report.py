@@ -34,8 +34,8 @@ bench (`bench/load_bench.py`); regenerate it with `make reliability`.
 
 ## How faults are injected
 
-`core/faults.py` makes AWS calls fail the way AWS does, through botocore's event system, on the
-clients `core.aws.clients.Clients` builds: error answers (throttling, `MessageRejected`,
+`tests/support/faults.py` (test code: nothing of it ships) makes AWS calls fail the way AWS
+does, through botocore's event system: error answers (throttling, `MessageRejected`,
 `InternalError`) are returned in the service's own wire format at `before-send`, so botocore's
 retry logic sees them as it sees real ones; timeouts and connection resets are raised where the
 HTTP layer raises them; a broken GetObject body delivers part of the object and then fails as a
@@ -43,10 +43,12 @@ dropped socket does; partial `UnprocessedItems` really leave those items unwritt
 (`reply-timeout`, `reply-reset`) really sends the request, so the emulator applies it, and then
 fails the call as a timeout or a dropped connection would, so the retry meets work already done
 (only a call's first attempt loses its answer: the retry is what has to cope). Faults are
-seeded and counted, and each scenario asserts that its faults were actually injected. For the
-local stack, set `ORDERPIPE_FAULTS` (never set by default), e.g.
-`ORDERPIPE_FAULTS="seed=7; dynamodb.BatchWriteItem=throttle:0.3; s3.GetObject=stream-reset:0.1"`
-before `orderpipe local`.
+seeded and counted, and each scenario asserts that its faults were actually injected. The
+product reads no fault setting. To fail the local stack's calls, put the test hook on the path
+and name a plan: `PYTHONPATH=tests/support/site ORDERPIPE_FAULTS="seed=7;
+dynamodb.BatchWriteItem=throttle:0.3; s3.GetObject=stream-reset:0.1" orderpipe local` (its
+`sitecustomize` installs the plan on every botocore session of that process and of the worker
+it starts).
 
 ## The end state every scenario checks
 
@@ -88,9 +90,10 @@ LIMITS = """\
   keeps every item in memory (its peak RSS is in the tables) and stores one to two thousand
   items a second: rows/s and the burst's latencies say what the pipeline achieves against it,
   not against DynamoDB. Scenario seconds are wall time on the same shared machine.
-- `ORDERPIPE_FAULTS` reaches every client of the process that reads it: given to
-  `orderpipe local`, a rule for an operation the stack's creation also calls would fail that
-  too, so name the operations (`dynamodb.BatchWriteItem`, `s3.GetObject`, ...) rather than `*`.
+- `ORDERPIPE_FAULTS` (with `tests/support/site` on `PYTHONPATH`) reaches every client of
+  every process started that way: given to `orderpipe local`, a rule for an operation the
+  stack's creation also calls would fail that too, so name the operations
+  (`dynamodb.BatchWriteItem`, `s3.GetObject`, ...) rather than `*`.
 """
 
 

@@ -16,7 +16,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from core import bootstrap
 from core.aws.settings import Settings
-from core.pipeline.ingest import IngestResult, handle_record
+from core.pipeline.ingest import Deadline, IngestResult, handle_record
 
 logger = Logger(service="orderpipe-ingest")
 tracer = Tracer(service="orderpipe-ingest")
@@ -42,11 +42,12 @@ def _observe(result: IngestResult) -> None:
 def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
     clients = bootstrap.warm_clients()
     service = bootstrap.ingest(Settings.from_env(), clients, span=tracer.provider.in_subsegment)
+    deadline = Deadline.of(context)  # a big file stops in time and resumes on redelivery
 
     def record_handler(record: SQSRecord) -> None:
         count = int(record.attributes.approximate_receive_count or 1)
         for result in handle_record(
-            service, record.body, record.receipt_handle, clients.sqs, count
+            service, record.body, record.receipt_handle, clients.sqs, count, deadline=deadline
         ):
             _observe(result)
 

@@ -35,7 +35,6 @@ SHIPPED_MODULES = (
     "core/aws/clients.py",
     "core/aws/dynamo_json.py",
     "core/aws/settings.py",
-    "core/faults.py",
     "core/ops/__init__.py",
     "core/ops/event_messages.py",
     "core/ops/ops_adapters.py",

@@ -15,7 +15,6 @@ import boto3
 from botocore.config import Config
 
 from core.aws import dynamo_json
-from core.faults import FaultPlan, active_plan
 
 DEFAULT_REGION = "us-east-1"
 
@@ -28,9 +27,6 @@ class Clients:
     region: str | None = None
     max_attempts: int = 5
     max_pool_connections: int = 32
-    # Injected AWS failures for reliability tests; None: the process's plan (ORDERPIPE_FAULTS,
-    # unset by default, or core.faults.installed), looked up when the first client is built.
-    faults: FaultPlan | None = None
     _session: boto3.session.Session | None = field(default=None, repr=False)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -62,10 +58,6 @@ class Clients:
             if self.endpoint_url:
                 kwargs["endpoint_url"] = self.endpoint_url
             cached = self.session.client(service, **kwargs)  # type: ignore[call-overload]
-            if self.faults is None:
-                self.faults = active_plan()
-            if self.faults is not None:
-                self.faults.attach(cached)
             if service == "dynamodb" and not validate:
                 dynamo_json.install(cached)  # the writer's bulk calls: C-encoded bodies
             self._cache[cache_key] = cached

@@ -17,6 +17,12 @@ Everything after that is botocore's own: checksums, SigV4 signing of the real bo
 (which resend the same body), response parsing. Parameters it cannot vouch for (bytes, text given
 for a binary attribute, anything ``json`` cannot encode) take botocore's path unchanged.
 
+The body is botocore's only for the protocol and the botocore releases it was checked against
+(``TESTED_BOTOCORE``; the unit tests compare bytes, and constraints.txt pins the release that
+runs, locally and in the Lambda artifact). Any other botocore, or a DynamoDB model that has moved
+off the ``json`` protocol (botocore is moving some services to CBOR), gets no handlers: every call
+takes botocore's own path, and the writer, asking ``installed``, sends plain requests.
+
 A BatchWriteItem request may also arrive already encoded, as an ``EncodedRequest``: the orders
 writer has polars encode a whole slice of rows at once, a fraction of the CPU of building and
 encoding one dict per attribute. Such requests are spliced into the body as they are; they survive
@@ -26,9 +32,18 @@ anything that only moves requests around (retries of ``UnprocessedItems``, injec
 from __future__ import annotations
 
 import json
+import logging
 import weakref
 from typing import Any
 
+import botocore
+
+log = logging.getLogger(__name__)
+
+# The protocol whose request body json.dumps reproduces, and the botocore releases on which the
+# unit tests proved it byte for byte. A new release is added here after they pass on it.
+SPLICE_PROTOCOL = "json"
+TESTED_BOTOCORE = frozenset({"1.44.8"})
 FAST_OPERATIONS = frozenset({"BatchWriteItem", "BatchGetItem"})
 _BODY = "orderpipe_json_body"
 # json.dumps's own settings (botocore ends its walk with json.dumps), minus the bookkeeping that
@@ -48,12 +63,34 @@ class EncodedRequest(str):
     __slots__ = ()
 
 
-def install(client: Any) -> None:
-    """Encode ``client``'s BatchWriteItem/BatchGetItem bodies with ``json.dumps`` (idempotent)."""
+def refusal(protocol: str, botocore_version: str) -> str | None:
+    """Why the splice must not run with this protocol and botocore; None when it may."""
+    if protocol != SPLICE_PROTOCOL:
+        return f"DynamoDB speaks {protocol!r} here, not {SPLICE_PROTOCOL!r}"
+    if botocore_version not in TESTED_BOTOCORE:
+        return f"botocore {botocore_version} is not one the body splice was tested with"
+    return None
+
+
+def _protocol(client: Any) -> str:
+    model = client.meta.service_model
+    return str(getattr(model, "resolved_protocol", None) or model.protocol)
+
+
+def install(client: Any) -> bool:
+    """Encode ``client``'s BatchWriteItem/BatchGetItem bodies with ``json.dumps`` (idempotent).
+
+    Returns False, leaving the client as botocore made it, where the splice is not proven.
+    """
+    why_not = refusal(_protocol(client), botocore.__version__)
+    if why_not is not None:
+        log.warning("DynamoDB bulk bodies left to botocore: %s", why_not)
+        return False
     events = client.meta.events
     events.register_last("before-parameter-build", _encode, unique_id="orderpipe-json-encode")
     events.register("before-call.dynamodb", _use_body, unique_id="orderpipe-json-body")
     _INSTALLED.add(client)
+    return True
 
 
 def installed(client: Any) -> bool:

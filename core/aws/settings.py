@@ -25,6 +25,7 @@ ENV_WRITE_THREADS = "ORDERPIPE_WRITE_THREADS"
 ENV_FUNCTION_TIMEOUT = "ORDERPIPE_FUNCTION_TIMEOUT"
 ENV_MAX_FILE_BYTES = "ORDERPIPE_MAX_FILE_BYTES"
 ENV_MAX_ROWS = "ORDERPIPE_MAX_ROWS"
+ENV_TMP_MB = "ORDERPIPE_TMP_MB"
 ENV_OUTBOX_DIR = "ORDERPIPE_OUTBOX_DIR"
 
 # Every variable a deployed function may carry; the template test compares against this.
@@ -41,15 +42,35 @@ ALL_ENV_VARS = (
     ENV_FUNCTION_TIMEOUT,
     ENV_MAX_FILE_BYTES,
     ENV_MAX_ROWS,
+    ENV_TMP_MB,
 )
 
 INCOMING_PREFIX = "incoming/"
 REJECTS_PREFIX = "rejects/"
 REPORTS_PREFIX = "reports/"
 
-# Defaults sized for a 1,769 MB Lambda (one full vCPU).
-DEFAULT_MAX_FILE_BYTES = 512 * 1024 * 1024
-DEFAULT_MAX_ROWS = 20_000_000
+MIB = 1024 * 1024
+
+# The default limits follow from what one file can be given (docs/deploy.md, "Big files"):
+# rows ≤ write rate × (timeout − setup per attempt) × attempts that write, and the object plus
+# its compressed spill must fit the function's /tmp.
+WRITE_RATE = 4_000  # items/s: what a new on-demand table sustains (AWS: 4,000 writes/s)
+WRITE_ATTEMPTS = 4  # of the queue's 5 receives: one is left for a transient failure
+SETUP_S = 30  # per attempt: read and validate the whole file again, and stop in time
+SPILL_RATIO = 0.45  # zstd Arrow spill of the valid rows / the CSV (measured: 0.03 to 0.42)
+DEFAULT_TMP_MB = 1024  # the template's IngestTmpMb (the function's EphemeralStorage)
+
+
+def rows_within(timeout_s: int, rate: int = WRITE_RATE, attempts: int = WRITE_ATTEMPTS) -> int:
+    """The most rows one file can have written within its attempts."""
+    return rate * max(0, timeout_s - SETUP_S) * attempts
+
+
+# Defaults sized for a 1,769 MB Lambda (one full vCPU) with a 900 s timeout and 1 GB of /tmp:
+# rows_within(900) is 13.9M; 12M leaves room for throttled retries. 512 MB of CSV is about
+# 11M order rows (47-50 bytes each), and 512 MB × (1 + SPILL_RATIO) fits 1 GB of /tmp.
+DEFAULT_MAX_FILE_BYTES = 512 * MIB
+DEFAULT_MAX_ROWS = 12_000_000
 DEFAULT_WRITE_THREADS = 16
 DEFAULT_FUNCTION_TIMEOUT = 300
 
@@ -85,6 +106,7 @@ class Settings:
     function_timeout_s: int = DEFAULT_FUNCTION_TIMEOUT
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     max_rows: int = DEFAULT_MAX_ROWS
+    tmp_mb: int = DEFAULT_TMP_MB  # the function's /tmp (EphemeralStorage), for its spill
     outbox_dir: str = ""
 
     @classmethod
@@ -104,6 +126,7 @@ class Settings:
             function_timeout_s=_int(env, ENV_FUNCTION_TIMEOUT, DEFAULT_FUNCTION_TIMEOUT),
             max_file_bytes=_int(env, ENV_MAX_FILE_BYTES, DEFAULT_MAX_FILE_BYTES),
             max_rows=_int(env, ENV_MAX_ROWS, DEFAULT_MAX_ROWS),
+            tmp_mb=_int(env, ENV_TMP_MB, DEFAULT_TMP_MB),
             outbox_dir=env.get(ENV_OUTBOX_DIR, ""),
         )
 
@@ -122,6 +145,7 @@ class Settings:
             ENV_FUNCTION_TIMEOUT: str(self.function_timeout_s),
             ENV_MAX_FILE_BYTES: str(self.max_file_bytes),
             ENV_MAX_ROWS: str(self.max_rows),
+            ENV_TMP_MB: str(self.tmp_mb),
         }
         if self.outbox_dir:
             env[ENV_OUTBOX_DIR] = self.outbox_dir

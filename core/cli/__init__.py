@@ -13,7 +13,6 @@ import sys
 import click
 
 from core.aws.settings import SettingsError
-from core.faults import FaultSpecError
 
 # Each module defines ``command`` (a click.Command or Group) registered under its own name.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -49,7 +48,7 @@ for _name in COMMAND_MODULES:
 def main() -> None:
     try:
         cli(prog_name="orderpipe")
-    except (SettingsError, FaultSpecError) as exc:
+    except SettingsError as exc:
         # Configuration read from the environment, outside any one command's options.
         click.echo(f"Error: {exc}", err=True)
         sys.exit(2)

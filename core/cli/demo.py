@@ -22,7 +22,7 @@ from core.aws.clients import Clients
 from core.aws.settings import Settings
 from core.cli.aws_errors import aws_errors
 from core.cli.tables import table_console
-from core.cli.upload import outcome_table
+from core.cli.upload import emit_outcomes
 from core.local.embedded import EmbeddedConfig, EmbeddedStack
 from core.local.emulator import EmulatorError
 from core.local.local_state import state_dir
@@ -101,8 +101,8 @@ def _run(clients: Clients, settings: Settings, files: list[Path], outbox: Path) 
     _say(f"uploading {len(files)} files to s3://{settings.bucket}/incoming/ …")
     uploads = [uploader.put(path, key) for path, key in plan(files)]
     results = wait_for_outcomes(ledger, uploads, OUTCOME_TIMEOUT_S)
+    emit_outcomes(results)
     console = table_console()
-    console.print(outcome_table(results))
     orders = count_items(clients.dynamodb, settings.orders_table)
     console.print(f"orders stored: [bold]{orders:,}[/] in DynamoDB table {settings.orders_table}")
     emails = _await_emails(ledger, results, outbox)
@@ -112,7 +112,9 @@ def _run(clients: Clients, settings: Settings, files: list[Path], outbox: Path) 
         if r.entry is not None and r.entry.status == Status.PARTIAL
     )
     if rejects:
-        console.print("rejected rows as CSV: " + ", ".join(rejects))
+        console.print("rejected rows as CSV:")
+        for key in rejects:
+            console.print(f"  {key}", soft_wrap=True)
     console.print(f"emails: [bold]{len(emails)}[/] in {outbox}")
     for path in emails:
         console.print(f"  {path.name}  [dim]{_subject(path)}[/]")

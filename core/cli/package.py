@@ -39,6 +39,8 @@ def summary_lines(manifest: Manifest, out_dir: Path) -> list[str]:
         f"  Lambda code + layer unzipped: {_mb(manifest.lambda_unzipped_bytes)} of "
         f"{_mb(LAMBDA_UNZIPPED_LIMIT)} allowed ({share:.0%})"
     )
+    for role, shipped in sorted(manifest.modules.items()):
+        lines.append(f"  {role} ships {len(shipped)} project files (listed in the manifest)")
     lines += [f"  note: {note}" for note in manifest.notes]
     lines.append(f"in {out_dir}; next: orderpipe deploy --stack NAME")
     return lines

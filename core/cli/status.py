@@ -7,25 +7,29 @@ Without keys: the most recently updated files. With keys (``incoming/x.csv`` or 
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import click
 from rich.table import Table
+from rich.text import Text
 
-from core import bootstrap
 from core.aws.settings import INCOMING_PREFIX
 from core.cli.aws_errors import aws_errors
 from core.cli.context import json_option, resolve_target, stack_options
 from core.cli.tables import (
-    OUTCOME_COLUMNS,
-    cell,
+    Column,
+    emit_table,
+    fitted_table,
+    one_line,
     reasons_text,
+    stdout_is_terminal,
     styled_status,
-    table_console,
-    titled_table,
 )
-from core.pipeline.ledger import ALL_STATUSES, DynamoLedger, LedgerEntry
+from core.ops.event_messages import s3_version
+from core.pipeline.ledger import ALL_STATUSES, DynamoLedger, LedgerEntry, Status
+from core.validation.verdict import word
+from core.validation.visible import visible
 
 
 @click.command("status")
@@ -50,20 +54,37 @@ def command(
     stack_name: str | None,
     endpoint_url: str | None,
 ) -> None:
-    """Show what the pipeline did with each file: outcome, counts, timings, attempts."""
+    """Show what the pipeline did with each file: outcome, counts, timings, attempts.
+
+    \b
+    Outcomes: accepted (SUCCEEDED), partly accepted (PARTIAL), rejected (REJECTED);
+    processing files show the rows judged and written so far.
+    """
     target = resolve_target(stack_name, endpoint_url)
-    ledger = bootstrap.ledger(target.settings, target.clients)
+    ledger = DynamoLedger(target.clients.dynamodb, target.settings.files_table)
     with aws_errors(f"read the ledger {target.settings.files_table}"):
         entries = _entries(ledger, target.settings.bucket, keys, limit, only)
+        empty = not entries and not ledger.recent(1)
     if as_json:
         for entry in entries:
             click.echo(json.dumps(entry_json(entry), separators=(",", ":")))
+    elif entries and keys and stdout_is_terminal():
+        for entry in entries:
+            show_entry(entry)
+    elif entries:
+        emit_ledger(entries)
+        if stdout_is_terminal():
+            click.echo("One file in full: orderpipe status KEY")
+    if entries:
         return
-    console = table_console()
-    if not entries:
-        console.print(f"no files in the ledger yet ({target.where})")
+    if empty:
+        click.echo(f"no files in the ledger yet ({target.where})", err=True)
         return
-    console.print(ledger_table(entries))
+    if keys:
+        names = ", ".join(_full_key(k) for k in keys)
+        raise click.ClickException(f"{names}: not in the ledger ({target.where})")
+    if only:
+        click.echo(f"no {word(only)} files ({only.upper()}) in the ledger", err=True)
 
 
 def _entries(
@@ -92,10 +113,31 @@ def _seconds_between(start: str | None, end: str | None) -> float | None:
     return round(delta.total_seconds(), 3)
 
 
+def queued_seconds(entry: LedgerEntry) -> float | None:
+    """From the upload (or the last replay, when later) to the start of the last attempt."""
+    since = entry.event_time or None
+    if entry.replay_log:
+        replayed = entry.replay_log[-1].at
+        since = max(since, replayed) if since else replayed
+    return _seconds_between(since, entry.started_at)
+
+
+def rows_per_second(entry: LedgerEntry, now: datetime | None = None) -> float | None:
+    judged = getattr(entry, "rows_judged", 0) or 0
+    if not entry.started_at or not judged:
+        return None
+    now = now or datetime.now(UTC)
+    elapsed = (
+        now - datetime.fromisoformat(entry.started_at.replace("Z", "+00:00"))
+    ).total_seconds()
+    return judged / elapsed if elapsed > 0 else None
+
+
 def entry_json(entry: LedgerEntry) -> dict[str, Any]:
     return {
         "key": entry.object_key,
         "status": str(entry.status),
+        "outcome": word(str(entry.status)),
         "rows": entry.rows,
         "valid": entry.valid,
         "invalid": entry.invalid,
@@ -103,49 +145,114 @@ def entry_json(entry: LedgerEntry) -> dict[str, Any]:
         "error": entry.error,
         "last_error": entry.last_error,
         "attempts": entry.attempts,
-        "version": entry.version or None,
+        "version": s3_version(entry.version),
+        "etag": entry.etag or None,
         "file_id": entry.file_id,
         "size": entry.size,
         "received_at": entry.received_at,
         "started_at": entry.started_at,
         "finished_at": entry.finished_at,
-        "queued_seconds": _seconds_between(entry.event_time or None, entry.started_at),
+        "queued_seconds": queued_seconds(entry),
         "processing_seconds": entry.seconds(),
+        "rows_judged": getattr(entry, "rows_judged", 0),
+        "rows_written": getattr(entry, "rows_written", 0),
         "notified_at": entry.notified_at,
         "replays": entry.replays,
     }
 
 
-def ledger_table(entries: list[LedgerEntry]) -> Table:
-    table = titled_table(
-        "Ledger (newest first)",
-        [
-            ("Received UTC", "left"),
-            ("Key", "left"),
-            *OUTCOME_COLUMNS,
-            ("Queued s", "right"),
-            ("Took s", "right"),
-            ("Attempts", "right"),
-        ],
-    )
+LEDGER_COLUMNS = (
+    Column("Received"),
+    Column("Key", squeeze=True),
+    Column("Outcome"),
+    Column("Rows", "right"),
+    Column("Bad", "right"),
+    Column("Reasons / error", squeeze=True, min_width=16),
+    Column("Queued", "right", optional=True),
+    Column("Took", "right"),
+    Column("Tries", "right", optional=True),
+)
+
+
+def emit_ledger(entries: list[LedgerEntry]) -> None:
+    """The ledger as a table (terminal) or tab-separated lines (pipe)."""
+    emit_table(LEDGER_TITLE, LEDGER_COLUMNS, ledger_rows(entries, stdout_is_terminal()))
+
+
+def ledger_rows(entries: list[LedgerEntry], terminal: bool) -> list[list[str | Text]]:
+    rows: list[list[str | Text]] = []
     for entry in entries:
-        data = entry_json(entry)
-        reasons = reasons_text(entry.reasons)
-        detail = entry.error or reasons or ("" if entry.finished else entry.last_error or "")
-        table.add_row(
-            entry.received_at[5:19].replace("T", " "),
-            cell(entry.object_key),
-            styled_status(str(entry.status)),
-            f"{entry.rows:,}",
-            f"{entry.valid:,}",
-            f"{entry.invalid:,}",
-            cell(detail),
-            _fmt(data["queued_seconds"]),
-            _fmt(data["processing_seconds"]),
-            str(entry.attempts),
+        processing = entry.status == Status.PROCESSING
+        if processing:
+            detail = _progress_text(entry)
+            count = getattr(entry, "rows_judged", 0) or 0
+        else:
+            detail = entry.error or reasons_text(entry.reasons)
+            if not detail and not entry.finished:
+                detail = entry.last_error or ""
+            count = entry.rows
+        rows.append(
+            [
+                entry.received_at[5:16].replace("T", " ") if terminal else entry.received_at,
+                entry.object_key.removeprefix(INCOMING_PREFIX) if terminal else entry.object_key,
+                styled_status(str(entry.status)),
+                f"{count:,}" if terminal else str(count),
+                "" if processing else (f"{entry.invalid:,}" if terminal else str(entry.invalid)),
+                one_line(detail),
+                _fmt(queued_seconds(entry)),
+                _fmt(entry.seconds()),
+                str(entry.attempts),
+            ]
         )
-    return table
+    return rows
+
+
+LEDGER_TITLE = f"Ledger, newest first (keys under {INCOMING_PREFIX})"
+
+
+def ledger_table(entries: list[LedgerEntry], width: int = 200) -> Table:
+    """The terminal table of ``entries`` as a renderable, ``width`` characters at most."""
+    return fitted_table(LEDGER_TITLE, LEDGER_COLUMNS, ledger_rows(entries, terminal=True), width)
+
+
+def show_entry(entry: LedgerEntry) -> None:
+    """One ledger entry in full: nothing cut, for a person at a terminal."""
+    data = entry_json(entry)
+    status = str(entry.status)
+    facts = [
+        ("outcome", f"{word(status)} ({status})"),
+        ("rows", f"{entry.rows:,}, {entry.valid:,} valid, {entry.invalid:,} rejected"),
+        ("progress", _progress_text(entry) if entry.status == Status.PROCESSING else ""),
+        ("reasons", reasons_text(entry.reasons)),
+        ("error", entry.error or ""),
+        ("last error", entry.last_error or ""),
+        ("version", data["version"] or "none recorded (known by its ETag)"),
+        ("etag", entry.etag),
+        ("received", entry.received_at),
+        ("started", entry.started_at),
+        ("finished", entry.finished_at or ""),
+        ("queued s", _fmt(data["queued_seconds"])),
+        ("took s", _fmt(data["processing_seconds"])),
+        ("attempts", str(entry.attempts)),
+        ("replays", str(entry.replays) if entry.replays else ""),
+        ("notified", entry.notified_at or ""),
+    ]
+    click.echo(visible(entry.object_key))
+    for name, value in facts:
+        if value:
+            click.echo(f"  {name + ':':<12}{visible(value)}")
+    click.echo()
+
+
+def _progress_text(entry: LedgerEntry) -> str:
+    judged = getattr(entry, "rows_judged", 0) or 0
+    written = getattr(entry, "rows_written", 0) or 0
+    if not judged and not written:
+        return "starting" + (f"; last error: {entry.last_error}" if entry.last_error else "")
+    rate = rows_per_second(entry)
+    speed = f", {rate:,.0f} rows/s" if rate else ""
+    return f"{judged:,} judged, {written:,} written{speed}"
 
 
 def _fmt(value: float | None) -> str:
-    return "" if value is None else f"{value:.2f}"
+    return "" if value is None else f"{value:.1f}"

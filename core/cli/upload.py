@@ -9,33 +9,31 @@ timed out; 2 for usage errors.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.text import Text
 
 from core import bootstrap
 from core.cli.aws_errors import aws_errors
 from core.cli.context import json_option, resolve_target, stack_options
-from core.cli.tables import (
-    OUTCOME_COLUMNS,
-    cell,
-    reasons_text,
-    styled_status,
-    table_console,
-    titled_table,
-)
+from core.cli.status import rows_per_second
+from core.cli.tables import Column, emit_table, one_line, reasons_text, styled_status
 from core.ops.upload import (
     MIB,
     FileResult,
     Uploaded,
     UploadError,
+    is_final,
     plan,
     total_size,
     wait_for_outcomes,
 )
+from core.pipeline.ledger import LedgerEntry
+from core.validation.verdict import word
 
 PROGRESS_FILES = 4  # a bar for this many files or more...
 PROGRESS_BYTES = 8 * MIB  # ...or this much data
@@ -88,21 +86,87 @@ def command(
     if not wait:
         return
     ledger = bootstrap.ledger(target.settings, target.clients)
-    console = table_console()
     with aws_errors("read the ledger"):
         if as_json:
             results = wait_for_outcomes(
                 ledger, uploads, timeout, on_result=lambda r: click.echo(_json_line(r))
             )
         else:
-            with err.status(f"waiting for {len(uploads)} outcome(s)…"):
-                results = wait_for_outcomes(ledger, uploads, timeout)
-            console.print(outcome_table(results))
+            with WaitProgress(err, uploads) as progress:
+                results = wait_for_outcomes(ledger, uploads, timeout, on_poll=progress.update)
+            emit_outcomes(results)
     pending = [r for r in results if r.status in ("PENDING", "PROCESSING", "FAILED")]
     if pending and not as_json:
-        err.print(f"{len(pending)} file(s) without a final outcome after {timeout:g} s")
+        click.echo(f"{len(pending)} file(s) without a final outcome after {timeout:g} s", err=True)
     if not all(r.clean for r in results):
         raise SystemExit(1)
+
+
+class WaitProgress:
+    """Each file's rows judged and rows/s while it is processed.
+
+    A terminal gets a live bar per file (on stderr, gone once every outcome is in); a pipe
+    gets a plain line on stderr when a file starts, every few seconds while it runs, and
+    nothing else: the outcomes themselves go to stdout.
+    """
+
+    PLAIN_EVERY_S = 5.0
+
+    def __init__(self, err: Console, uploads: list[Uploaded]) -> None:
+        self.uploads = uploads
+        self.live = err.is_terminal
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=20),
+            TextColumn("{task.fields[state]}"),
+            console=err,
+            transient=True,
+            disable=not self.live,
+        )
+        self.tasks = [self.bar.add_task(u.key, total=None, state="waiting") for u in uploads]
+        self.said: dict[int, tuple[str, float]] = {}
+        self.started = time.monotonic()
+
+    def __enter__(self) -> WaitProgress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+    def update(self, index: int, entry: LedgerEntry | None) -> None:
+        state, judged = _progress_state(entry)
+        if self.live:
+            final = entry is not None and is_final(entry)
+            done = entry.rows if final and entry is not None else judged
+            self.bar.update(
+                self.tasks[index],
+                state=state,
+                completed=done,
+                total=done if final else None,
+            )
+            return
+        now = time.monotonic()
+        last = self.said.get(index)
+        if entry is None or is_final(entry) or now - self.started < self.PLAIN_EVERY_S:
+            return  # a file done within seconds needs no progress line
+        if last is None or (last[0] != state and now - last[1] >= self.PLAIN_EVERY_S):
+            self.said[index] = (state, now)
+            click.echo(f"{self.uploads[index].key}: {state}", err=True)
+
+
+def _progress_state(entry: LedgerEntry | None) -> tuple[str, int]:
+    if entry is None:
+        return word("PENDING"), 0
+    if entry.finished:
+        return f"{word(str(entry.status))}, {entry.rows:,} rows", entry.rows
+    judged = getattr(entry, "rows_judged", 0) or 0
+    if not judged:
+        return word(str(entry.status)), 0
+    rate = rows_per_second(entry)
+    speed = f", {rate:,.0f} rows/s" if rate else ""
+    written = getattr(entry, "rows_written", 0) or 0
+    return f"{word(str(entry.status))}: {judged:,} rows judged, {written:,} written{speed}", judged
 
 
 def _bar(console: Console, show: bool) -> Progress:
@@ -113,7 +177,7 @@ def _bar(console: Console, show: bool) -> Progress:
         TimeRemainingColumn(),
         console=console,
         transient=True,
-        disable=not show,
+        disable=not show or not console.is_terminal,
     )
 
 
@@ -133,31 +197,37 @@ def _report_upload(uploaded: Uploaded, as_json: bool, err: Console) -> None:
 
 
 def _json_line(result: FileResult) -> str:
-    return json.dumps(result.to_json_dict(), separators=(",", ":"))
+    body = result.to_json_dict()
+    body["outcome"] = word(body["status"])
+    return json.dumps(body, separators=(",", ":"))
 
 
-def outcome_table(results: list[FileResult]) -> Table:
-    table = titled_table(
-        "Outcomes",
-        [
-            ("Key", "left"),
-            *OUTCOME_COLUMNS,
-            ("Seconds", "right"),
-        ],
-    )
+OUTCOME_COLUMNS = (
+    Column("Key", squeeze=True),
+    Column("Outcome"),
+    Column("Rows", "right"),
+    Column("Bad", "right"),
+    Column("Reasons / error", squeeze=True, min_width=16),
+    Column("Secs", "right", optional=True),
+)
+
+
+def emit_outcomes(results: list[FileResult], title: str = "Outcomes") -> None:
+    rows: list[list[str | Text]] = []
     for result in results:
         data = result.to_json_dict()
         detail = data["error"] or reasons_text(data["reasons"])
-        table.add_row(
-            cell(data["key"]),
-            styled_status(data["status"]),
-            _num(data["rows"]),
-            _num(data["valid"]),
-            _num(data["invalid"]),
-            cell(detail),
-            "" if data["seconds"] is None else f"{data['seconds']:.2f}",
+        rows.append(
+            [
+                data["key"],
+                styled_status(data["status"]),
+                _num(data["rows"]),
+                _num(data["invalid"]),
+                one_line(detail),
+                "" if data["seconds"] is None else f"{data['seconds']:.1f}",
+            ]
         )
-    return table
+    emit_table(title, OUTCOME_COLUMNS, rows)
 
 
 def _num(value: int | None) -> str:

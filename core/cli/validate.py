@@ -10,21 +10,20 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import click
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
-from core.cli.tables import cell
 from core.ops.file_list import expand
 from core.validation.csv_out import RejectsCsv, ValidCsv
 from core.validation.engine import DEFAULT_CHUNK_ROWS, validate
 from core.validation.outcome import ChunkResult, Outcome
 from core.validation.schema import Schema, SchemaError, default_schema
+from core.validation.verdict import PARTIAL, REJECTED, SUCCEEDED, verdict_of, word
+from core.validation.visible import visible
 
 SHOWN_REJECTS = 5  # rejected rows printed per file; --out has them all
 
@@ -62,22 +61,23 @@ def command(
     """Validate order files (or every file in a directory) and report each one.
 
     \b
-    Exit status: 0 every file accepted with every row valid; 1 an invalid row or a rejected
-    file; 2 a usage error.
+    Each file is accepted (every row valid), partly accepted (some rows rejected, the valid
+    ones would be stored) or rejected (nothing would be stored): the words `upload`,
+    `status` and the email use for SUCCEEDED, PARTIAL and REJECTED.
+    Exit status: 0 every file accepted; 1 a rejected row or file; 2 a usage error.
     """
     schema = _load_schema(schema_path)
     files = _expand(paths)
     if out_dir is not None:
         _prepare_out(out_dir, files)
-    console = Console(highlight=False, soft_wrap=False)
     outcomes = []
     for path in files:
         outcome = _validate_one(path, schema, out_dir, chunk_rows)
         outcomes.append(outcome)
         if as_json:
-            click.echo(json.dumps(outcome.to_json_dict(), separators=(",", ":")))
+            click.echo(json.dumps(validate_json(outcome), separators=(",", ":")))
         else:
-            _print_outcome(console, outcome, schema)
+            _print_outcome(outcome, schema)
     if not all(o.clean for o in outcomes):
         raise SystemExit(1)
 
@@ -152,36 +152,66 @@ def _open(path: Path) -> Iterator[BinaryIO]:
         yield stream
 
 
-def _print_outcome(console: Console, outcome: Outcome, schema: Schema) -> None:
-    summary = Table(title=cell(outcome.file), title_justify="left", show_edge=False)
-    for heading in ("status", "rows", "valid", "invalid", "top reasons"):
-        summary.add_column(
-            heading, justify="right" if heading in ("rows", "valid", "invalid") else "left"
-        )
-    if outcome.accepted:
-        top = ", ".join(f"{code} ({n})" for code, n in outcome.top_reasons()) or "-"
-        status = "[green]accepted[/]" if outcome.clean else "[yellow]accepted[/]"
-        summary.add_row(
-            status, str(outcome.rows), str(outcome.valid), str(outcome.invalid), Text(top)
-        )
+def validate_json(outcome: Outcome) -> dict[str, Any]:
+    """``--json``: the outcome's fields (``status`` accepted/rejected, kept for scripts) and the
+    pipeline's verdict for the same file (``outcome``: SUCCEEDED, PARTIAL or REJECTED)."""
+    return {**outcome.to_json_dict(), "outcome": verdict_of(outcome)}
+
+
+VERDICT_COLOUR = {SUCCEEDED: "green", PARTIAL: "yellow", REJECTED: "red"}
+
+
+def _print_outcome(outcome: Outcome, schema: Schema) -> None:
+    """Plain lines that wrap, never cut: every reason and every value is shown whole."""
+    width = max(shutil.get_terminal_size((100, 24)).columns, 40)
+    verdict = verdict_of(outcome)
+    head = click.style(word(verdict), fg=VERDICT_COLOUR[verdict], bold=True)
+    if not outcome.accepted:
+        click.echo(f"{visible(outcome.file)}: {head}, nothing would be stored")
+        _wrapped(f"why: {visible(outcome.error) or 'the file could not be read'}", width)
+        click.echo()
+        return
+    counts = f"{outcome.rows:,} {'row' if outcome.rows == 1 else 'rows'}"
+    if outcome.invalid:
+        counts = f"{outcome.invalid:,} of {counts} rejected, {outcome.valid:,} valid"
     else:
-        summary.add_row("[red]rejected[/]", "-", "-", "-", cell(outcome.error))
-    console.print(summary)
+        counts = f"all {counts} valid"
+    click.echo(f"{visible(outcome.file)}: {head}, {counts}")
+    if outcome.reasons:
+        reasons = ", ".join(
+            f"{code} ×{n:,}" for code, n in outcome.top_reasons(len(outcome.reasons))
+        )
+        _wrapped(f"reasons: {reasons}", width)
     shown = outcome.sample_rejects[:SHOWN_REJECTS]
     if shown:
-        rows = Table(
-            show_edge=False,
-            title_justify="left",
-            title=f"first {len(shown)} of {outcome.invalid} rejected rows",
+        more = (
+            f" (first {len(shown)} of {outcome.invalid:,})" if len(shown) < outcome.invalid else ""
         )
-        # Reasons before values: on a narrow terminal the values are what gets cut.
-        rows.add_column("line", justify="right", no_wrap=True, min_width=4)
-        widest = max(len(code) for code in schema.reason_codes())
-        rows.add_column("reasons", min_width=widest, no_wrap=True)
-        for column in schema.column_names:
-            rows.add_column(column, max_width=16, overflow="ellipsis", no_wrap=True, min_width=4)
-        for row in shown:
-            values = [cell(row.values.get(c)) for c in schema.column_names]
-            rows.add_row(str(row.line), Text("\n".join(row.reasons)), *values)
-        console.print(rows)
-    console.print()
+        click.echo(f"  rejected rows{more}:")
+    for row in shown:
+        codes = [f"{code}," for code in row.reasons]
+        codes[-1] = codes[-1].rstrip(",")
+        _wrapped([f"line {row.line}:", *codes], width, indent="    ")
+        values = [f"{c}={_shown(row.values.get(c))}" for c in schema.column_names]
+        _wrapped(values, width, indent="      ")
+    click.echo()
+
+
+def _shown(value: str | None) -> str:
+    """A value as written; quoted when spaces around it (or nothing) would be invisible."""
+    if value is None or value == "":
+        return "(empty)"
+    shown = visible(value)  # control and bidi characters as escapes: nothing in it acts
+    return f'"{shown}"' if value != value.strip() or " " in value else shown
+
+
+def _wrapped(text: str | list[str], width: int, indent: str = "  ") -> None:
+    """Greedy wrap on the given tokens (a string splits on spaces); a token is never split."""
+    tokens = text.split(" ") if isinstance(text, str) else text
+    line = indent
+    for token in tokens:
+        if line.strip() and len(line) + 1 + len(token) > width - 1:
+            click.echo(line)
+            line = indent + "  "
+        line += ("" if not line.strip() else " ") + token
+    click.echo(line)

@@ -14,14 +14,13 @@ from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
+from core import bootstrap
 from core.aws.clients import Clients
 from core.aws.settings import REPORTS_PREFIX, Settings
 from core.ops.alerts import Alert, AlertsError, AlertsInbox
-from core.ops.dlq import DeadLetter, DeadLetterQueue, RedriveResult
-from core.ops.ops_adapters import BucketObjects, IngestQueue, LedgerReader
-from core.ops.replay import Replayer
-from core.ops.upload import Uploaded, Uploader
-from core.pipeline.ledger import DynamoLedger, LedgerEntry, Status
+from core.ops.dlq import DeadLetter, RedriveResult
+from core.ops.upload import Uploaded
+from core.pipeline.ledger import LedgerEntry, Status
 
 QUEUE_NAMES = ("ingest", "notify")
 
@@ -101,13 +100,12 @@ class Backend:
 
     @classmethod
     def for_stack(cls, clients: Clients, settings: Settings, where: str) -> Backend:
-        ledger = DynamoLedger(clients.dynamodb, settings.files_table)
-        reader = LedgerReader(clients.dynamodb, settings.files_table)
-        probe = Clients(endpoint_url=clients.endpoint_url, region=clients.region, max_attempts=1)
+        ledger = bootstrap.ledger(settings, clients)
+        reader = bootstrap.ledger_reader(settings, clients)
 
         def dead_letters(queue: str) -> DeadLetters:
             source = settings.ingest_queue_url if queue == "ingest" else settings.notify_queue_url
-            return DeadLetterQueue.for_source(clients.sqs, source, probe_sqs=probe.sqs)
+            return bootstrap.dead_letters(clients, source)
 
         def raw_item(file_id: str) -> dict[str, Any] | None:
             record = reader.get(file_id)
@@ -127,12 +125,8 @@ class Backend:
             raw_item=raw_item,
             objects=S3Objects(clients.s3, settings.bucket),
             dead_letters=dead_letters,
-            replayer=Replayer(
-                ledger,
-                BucketObjects(clients.s3, settings.bucket),
-                IngestQueue(clients.sqs, settings.ingest_queue_url),
-            ),
-            uploader=Uploader(clients.s3, settings.bucket),
+            replayer=bootstrap.replayer(settings, clients),
+            uploader=bootstrap.uploader(settings, clients),
             queue_depths=depths,
             alerts=alerts,
             outbox=Path(settings.outbox_dir) if settings.outbox_dir else None,

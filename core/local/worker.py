@@ -385,6 +385,7 @@ class Worker:
         notify_window_s: float = LOCAL_TIMINGS.notify_batch_window_s,
         wait_time_s: int = DEFAULT_WAIT_TIME_S,
         failed_visibility_s: int | None = None,
+        handler_timeout_s: float = LAMBDA_MAX_TIMEOUT_S,
         log: Log = _quiet,
     ) -> None:
         settings.require(*(f"{q}_queue_url" for q in queues))
@@ -406,6 +407,7 @@ class Worker:
                     region=region,
                     wait_time_s=wait_time_s,
                     failed_visibility_s=failed_visibility_s,
+                    handler_timeout_s=handler_timeout_s,
                     log=log,
                 )
             except Exception as exc:
@@ -484,14 +486,16 @@ def drain(
     handlers: Mapping[str, Handler] | None = None,
     retry_after_s: int | None = None,
     raise_on_timeout: bool = True,
+    handler_timeout_s: float = LAMBDA_MAX_TIMEOUT_S,
     log: Log = _quiet,
 ) -> DrainReport:
     """Run the real handlers in this process until both queues are idle.
 
     ``retry_after_s`` makes a failed message visible again after that many seconds instead of
     the queue's visibility timeout (0: at once), so a poison message reaches the DLQ in seconds
-    in tests. Raises TimeoutError when the queues are still busy after ``timeout_s``, unless
-    ``raise_on_timeout`` is false.
+    in tests. ``handler_timeout_s`` is what the handlers' context says they have (a Lambda's
+    timeout; nothing stops a handler that overruns it). Raises TimeoutError when the queues are
+    still busy after ``timeout_s``, unless ``raise_on_timeout`` is false.
     """
     with handler_environment(clients, settings):
         worker = Worker(
@@ -500,6 +504,7 @@ def drain(
             handlers=handlers,
             notify_window_s=0.0,
             failed_visibility_s=retry_after_s,
+            handler_timeout_s=handler_timeout_s,
             log=log,
         )
         return worker.drain(timeout_s, raise_on_timeout=raise_on_timeout)

@@ -58,6 +58,13 @@ class ObjectVersion:
         return self.version
 
 
+def s3_version(version: str | None) -> str | None:
+    """A ledger version string as the S3 version id people see, None when only the ETag is known."""
+    if not version or version.startswith(ETAG_VERSION_PREFIX):
+        return None
+    return version
+
+
 def version_for(version_id: str | None, etag: str) -> str:
     """The ledger's version string: the S3 versionId, else ``etag:<etag>`` (unversioned)."""
     if version_id and version_id != "null":

@@ -198,11 +198,13 @@ def wait_for_outcomes(
     *,
     poll_s: float = 0.05,
     on_result: Callable[[FileResult], None] | None = None,
+    on_poll: Callable[[int, LedgerEntry | None], None] | None = None,
 ) -> list[FileResult]:
     """Read each upload's ledger item until it is final or ``timeout_s`` passes.
 
     Results come back in upload order; ``on_result`` hears about each one as soon as it is
-    final (the rest, still pending at the deadline, are reported last with their last state).
+    final (the rest, still pending at the deadline, are reported last with their last state);
+    ``on_poll`` hears every read (upload index, entry), for progress while a file is processed.
     """
     deadline = time.monotonic() + timeout_s
     results: dict[int, FileResult] = {}
@@ -213,6 +215,8 @@ def wait_for_outcomes(
                 continue
             entry = _lookup(ledger, upload)
             latest[index] = entry
+            if on_poll:
+                on_poll(index, entry)
             if entry is not None and is_final(entry):
                 result = FileResult(upload, entry, time.monotonic() - upload.sent_at)
                 results[index] = result

@@ -13,11 +13,20 @@ in between re-sends it on redelivery, and notify de-duplicates by file id, so it
 Data problems are outcomes (the message is consumed). Infrastructure problems mark the entry
 FAILED with ``last_error`` and re-raise, so that message alone is retried and, after its last
 receive, dead-lettered with the error in the ledger.
+
+A file too big for one run is written over several (docs/pipeline.md, "Big files"). Every
+attempt reads and validates the whole version again, which yields the same valid rows in the
+same order and the whole file's rejects and counts; the writes go out in frames, and after
+each the ledger's checkpoint says how many valid rows are stored. Before the function's
+deadline the attempt stops, pauses the entry (``FilePaused``) and its message comes back
+within seconds; the next attempt, or the one that takes over a crashed attempt's lapsed claim,
+skips the rows already stored. Rejects and the one notice come from the attempt that finishes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import shutil
 import tempfile
 import threading
@@ -26,14 +35,15 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, Final, Protocol
 
 import polars as pl
 from botocore.exceptions import BotoCoreError, ClientError
 
-from core.aws.settings import INCOMING_PREFIX, REJECTS_PREFIX, Settings
+from core.aws.settings import INCOMING_PREFIX, MIB, REJECTS_PREFIX, Settings
 from core.pipeline.events import FileRef, iso_ms, parse_body
 from core.pipeline.ledger import (
+    Checkpoint,
     Claim,
     Decision,
     FileOutcome,
@@ -43,7 +53,7 @@ from core.pipeline.ledger import (
     lease_seconds,
 )
 from core.pipeline.notice import SAMPLE_ROWS, FileNotice, SampleRow
-from core.pipeline.orders_store import WriteStats
+from core.pipeline.orders_store import BATCH_GET_MAX, WriteStats
 from core.validation.csv_out import RejectsCsv
 from core.validation.engine import REASONS
 from core.validation.limits import Limits, human_bytes
@@ -56,10 +66,40 @@ MULTIPART_THRESHOLD = 8 * 1024 * 1024  # boto3's own default
 # its DLQ when the holder is truly stuck, never because it is merely slow.
 BUSY_RETRY_S = 60
 BUSY_RETRY_MAX_S = 900
+# A paused file's message comes back after this long: the next attempt can start at once.
+PAUSE_RETRY_S = 1
+SPILL_COMPRESSION: Final = "zstd"  # about a tenth to a quarter of the uncompressed spill
+TMP_RESERVE_BYTES = 64 * MIB  # /tmp kept free for what else writes there (polars, the runtime)
+PROGRESS_EVERY_S = 1.0  # the ledger hears of progress at most this often (and at a pause)
+# Writing in frames: each frame is sized to take about a twentieth of the function's time
+# (within these bounds), and the attempt stops when the frame in flight and the next one might
+# not finish before the deadline less a margin (what pausing costs: three small writes).
+FRAME_SHARE = 20
+FRAME_MIN_S, FRAME_MAX_S = 0.25, 10.0
+STOP_MARGIN_SHARE = 50
+STOP_MARGIN_MIN_S, STOP_MARGIN_MAX_S = 0.5, 10.0
+FRAME_MIN_ROWS = 100  # one slice of the writer: a frame is never smaller
+FIRST_RATE = 1_000  # rows/s assumed until a frame has been measured (a cold, slow table)
 
 
-class FileBusy(RuntimeError):
+class RetryLater(RuntimeError):
+    """The message must come back later; nothing failed (no error alarm is due)."""
+
+
+class FileBusy(RetryLater):
     """Another attempt holds this file (or another version of its key): retry later."""
+
+
+class FilePaused(RetryLater):
+    """This attempt stopped before its deadline; the file resumes on the next delivery."""
+
+
+class OutOfTime(RuntimeError):
+    """An attempt could not store a single frame in its time: an infrastructure failure."""
+
+
+class ScratchFull(RuntimeError):
+    """The object and what is kept of it do not fit in the function's /tmp."""
 
 
 class ObjectUnavailable(RuntimeError):
@@ -115,7 +155,12 @@ class NoticeQueue(Protocol):
 
 
 class Session(Protocol):
+    @property
+    def committed_rows(self) -> int: ...
+    @property
+    def stats(self) -> WriteStats: ...
     def submit(self, frame: pl.DataFrame) -> None: ...
+    def flush(self) -> None: ...
     def close(self) -> WriteStats: ...
     def abort(self) -> None: ...
 
@@ -163,9 +208,12 @@ def limits_from_settings(settings: Settings) -> Limits:
 
 
 def rejects_key_for(key: str) -> str:
-    """``incoming/a/b.csv`` → ``rejects/a/b.csv.csv``: the source name stays recognisable."""
+    """``incoming/a/b.csv`` → ``rejects/a/b.csv``; another name gets ``.csv`` added
+    (``b.xlsx`` → ``b.xlsx.csv``), so the source name stays recognisable."""
     rel = key[len(INCOMING_PREFIX) :] if key.startswith(INCOMING_PREFIX) else key
-    return f"{REJECTS_PREFIX}{rel}.csv"
+    return (
+        f"{REJECTS_PREFIX}{rel}" if rel.lower().endswith(".csv") else f"{REJECTS_PREFIX}{rel}.csv"
+    )
 
 
 def describe(exc: BaseException) -> str:
@@ -222,22 +270,43 @@ class Heartbeat:
 
 
 class ChunkSpill:
-    """Valid chunks spilled to Arrow IPC files, rejects appended to one CSV, a sample kept."""
+    """Valid chunks spilled to zstd Arrow IPC files, rejects appended to one CSV, a sample kept.
 
-    def __init__(self, workdir: Path) -> None:
+    What it writes counts against ``budget`` bytes of /tmp, on top of the ``base`` bytes already
+    there (the object): past it, or when the disk itself is full, ``ScratchFull``.
+    """
+
+    def __init__(self, workdir: Path, *, budget: int | None = None, base: int = 0) -> None:
         self._dir = workdir
         self._valid: list[Path] = []
+        self._valid_rows: list[int] = []
         self.rejects_path = workdir / "rejects.csv"
         self._rejects_file: IO[bytes] | None = None
         self._rejects_csv: RejectsCsv | None = None
         self.rejected_rows = 0
+        self.spilled_bytes = 0
         self.sample: list[SampleRow] = []
+        self._budget, self._base = budget, base
 
     def add(self, chunk: ChunkLike) -> None:
+        try:
+            self._add(chunk)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise ScratchFull(
+                    self._too_big(f"and the disk filled up ({exc.strerror})")
+                ) from None
+            raise
+        if self._budget is not None and self.used_bytes > self._budget:
+            raise ScratchFull(self._too_big(f"past {human_bytes(self._budget)} of /tmp"))
+
+    def _add(self, chunk: ChunkLike) -> None:
         if chunk.valid.height:
             path = self._dir / f"valid-{len(self._valid):06d}.arrow"
-            chunk.valid.write_ipc(path)
+            chunk.valid.write_ipc(path, compression=SPILL_COMPRESSION)
             self._valid.append(path)
+            self._valid_rows.append(chunk.valid.height)
+            self.spilled_bytes += path.stat().st_size
         rejects = chunk.rejects
         if rejects.height:
             if self._rejects_csv is None:
@@ -247,6 +316,19 @@ class ChunkSpill:
             self._rejects_csv.write(rejects)
             self.rejected_rows += rejects.height
             self._keep_sample(rejects)
+
+    @property
+    def used_bytes(self) -> int:
+        """The object, the spill and the rejects CSV so far (its buffer included)."""
+        rejects = self._rejects_file.tell() if self._rejects_file is not None else 0
+        return self._base + self.spilled_bytes + rejects
+
+    def _too_big(self, why: str) -> str:
+        return (
+            f"The file does not fit in this deployment's temporary storage: the file and what "
+            f"is kept of it while it is checked came to {human_bytes(self.used_bytes)}, {why}. "
+            "Split the file, or raise IngestTmpMb."
+        )
 
     def _keep_sample(self, rejects: pl.DataFrame) -> None:
         room = SAMPLE_ROWS - len(self.sample)
@@ -267,9 +349,142 @@ class ChunkSpill:
         if self._rejects_file is not None:
             self._rejects_file.close()
 
+    @property
+    def valid_rows(self) -> int:
+        return sum(self._valid_rows)
+
     def valid_frames(self) -> Iterator[pl.DataFrame]:
         for path in self._valid:
             yield pl.read_ipc(path)
+
+    def cursor(self, skip: int = 0) -> RowCursor:
+        """The valid rows in file order, the first ``skip`` left out (already stored)."""
+        return RowCursor(self._valid, self._valid_rows, skip)
+
+
+class RowCursor:
+    """Hands out the spilled valid rows in frames of any size, without reading skipped files."""
+
+    def __init__(self, paths: list[Path], rows: list[int], skip: int) -> None:
+        first = 0
+        while first < len(paths) and skip >= rows[first]:
+            skip -= rows[first]
+            first += 1
+        self._pending = list(paths[first:])
+        self._skip = skip  # rows to leave out of the first file still pending
+        self._frame: pl.DataFrame | None = None
+
+    @property
+    def exhausted(self) -> bool:
+        return not self._pending and (self._frame is None or self._frame.is_empty())
+
+    def take(self, rows: int) -> pl.DataFrame | None:
+        """The next ``rows`` rows (fewer at the end); None when every row was handed out."""
+        parts: list[pl.DataFrame] = []
+        wanted = rows
+        while wanted > 0:
+            if self._frame is None or self._frame.is_empty():
+                if not self._pending:
+                    break
+                self._frame = pl.read_ipc(self._pending.pop(0)).slice(self._skip)
+                self._skip = 0
+                continue
+            parts.append(self._frame.head(wanted))
+            self._frame = self._frame.slice(min(wanted, self._frame.height))
+            wanted -= parts[-1].height
+        if not parts:
+            return None
+        return parts[0] if len(parts) == 1 else pl.concat(parts, rechunk=True)
+
+
+# ---- pacing the writes against the function's deadline -----------------------------------
+
+
+class Deadline:
+    """How long the function has left, from the Lambda context (or the local worker's)."""
+
+    def __init__(self, remaining_ms: Callable[[], int]) -> None:
+        self._remaining_ms = remaining_ms
+
+    @classmethod
+    def of(cls, context: Any) -> Deadline | None:
+        remaining = getattr(context, "get_remaining_time_in_millis", None)
+        return cls(remaining) if callable(remaining) else None
+
+    def left_s(self) -> float:
+        return self._remaining_ms() / 1000
+
+
+def _clamp(value: float, low: float, high: float) -> float:
+    return max(low, min(high, value))
+
+
+class Pacer:
+    """Sizes write frames and says whether the next one still fits before the deadline.
+
+    The rate is measured on this attempt's own writes (rows stored per second since its first
+    frame); until a frame is stored, ``FIRST_RATE`` stands in. Without a deadline (tools, tests,
+    the CLI) every frame fits.
+    """
+
+    def __init__(
+        self,
+        deadline: Deadline | None,
+        *,
+        min_rows: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._deadline = deadline
+        span = deadline.left_s() if deadline is not None else FRAME_MAX_S * FRAME_SHARE
+        self.frame_s = _clamp(span / FRAME_SHARE, FRAME_MIN_S, FRAME_MAX_S)
+        self.margin_s = _clamp(span / STOP_MARGIN_SHARE, STOP_MARGIN_MIN_S, STOP_MARGIN_MAX_S)
+        self._min_rows = min_rows
+        self._clock = clock
+        self._started: float | None = None
+        self._stored = 0
+
+    @property
+    def measured(self) -> bool:
+        return self._stored > 0
+
+    @property
+    def rate(self) -> float:
+        if self._started is None or not self._stored:
+            return FIRST_RATE
+        return self._stored / max(1e-3, self._clock() - self._started)
+
+    def start(self) -> None:
+        if self._started is None:
+            self._started = self._clock()
+
+    def stored(self, rows: int) -> None:
+        """Rows this attempt has stored so far."""
+        self._stored = rows
+
+    def next_rows(self, in_flight: int = 0) -> int:
+        """Rows for the next frame: a frame's worth, or fewer if only fewer can be stored (with
+        ``in_flight`` rows still being written) before the deadline less the margin; 0 when
+        not even ``FRAME_MIN_ROWS`` can."""
+        want = max(self._min_rows, int(self.rate * self.frame_s))
+        if self._deadline is None:
+            return want
+        room = int((self._deadline.left_s() - self.margin_s) * self.rate) - in_flight
+        return want if room >= want else (room if room >= FRAME_MIN_ROWS else 0)
+
+
+class Throttle:
+    """True at most once per ``every_s`` (the first call waits a full interval)."""
+
+    def __init__(self, every_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._every, self._clock = every_s, clock
+        self._last = clock()
+
+    def due(self) -> bool:
+        now = self._clock()
+        if now - self._last < self._every:
+            return False
+        self._last = now
+        return True
 
 
 # ---- the service -----------------------------------------------------------------------------
@@ -290,17 +505,18 @@ class IngestService:
     validate: Validate
     span: Span = no_span
     clock: Callable[[], datetime] = _now
+    monotonic: Callable[[], float] = time.monotonic
     tmp_dir: str | None = None
     limits: Limits = field(init=False)
 
     def __post_init__(self) -> None:
         self.limits = limits_from_settings(self.settings)
 
-    def handle_body(self, body: str) -> list[IngestResult]:
+    def handle_body(self, body: str, deadline: Deadline | None = None) -> list[IngestResult]:
         """Every file a message names; raises (the message fails) on the first failure."""
-        return [self.ingest(ref) for ref in parse_body(body)]
+        return [self.ingest(ref, deadline) for ref in parse_body(body)]
 
-    def ingest(self, ref: FileRef) -> IngestResult:
+    def ingest(self, ref: FileRef, deadline: Deadline | None = None) -> IngestResult:
         lease = lease_seconds(self.settings.function_timeout_s)
         claim = self.ledger.claim(ref, lease)
         if claim.decision == Decision.DUPLICATE:
@@ -310,22 +526,27 @@ class IngestService:
         started = time.monotonic()
         try:
             with Heartbeat(self.ledger, claim, lease) as beat:
-                result = self._process(ref, claim, beat)
-        except LeaseLost:
-            raise  # the attempt that took over owns the outcome now
+                result = self._process(ref, claim, beat, deadline)
+        except (LeaseLost, FilePaused):
+            raise  # taken over: the other attempt owns the outcome; paused: the ledger says so
         except BaseException as exc:
             self.ledger.fail(claim, describe(exc))
             raise
         return replace(result, seconds=round(time.monotonic() - started, 3))
 
-    def _process(self, ref: FileRef, claim: Claim, beat: Heartbeat) -> IngestResult:
-        if ref.size > self.limits.max_bytes:
-            error = (
-                f"The file is {human_bytes(ref.size)}, larger than the "
-                f"{human_bytes(self.limits.max_bytes)} orderpipe accepts."
-            )
+    @property
+    def scratch_budget(self) -> int:
+        """Bytes of /tmp one file may use: the object, its spill and its rejects."""
+        return self.settings.tmp_mb * MIB - TMP_RESERVE_BYTES
+
+    def _process(
+        self, ref: FileRef, claim: Claim, beat: Heartbeat, deadline: Deadline | None
+    ) -> IngestResult:
+        pacer = Pacer(deadline, min_rows=BATCH_GET_MAX * self.writer_threads, clock=self.monotonic)
+        too_big = self._too_big(ref)
+        if too_big is not None:
             return self._conclude(
-                ref, claim, beat, _Verdict(Status.REJECTED, error=error), spill=None
+                ref, claim, beat, _Verdict(Status.REJECTED, error=too_big), spill=None
             )
         with tempfile.TemporaryDirectory(prefix="orderpipe-", dir=self.tmp_dir) as tmp:
             workdir = Path(tmp)
@@ -333,12 +554,16 @@ class IngestService:
             with self.span("read"), source.open("wb") as sink:
                 self.objects.download(ref, sink)
             beat.check()
-            spill = ChunkSpill(workdir)
-            with self.span("validate"):
-                try:
-                    outcome = self.validate(source, ref.key, limits=self.limits, on_chunk=spill.add)
-                finally:
-                    spill.close()
+            spill = ChunkSpill(workdir, budget=self.scratch_budget, base=source.stat().st_size)
+            try:
+                with self.span("validate"):
+                    outcome = self._validate(source, ref, claim, spill)
+            except ScratchFull as exc:
+                verdict = _Verdict(Status.REJECTED, error=str(exc))
+                return self._conclude(ref, claim, beat, verdict, spill=None)
+            finally:
+                spill.close()
+            source.unlink()  # read whole: its room goes back to /tmp
             beat.confirm()
             stats = WriteStats()
             if outcome.status == "rejected":
@@ -351,7 +576,7 @@ class IngestService:
                 )
             else:
                 with self.span("write"):
-                    stats = self._write(ref, claim, spill, beat)
+                    stats = self._write(ref, claim, spill, beat, outcome=outcome, pacer=pacer)
                 verdict = _Verdict(
                     Status.PARTIAL if outcome.invalid else Status.SUCCEEDED,
                     rows=outcome.rows,
@@ -361,21 +586,146 @@ class IngestService:
                 )
             return self._conclude(ref, claim, beat, verdict, spill=spill, stats=stats)
 
-    def _write(self, ref: FileRef, claim: Claim, spill: ChunkSpill, beat: Heartbeat) -> WriteStats:
+    def _too_big(self, ref: FileRef) -> str | None:
+        if ref.size > self.limits.max_bytes:
+            return (
+                f"The file is {human_bytes(ref.size)}, larger than the "
+                f"{human_bytes(self.limits.max_bytes)} orderpipe accepts."
+            )
+        if ref.size > self.scratch_budget:
+            return (
+                f"The file is {human_bytes(ref.size)}, more than the "
+                f"{human_bytes(self.scratch_budget)} of temporary storage this deployment has "
+                "for a file and what is kept of it. Split the file, or raise IngestTmpMb."
+            )
+        return None
+
+    @property
+    def writer_threads(self) -> int:
+        return max(1, int(getattr(self.writer, "threads", 1)))
+
+    def _validate(self, source: Path, ref: FileRef, claim: Claim, spill: ChunkSpill) -> OutcomeLike:
+        """Validate into ``spill``, telling the ledger how many rows are judged as it goes."""
+        judged = 0
+        earlier = claim.entry.rows_judged  # a resumed attempt judges the same rows again
+        throttle = Throttle(PROGRESS_EVERY_S, self.monotonic)
+
+        def on_chunk(chunk: ChunkLike) -> None:
+            nonlocal judged
+            spill.add(chunk)
+            judged += chunk.valid.height + chunk.rejects.height
+            if judged > earlier and throttle.due():
+                self.ledger.progress(claim, rows_judged=judged)
+
+        return self.validate(source, ref.key, limits=self.limits, on_chunk=on_chunk)
+
+    def _write(
+        self,
+        ref: FileRef,
+        claim: Claim,
+        spill: ChunkSpill,
+        beat: Heartbeat,
+        *,
+        outcome: OutcomeLike,
+        pacer: Pacer,
+    ) -> WriteStats:
+        """Store the valid rows the checkpoint does not cover, frame by frame, until the end or
+        until the next frame might not finish before the deadline (then pause)."""
+        start = self._resume_point(claim, outcome)
+        session = self.writer.session(ref, start.stamp)
+        cursor = spill.cursor(skip=start.done)
+        throttle = Throttle(PROGRESS_EVERY_S, self.monotonic)
+        submitted = 0
+
+        def checkpoint() -> None:
+            stats = session.stats
+            self.ledger.progress(
+                claim,
+                rows_judged=outcome.rows,
+                rows_written=start.written + stats.written,
+                checkpoint=Checkpoint(
+                    done=start.done + session.committed_rows,
+                    valid=outcome.valid,
+                    superseded=start.superseded + stats.superseded,
+                    stamp=start.stamp,
+                ),
+            )
+
+        try:
+            while not cursor.exhausted:
+                beat.check()
+                rows = pacer.next_rows(in_flight=submitted - session.committed_rows)
+                if rows == 0:
+                    session.close()
+                    self._pause(
+                        ref, claim, start, session=session, outcome=outcome, checkpoint=checkpoint
+                    )
+                frame = cursor.take(rows)
+                if frame is None:
+                    break
+                pacer.start()
+                session.submit(frame)
+                submitted += frame.height
+                if not pacer.measured:
+                    session.flush()  # the first frame alone: the rate the others are sized by
+                pacer.stored(session.committed_rows)
+                if throttle.due():
+                    checkpoint()
+        except BaseException:
+            session.abort()
+            raise
+        stats = session.close()
+        return WriteStats(
+            written=start.written + stats.written,
+            superseded=start.superseded + stats.superseded,
+            batch_calls=stats.batch_calls,
+            get_calls=stats.get_calls,
+            conditional_puts=stats.conditional_puts,
+            retries=stats.retries,
+        )
+
+    def _pause(
+        self,
+        ref: FileRef,
+        claim: Claim,
+        start: _Start,
+        *,
+        session: Session,
+        outcome: OutcomeLike,
+        checkpoint: Callable[[], None],
+    ) -> None:
+        """Record how far the writes got and let the file go, or fail if they got nowhere."""
+        if session.committed_rows == 0 and start.done < outcome.valid:
+            raise OutOfTime(
+                f"{ref.file_id}: no rows could be stored before the function's deadline "
+                "(reading and checking the file took most of it); raise IngestTimeoutSeconds "
+                "or lower MaxRows"
+            )
+        checkpoint()
+        self.ledger.pause(claim, lease_seconds(self.settings.function_timeout_s))
+        done = start.done + session.committed_rows
+        raise FilePaused(
+            f"{ref.file_id}: {done:,} of {outcome.valid:,} valid rows stored before the "
+            "deadline; the next delivery resumes from there"
+        )
+
+    def _resume_point(self, claim: Claim, outcome: OutcomeLike) -> _Start:
+        """Where this attempt's writes start: the checkpoint, when it is this file's."""
+        point = claim.entry.checkpoint
+        if (
+            point is not None
+            and claim.decision != Decision.REPLAY
+            and point.valid == outcome.valid
+            and point.done <= outcome.valid
+            and point.stamp
+        ):
+            return _Start(point.done, claim.entry.rows_written, point.superseded, point.stamp)
         # A redelivery writes byte-identical items (ingested_at = when the version was first
         # received); only a replay stamps its own time.
         stamp = claim.entry.received_at
         if claim.decision == Decision.REPLAY or not stamp:
             stamp = iso_ms(self.clock())
-        session = self.writer.session(ref, stamp)
-        try:
-            for frame in spill.valid_frames():
-                beat.check()
-                session.submit(frame)
-        except BaseException:
-            session.abort()
-            raise
-        return session.close()
+        return _Start(0, 0, 0, stamp)
 
     def _conclude(
         self,
@@ -443,6 +793,16 @@ class IngestService:
             superseded=stats.superseded,
             notified=notified,
         )
+
+
+@dataclass(frozen=True)
+class _Start:
+    """Where an attempt's writes begin: rows already stored and the counts they brought."""
+
+    done: int
+    written: int
+    superseded: int
+    stamp: str
 
 
 @dataclass(frozen=True)
@@ -541,11 +901,22 @@ def busy_delay(receive_count: int) -> int:
 
 
 def handle_record(
-    service: IngestService, body: str, receipt_handle: str, sqs: Any, receive_count: int = 1
+    service: IngestService,
+    body: str,
+    receipt_handle: str,
+    sqs: Any,
+    receive_count: int = 1,
+    *,
+    deadline: Deadline | None = None,
 ) -> list[IngestResult]:
-    """One SQS record; a busy file is made visible again after a growing delay, then fails."""
+    """One SQS record; a busy file is made visible again after a growing delay, a paused one
+    at once, then the record fails (so it comes back)."""
     try:
-        return service.handle_body(body)
+        return service.handle_body(body, deadline)
+    except FilePaused:
+        if receipt_handle and service.settings.ingest_queue_url:
+            defer(sqs, service.settings.ingest_queue_url, receipt_handle, PAUSE_RETRY_S)
+        raise
     except FileBusy:
         if receipt_handle and service.settings.ingest_queue_url:
             delay = busy_delay(receive_count)

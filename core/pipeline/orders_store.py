@@ -312,10 +312,13 @@ class WriteSession:
             max_workers=writer.threads, thread_name_prefix="orders-writer"
         )
         self._inflight: list[Future[WriteStats]] = []
-        self.stats = WriteStats()
+        self._inflight_rows = 0
+        self.stats = WriteStats()  # of the frames whose writes all completed
+        self.committed_rows = 0  # rows of those frames (each stored or superseded)
 
     def submit(self, frame: pl.DataFrame) -> None:
         self._drain()
+        self._inflight_rows = frame.height
         # De-duplicated per chunk, so no two slices (calls in flight at once) share a key.
         frame = unique_orders(frame)
         # Requests are built per task on the writer threads: a whole chunk's at once would cost
@@ -349,8 +352,13 @@ class WriteSession:
         items = order_items(frame, self._source, self._ingested_at)
         return [{"PutRequest": {"Item": item}} for item in items]
 
+    def flush(self) -> None:
+        """Wait until the frame in flight is stored (re-raise its failure)."""
+        self._drain()
+
     def _drain(self) -> None:
         inflight, self._inflight = self._inflight, []
+        rows, self._inflight_rows = self._inflight_rows, 0
         error: BaseException | None = None
         for future in inflight:
             try:
@@ -359,6 +367,7 @@ class WriteSession:
                 error = error or exc
         if error is not None:
             raise error
+        self.committed_rows += rows
 
     def close(self) -> WriteStats:
         """Wait for every write; re-raise the first failure."""

@@ -2,11 +2,12 @@
 
 Lambda code and layers together may take 250 MB unzipped and polars alone is about 180 MB, so
 every byte is accounted for: wheels are the target's own (pip ``--platform``/``--only-binary``
-for the runtime's Python and architecture), what the runtime already has (boto3 and its
-dependencies) is removed, caches and type stubs are dropped, and native libraries lose their
-symbol tables when a strip tool is at hand. polars goes into a layer of its own: it changes
-rarely, so a code change uploads a small zip. Every zip is byte-for-byte reproducible, so
-unchanged inputs give unchanged S3 keys and a no-op deploy.
+for the runtime's Python and architecture), boto3 and botocore are bundled at the versions the
+tests ran with (the runtime's own copy is neither pinned nor the one tested), every version comes
+from ``constraints.txt`` (the same file ``make venv`` installs with), caches and type stubs are
+dropped, and native libraries lose their symbol tables when a strip tool is at hand. polars goes
+into a layer of its own: it changes rarely, so a code change uploads a smaller zip. Every zip is
+byte-for-byte reproducible, so unchanged inputs give unchanged S3 keys and a no-op deploy.
 """
 
 from __future__ import annotations
@@ -41,16 +42,25 @@ MIB = 1024 * 1024
 LAMBDA_UNZIPPED_LIMIT = 250 * MIB
 
 # The layer holds polars; the function zip the rest. Versions are pinned to this environment's
-# so Lambda runs what the tests ran.
+# so Lambda runs what the tests ran: boto3 too, which then shadows the runtime's own copy
+# (the function's code comes first on sys.path).
 LAYER_REQUIREMENTS = ("polars",)
-CODE_REQUIREMENTS = ("fastexcel", "aws-lambda-powertools", "aws-xray-sdk")
-# Shipped by the Lambda Python runtime itself: never packaged (boto3 left to the runtime).
-RUNTIME_PROVIDED = frozenset(
-    {"boto3", "botocore", "s3transfer", "jmespath", "python-dateutil", "six", "urllib3"}
+CODE_REQUIREMENTS = ("boto3", "fastexcel", "aws-lambda-powertools", "aws-xray-sdk")
+# Every version of every distribution, direct or not: the venv's pins (``make constraints``).
+CONSTRAINTS_FILE = "constraints.txt"
+# Project code for the two functions (ingest, notify): what they run and nothing else, so no
+# CLI, local stack, release or ops code, and no test harness (that lives under tests/). A folder
+# ships whole; tests/unit/test_package.py checks this against the handlers' real imports.
+LAMBDA_SOURCES = (
+    "core/__init__.py",
+    "core/bootstrap.py",
+    "core/aws",
+    "core/pipeline",
+    "core/validation",
+    "handlers/__init__.py",
+    "handlers/ingest.py",
+    "handlers/notify.py",
 )
-# Project code for the functions: the CLI is not needed there (and would pull click and rich).
-PROJECT_PACKAGES = ("core", "handlers")
-PROJECT_EXCLUDE = ("core/cli", "core/local", "core/release")
 PROJECT_SUFFIXES = (".py", ".json")
 
 GLUE_SCRIPT = "handlers/reconcile_job.py"
@@ -112,6 +122,8 @@ class Manifest:
     artifacts: dict[str, Artifact]
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # Project files each artifact ships: "code" (the function zip), "reconcile_wheel" (Glue).
+    modules: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def runtime(self) -> str:
@@ -130,6 +142,7 @@ class Manifest:
             "lambda_unzipped_limit": LAMBDA_UNZIPPED_LIMIT,
             "seconds": round(self.seconds, 1),
             "notes": self.notes,
+            "modules": self.modules,
             "artifacts": {
                 role: {**asdict(a), "key": a.key} for role, a in sorted(self.artifacts.items())
             },
@@ -156,6 +169,7 @@ class Manifest:
                 for role, a in raw["artifacts"].items()
             }
             manifest = cls(raw["arch"], raw["python"], artifacts, list(raw.get("notes", [])))
+            manifest.modules = {k: list(v) for k, v in raw.get("modules", {}).items()}
         except FileNotFoundError:
             raise PackageError(
                 f"no artifacts in {out_dir}: run `orderpipe package` first"
@@ -181,6 +195,12 @@ def pinned(requirements: Iterable[str]) -> list[str]:
         except metadata.PackageNotFoundError:
             out.append(name)
     return out
+
+
+def constraint_args(project_root: Path) -> list[str]:
+    """``--constraint constraints.txt`` when the project has one (a checkout always does)."""
+    path = project_root / CONSTRAINTS_FILE
+    return ["--constraint", str(path)] if path.is_file() else []
 
 
 def pip_install(
@@ -298,20 +318,29 @@ def slim(site: Path, target: Target, *, strip: bool) -> tuple[int, list[str]]:
     return before - _tree_size(site), notes
 
 
-def copy_project(root: Path, dest: Path) -> None:
-    for package in PROJECT_PACKAGES:
-        for path in sorted((root / package).rglob("*")):
-            rel = path.relative_to(root).as_posix()
-            if (
-                not path.is_file()
-                or path.suffix not in PROJECT_SUFFIXES
-                or "__pycache__" in rel
-                or any(rel.startswith(ex + "/") for ex in PROJECT_EXCLUDE)
-            ):
-                continue
-            target = dest / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, target)
+def lambda_modules(root: Path) -> tuple[str, ...]:
+    """Every project file the function zip ships (``LAMBDA_SOURCES`` expanded), sorted."""
+    found: list[str] = []
+    for source in LAMBDA_SOURCES:
+        path = root / source
+        if path.is_file():
+            found.append(source)
+        elif path.is_dir():
+            found += [
+                p.relative_to(root).as_posix()
+                for p in path.rglob("*")
+                if p.is_file() and p.suffix in PROJECT_SUFFIXES and "__pycache__" not in p.parts
+            ]
+        else:
+            raise PackageError(f"{path} not found: the Lambda code would be incomplete")
+    return tuple(sorted(found))
+
+
+def copy_project(root: Path, dest: Path, modules: Iterable[str]) -> None:
+    for rel in modules:
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(root / rel, target)
 
 
 def file_sha256(path: Path) -> str:
@@ -449,22 +478,21 @@ def build(options: BuildOptions) -> Manifest:
         layer_site = Path(tmp) / "layer"
         code_site = Path(tmp) / "code"
         reqs = pinned if options.pin else list
-        pip_install(reqs(options.layer_requirements), layer_site, target, options.pip_args)
-        pip_install(reqs(options.code_requirements), code_site, target, options.pip_args)
+        pip_args = [*constraint_args(options.project_root), *options.pip_args]
+        pip_install(reqs(options.layer_requirements), layer_site, target, pip_args)
+        pip_install(reqs(options.code_requirements), code_site, target, pip_args)
 
         in_layer = installed_distributions(layer_site)
         for name, info in installed_distributions(code_site).items():
-            if name in RUNTIME_PROVIDED or name in in_layer:
+            if name in in_layer:
                 remove_distribution(code_site, info)
-        for name, info in in_layer.items():
-            if name in RUNTIME_PROVIDED:
-                remove_distribution(layer_site, info)
         for site in (layer_site, code_site):
             saved, slim_notes = slim(site, target, strip=options.strip)
             notes += slim_notes
             if saved:
                 notes.append(f"{site.name}: {saved / MIB:.1f} MiB of caches, stubs and symbols cut")
-        copy_project(options.project_root, code_site)
+        shipped = lambda_modules(options.project_root)
+        copy_project(options.project_root, code_site, shipped)
 
         check_limit(layer_site, code_site, options.limit_bytes)
         layer_zip, code_zip = out / "deps-layer.zip", out / "function.zip"
@@ -492,6 +520,7 @@ def build(options: BuildOptions) -> Manifest:
         },
         notes=notes,
         seconds=time.monotonic() - started,
+        modules={"code": list(shipped), "reconcile_wheel": list(modules)},
     )
     manifest.save(out)
     return manifest

@@ -24,8 +24,8 @@ from typing import Any
 from urllib.request import urlopen
 
 from core import bootstrap
-from core.faults import FaultPlan, installed
 from core.pipeline.ledger import LOCK_PREFIX
+from tests.support.faults import FaultPlan, installed
 
 HEADER = "Order_Id,Customer_Id,Order_Date,Order_Status,Order_Total"
 STATUSES = ("Pending", "Completed", "Inprogress")

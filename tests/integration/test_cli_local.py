@@ -83,7 +83,30 @@ def test_status_lists_the_ledger_newest_first_with_attempts(env_stack, fixtures_
         ("incoming/test_data1.csv", 7)
     ]
     assert "incoming/test_data1.csv" in table.stdout
-    assert "PARTIAL" in table.stdout
+    assert "PARTIAL" in table.stdout  # a pipe gets the ledger's codes, tab-separated
+    assert not table.stdout.startswith("\n")
+
+    # A key the ledger does not hold, and a status no file is in, say so: not "no files yet".
+    missing = runner.invoke(cli, ["status", "nonexistent.csv"])
+    assert missing.exit_code == 1
+    assert missing.output == "Error: incoming/nonexistent.csv: not in the ledger (environment)\n"
+    failed = runner.invoke(cli, ["status", "--status", "failed"])
+    assert failed.exit_code == 0
+    assert failed.output == "no failed files (FAILED) in the ledger\n"
+
+
+def test_status_and_upload_json_agree_on_the_version(env_stack, fixtures_dir) -> None:
+    runner = CliRunner()
+    upload = runner.invoke(cli, ["upload", str(fixtures_dir / "test_data1.csv"), "--json"])
+    uploaded = _json_lines(upload.stdout)[0]
+    runner.invoke(cli, ["upload", str(fixtures_dir / "test_data1.csv"), "--wait", "--json"])
+    status = runner.invoke(cli, ["status", "test_data1.csv", "--json"])
+    entries = _json_lines(status.stdout)
+    assert entries, status.output
+    for entry in entries:
+        # Both name the S3 version id or nothing, never "etag:…", and both give the ETag.
+        assert entry["version"] in (None, uploaded["version"])
+        assert entry["etag"] == uploaded["etag"]
 
 
 def test_upload_without_wait_prints_the_stored_version(env_stack, fixtures_dir) -> None:

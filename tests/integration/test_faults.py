@@ -23,7 +23,6 @@ import pytest
 
 from core.aws.clients import Clients
 from core.aws.stack import StackNames
-from core.faults import FaultPlan
 from core.local.embedded import EmbeddedConfig, EmbeddedStack
 from core.local.worker import Worker, drain, handler_environment
 from tests.integration.pipeline_kit import (
@@ -35,6 +34,7 @@ from tests.integration.pipeline_kit import (
     newest,
     order_file,
 )
+from tests.support.faults import FaultPlan, clients_with
 
 pytestmark = pytest.mark.integration
 
@@ -206,7 +206,7 @@ def test_sqs_receive_and_delete_errors_in_the_worker_loop(
         "sqs.DeleteMessageBatch=internal:1:3"
     )
     # Only the worker's own client fails (max_attempts=0: no retries hide the delete errors).
-    worker_clients = Clients(endpoint_url=pipe.stack.endpoint, max_attempts=0, faults=plan)
+    worker_clients = clients_with(plan, endpoint_url=pipe.stack.endpoint, max_attempts=0)
     pipe.upload(*files)
     wanted = expect_files(pipe, *files)
 
@@ -589,7 +589,7 @@ def test_sqs_delete_reply_lost(pipe: Pipeline, scenario: Scenario) -> None:
     ]
     plan = FaultPlan.parse("sqs.DeleteMessageBatch=reply-timeout")
     # Only the worker's own SQS client loses the replies; the handlers' clients are untouched.
-    worker_clients = Clients(endpoint_url=pipe.stack.endpoint, faults=plan)
+    worker_clients = clients_with(plan, endpoint_url=pipe.stack.endpoint)
     pipe.upload(*files)
     drain(worker_clients, pipe.stack.settings, DRAIN_S, retry_after_s=0)
 

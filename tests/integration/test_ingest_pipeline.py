@@ -151,7 +151,7 @@ def test_seed_files_store_exact_orders_and_outcomes(stack, run_handler, fixtures
     notices = {n.key: n for n in _notices(stack)}
     assert set(notices) == {"incoming/seed/test_data1.csv", "incoming/seed/test_data2.csv"}
     n1 = notices["incoming/seed/test_data1.csv"]
-    assert n1.rejects_key == "rejects/seed/test_data1.csv.csv"
+    assert n1.rejects_key == "rejects/seed/test_data1.csv"
     assert n1.invalid == 5
     assert [s.line for s in n1.sample] == [6, 9, 10, 11, 12]
     csv = stack.clients.s3.get_object(Bucket=stack.names.bucket, Key=n1.rejects_key)["Body"].read()

@@ -16,7 +16,6 @@ import pytest
 
 from core import bootstrap
 from core.aws.clients import Clients
-from core.faults import FaultPlan
 from core.local.worker import LambdaContext
 from core.pipeline.notice import FileNotice, SampleRow
 from core.pipeline.notify import (
@@ -28,6 +27,7 @@ from core.pipeline.notify import (
     messages_from_event,
 )
 from handlers.notify import handler
+from tests.support.faults import FaultPlan
 
 pytestmark = pytest.mark.integration
 

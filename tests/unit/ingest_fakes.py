@@ -48,7 +48,7 @@ class InMemoryLedger:
         self.items: dict[str, LedgerEntry] = {}
         self.locks: dict[str, tuple[str, str, int]] = {}  # key -> (holder, token, lease_until)
         self._mutex = threading.Lock()  # DynamoDB's conditional writes are atomic; so is this
-        self.progress_calls = 0
+        self.progress_log: list[tuple[int, int, Checkpoint | None]] = []
 
     def claim(self, ref: FileRef, lease_s: int) -> Claim:
         with self._mutex:
@@ -160,7 +160,7 @@ class InMemoryLedger:
     ) -> None:
         with self._mutex:
             current = self._owned(claim)
-            self.progress_calls += 1
+            self.progress_log.append((rows_judged or 0, rows_written or 0, checkpoint))
             self.items[current.file_id] = replace(
                 current,
                 rows_judged=current.rows_judged if rows_judged is None else rows_judged,

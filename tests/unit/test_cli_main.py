@@ -7,14 +7,14 @@ import subprocess
 import sys
 
 
-def test_a_malformed_fault_spec_is_one_line_not_a_traceback() -> None:
+def test_a_malformed_setting_is_one_line_not_a_traceback() -> None:
     env = {
         **os.environ,
-        "ORDERPIPE_FAULTS": "bogus",
         "ORDERPIPE_BUCKET": "b",
         "ORDERPIPE_FILES_TABLE": "f",
+        "ORDERPIPE_WRITE_THREADS": "many",
         "ORDERPIPE_STATE_DIR": "/nonexistent-orderpipe-state",
-        # Nothing listens on port 9: the spec must fail before any call is made.
+        # Nothing listens on port 9: the setting must fail before any call is made.
         "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
     }
     done = subprocess.run(
@@ -28,5 +28,5 @@ def test_a_malformed_fault_spec_is_one_line_not_a_traceback() -> None:
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == [
-        "Error: ORDERPIPE_FAULTS: 'bogus': expected service.Operation=kind[:rate[:limit]]"
+        "Error: ORDERPIPE_WRITE_THREADS must be a whole number, got 'many'"
     ]

@@ -14,9 +14,8 @@ FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 HEADER = "Order_Id,Customer_Id,Order_Date,Order_Status,Order_Total\n"
 
 
-def invoke(*args: str) -> Result:
-    # Wide enough that rich cuts no value the human-output tests look for.
-    runner = CliRunner(env={"COLUMNS": "200"})
+def invoke(*args: str, columns: int = 200) -> Result:
+    runner = CliRunner(env={"COLUMNS": str(columns)})
     return runner.invoke(cli, ["validate", *args], catch_exceptions=False)
 
 
@@ -36,7 +35,7 @@ def test_clean_file_exits_0(tmp_path: Path) -> None:
     assert result.exit_code == 0
     assert json_lines(result) == [
         {"file": str(path), "status": "accepted", "rows": 1, "valid": 1, "invalid": 0,
-         "reasons": {}},
+         "reasons": {}, "outcome": "SUCCEEDED"},
     ]  # fmt: skip
 
 
@@ -44,7 +43,8 @@ def test_json_one_object_per_file_and_exit_1_on_invalid_rows() -> None:
     result = invoke("--json", str(FIXTURES / "test_data1.csv"), str(FIXTURES / "test_data2.csv"))
     assert result.exit_code == 1
     first, second = json_lines(result)
-    assert set(first) == {"file", "status", "rows", "valid", "invalid", "reasons"}
+    assert set(first) == {"file", "status", "outcome", "rows", "valid", "invalid", "reasons"}
+    assert (first["status"], first["outcome"]) == ("accepted", "PARTIAL")
     assert (first["rows"], first["valid"], first["invalid"]) == (12, 7, 5)
     assert (second["rows"], second["valid"], second["invalid"]) == (12, 4, 8)
     assert second["reasons"] == {
@@ -127,11 +127,35 @@ def test_human_output_shows_counts_reasons_and_rejected_lines() -> None:
     result = invoke(str(FIXTURES / "test_data1.csv"))
     assert result.exit_code == 1
     out = result.stdout
-    assert "accepted" in out
-    assert "Customer_Id.required (4)" in out
+    assert "test_data1.csv: partly accepted, 5 of 12 rows rejected, 7 valid" in out
+    assert "Customer_Id.required ×4" in out
     assert "Ord2306" in out
     assert "Order_Status.allowed" in out
-    assert "first 5 of 5 rejected rows" in out
+    assert "rejected rows:" in out
+
+
+def test_human_output_at_80_columns_keeps_every_reason_and_whole_values(
+    tmp_path: Path,
+) -> None:
+    rows = "".join(f"Ord2{i:03d}-with-a-long-id,C1,1/1/23,Nope,{i}\n" for i in range(3))
+    path = write(tmp_path, "wide.csv", HEADER + rows + "Ord9, C2 ,,Pending,x\n")
+    result = invoke(str(path), columns=80)
+    out = result.stdout
+    assert "partly accepted, 4 of 4 rows rejected" in out
+    assert "…" not in out
+    assert all(len(line) <= 80 for line in out.splitlines()[1:]), out  # [0]: the long tmp path
+    for code in ("Order_Status.allowed", "Order_Total.format", "Order_Date.required"):
+        assert code in out
+    assert "Ord2002-with-a-long-id" in out  # whole, never "Ord2…"
+    assert 'Customer_Id=" C2 "' in out  # the spaces around a value stay visible
+
+
+def test_every_verdict_has_its_word(tmp_path: Path) -> None:
+    clean = write(tmp_path, "clean.csv", HEADER + "O1,C1,1/1/23,Pending,10\n")
+    empty = write(tmp_path, "empty.csv", b"")
+    out = invoke(str(clean), str(empty)).stdout
+    assert "clean.csv: accepted, all 1 row valid" in out
+    assert "empty.csv: rejected, nothing would be stored" in out
 
 
 def test_markup_in_values_is_printed_literally(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from botocore.serialize import create_serializer
 
 from core.aws import dynamo_json
 from core.aws.clients import Clients
-from core.faults import FaultPlan, FaultRule
+from tests.support.faults import FaultPlan, FaultRule
 
 NOWHERE = "http://127.0.0.1:9"  # nothing listens: a call that reaches the network would fail
 SESSION = boto3.session.Session(
@@ -78,10 +78,10 @@ class _Raw:
 
 
 def bulk_client(wire: Wire, *, faults: FaultPlan | None = None, attempts: int = 1) -> Any:
-    clients = Clients(
-        endpoint_url=NOWHERE, max_attempts=attempts - 1, faults=faults, _session=SESSION
-    )
+    clients = Clients(endpoint_url=NOWHERE, max_attempts=attempts - 1, _session=SESSION)
     client = clients.dynamodb_bulk
+    if faults is not None:
+        faults.attach(client)
     client.meta.events.register("before-send.dynamodb", wire)
     return client
 
@@ -226,3 +226,50 @@ def test_only_an_installed_client_is_said_to_take_encoded_requests() -> None:
     assert dynamo_json.installed(clients.dynamodb_bulk)
     assert not dynamo_json.installed(clients.dynamodb)
     assert not dynamo_json.installed(object())
+
+
+def test_the_pinned_botocore_is_one_the_splice_was_tested_with() -> None:
+    """Bumping botocore in constraints.txt means re-proving the bytes above, then adding it."""
+    import botocore
+
+    from core.release.package import CONSTRAINTS_FILE, PROJECT_ROOT
+
+    pins = dict(
+        line.split("==", 1)
+        for line in (PROJECT_ROOT / CONSTRAINTS_FILE).read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    assert pins["botocore"] == botocore.__version__
+    assert botocore.__version__ in dynamo_json.TESTED_BOTOCORE
+    assert MODEL.resolved_protocol == dynamo_json.SPLICE_PROTOCOL
+
+
+@pytest.mark.parametrize(
+    ("protocol", "version", "why"),
+    [
+        ("smithy-rpc-v2-cbor", None, "speaks 'smithy-rpc-v2-cbor'"),
+        ("json", "1.99.0", "botocore 1.99.0 is not one"),
+    ],
+)
+def test_elsewhere_the_bulk_client_falls_back_to_botocores_own_bodies(
+    monkeypatch: pytest.MonkeyPatch, protocol: str, version: str | None, why: str
+) -> None:
+    import botocore
+
+    version = version or botocore.__version__
+    assert why in (dynamo_json.refusal(protocol, version) or "")
+    monkeypatch.setattr(botocore, "__version__", version)
+    # The model the client is built from says this protocol (the wire stub still answers JSON).
+    monkeypatch.setattr(dynamo_json, "_protocol", lambda _client: protocol)
+
+    serialized: list[bytes] = []
+    wire = Wire()
+    client = bulk_client(wire)
+    client.meta.events.register(
+        "before-call.dynamodb.BatchWriteItem", lambda params, **_: serialized.append(params["body"])
+    )
+    assert not dynamo_json.installed(client)  # so the orders writer sends plain requests
+    client.batch_write_item(**WRITE)
+    # botocore walked every item itself: its body went out whole, unreplaced.
+    assert serialized == [botocore_body("BatchWriteItem", WRITE)]
+    assert wire.requests[0].body == serialized[0]

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -21,13 +25,14 @@ from botocore.exceptions import (
 )
 
 from core.aws.clients import Clients
-from core.faults import (
+from tests.support.faults import (
     ENV_FAULTS,
     SEND_KINDS,
     FaultPlan,
     FaultRule,
     FaultSpecError,
-    active_plan,
+    clients_with,
+    install_from_env,
     installed,
 )
 
@@ -78,10 +83,10 @@ class FakeService:
 
 def client_with(service: str, plan: FaultPlan | None, fake: FakeService, attempts: int = 1) -> Any:
     # Clients counts retries after the first attempt.
-    clients = Clients(
-        endpoint_url=NOWHERE, max_attempts=attempts - 1, faults=plan, _session=SESSION
-    )
+    clients = Clients(endpoint_url=NOWHERE, max_attempts=attempts - 1, _session=SESSION)
     client = clients.client(service)
+    if plan is not None:
+        plan.attach(client)
     client.meta.events.register(f"before-send.{service}", fake)
     fake.plan = plan
     return client
@@ -142,25 +147,29 @@ def test_a_bad_spec_says_what_is_wrong(spec: str, message: str) -> None:
 def test_no_faults_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(ENV_FAULTS, raising=False)
     assert FaultPlan.from_env() is None
-    clients = Clients(endpoint_url=NOWHERE)
-    clients.client("sqs")
-    assert clients.faults is None
+    assert install_from_env() is None
 
 
-def test_the_environment_turns_faults_on_for_every_client(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(ENV_FAULTS, "dynamodb.BatchWriteItem=throttle")
-    clients = Clients(endpoint_url=NOWHERE, max_attempts=1)
+def test_clients_with_a_plan_fail_every_client_they_build() -> None:
+    plan = FaultPlan.parse("dynamodb.BatchWriteItem=throttle")
+    clients = clients_with(plan, endpoint_url=NOWHERE, max_attempts=1)
     fake = FakeService({})
     clients.dynamodb.meta.events.register("before-send.dynamodb", fake)
-    fake.plan = clients.faults
+    fake.plan = plan
     with pytest.raises(ClientError) as exc:
         clients.dynamodb.batch_write_item(RequestItems={"t": put_requests(1)})
     assert error_code(exc) == "ThrottlingException"
     assert fake.seen == []
-    assert clients.faults is not None
     # Every attempt, retries included, was throttled.
     attempts = exc.value.response["ResponseMetadata"]["RetryAttempts"] + 1
-    assert clients.faults.counts() == {"dynamodb.BatchWriteItem:throttle": attempts}
+    assert plan.counts() == {"dynamodb.BatchWriteItem:throttle": attempts}
+    # The bulk client (its own botocore client, C-encoded bodies) carries the plan too.
+    bulk_fake = FakeService({})
+    clients.dynamodb_bulk.meta.events.register("before-send.dynamodb", bulk_fake)
+    bulk_fake.plan = plan
+    with pytest.raises(ClientError):
+        clients.dynamodb_bulk.batch_write_item(RequestItems={"t": put_requests(1)})
+    assert bulk_fake.seen == []
 
 
 # -- error answers ------------------------------------------------------------------------------
@@ -385,32 +394,27 @@ def test_rules_for_other_services_leave_a_client_alone() -> None:
     assert plan.injected == []
 
 
-def test_every_client_of_a_process_shares_the_environments_plan(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv(ENV_FAULTS, "sqs.ReceiveMessage=throttle:0.5; seed=11")
-    one = Clients(endpoint_url=NOWHERE, _session=SESSION)
-    two = Clients(endpoint_url=NOWHERE, _session=SESSION)
-    one.client("sqs")
-    two.client("sqs")
-    assert one.faults is two.faults is active_plan()
-    assert one.faults is not None
-    assert one.faults.seed == 11
-
-
 def test_an_installed_plan_reaches_clients_built_inside_the_block() -> None:
     plan = FaultPlan((FaultRule("sqs", "ReceiveMessage", "throttle"),))
+    before = Clients(endpoint_url=NOWHERE, max_attempts=0)
+    before.client("sqs")
     with installed(plan):
-        inside = Clients(endpoint_url=NOWHERE, max_attempts=0, _session=SESSION)
-        fake = FakeService({})
-        inside.sqs.meta.events.register("before-send.sqs", fake)
+        inside = Clients(endpoint_url=NOWHERE, max_attempts=0)
+        inside.client("sqs")  # its session is created here, inside the block
+    outside = Clients(endpoint_url=NOWHERE, max_attempts=0)
+    codes = {}
+    # Inside last: the fake reads the plan's record to tell a faulted attempt from its own.
+    for name, clients in (("before", before), ("outside", outside), ("inside", inside)):
+        fake = FakeService({"ReceiveMessage": ({}, b"{}")})
+        clients.sqs.meta.events.register("before-send.sqs", fake)
         fake.plan = plan
-        with pytest.raises(ClientError):
-            inside.sqs.receive_message(QueueUrl=f"{NOWHERE}/1/q")
-    outside = Clients(endpoint_url=NOWHERE, _session=SESSION)
-    outside.client("sqs")
-    assert inside.faults is plan
-    assert outside.faults is None
+        try:
+            clients.sqs.receive_message(QueueUrl=f"{NOWHERE}/1/q")
+            codes[name] = "answered"
+        except ClientError as exc:
+            codes[name] = str(exc.response["Error"]["Code"])
+    # Only a session created inside the block carries the plan; the hook is gone after it.
+    assert codes == {"before": "answered", "inside": "RequestThrottled", "outside": "answered"}
     assert plan.total() == 1
 
 
@@ -431,7 +435,60 @@ def test_two_rules_never_both_claim_one_attempt() -> None:
     assert plan.counts() == {"ses.SendRawEmail:throttle": 1, "ses.SendRawEmail:rejected": 1}
 
 
-def test_a_bad_environment_spec_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(ENV_FAULTS, "s3.GetObject=explode")
+def test_a_bad_environment_spec_names_the_variable() -> None:
+    env = {ENV_FAULTS: "s3.GetObject=explode"}
     with pytest.raises(FaultSpecError, match=r"^ORDERPIPE_FAULTS: s3.GetObject: unknown fault"):
-        Clients(endpoint_url=NOWHERE, _session=SESSION).client("s3")
+        install_from_env(env)
+
+
+# -- whole processes: tests/support/site on PYTHONPATH ------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+SITE = ROOT / "tests" / "support" / "site"
+# One SQS call against nothing: a fault answers it, or it fails to connect.
+CALL = (
+    "from core.aws.clients import Clients\n"
+    "Clients(endpoint_url='http://127.0.0.1:9', max_attempts=0).sqs.list_queues()\n"
+)
+
+
+def _run(spec: str, *, site: bool) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(
+        {
+            ENV_FAULTS: spec,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    )
+    if site:
+        env["PYTHONPATH"] = str(SITE)
+    return subprocess.run(
+        [sys.executable, "-c", CALL],
+        env=env,
+        cwd="/",  # not the checkout: the site hook must find ``tests`` on its own
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_site_hook_gives_a_process_the_environments_plan() -> None:
+    done = _run("sqs.ListQueues=throttle", site=True)
+    assert "RequestThrottled" in done.stderr, done.stderr
+
+
+def test_the_product_alone_ignores_the_variable() -> None:
+    done = _run("sqs.ListQueues=throttle", site=False)
+    assert "RequestThrottled" not in done.stderr
+    assert "Could not connect" in done.stderr, done.stderr
+
+
+def test_a_bad_spec_ends_the_process_in_one_line() -> None:
+    done = _run("bogus", site=True)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "Error: ORDERPIPE_FAULTS: 'bogus': expected service.Operation=kind[:rate[:limit]]"
+    ]

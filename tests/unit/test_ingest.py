@@ -78,14 +78,14 @@ def test_partial_file_stores_rejects_csv_and_one_notice(pipe: Pipeline) -> None:
     result = pipe.service.ingest(ref)
     assert result.status == Status.PARTIAL
     assert set(pipe.ddb.items) == {"Ord1"}
-    csv = pipe.objects.rejects["rejects/sub/mixed.csv.csv"].decode().splitlines()
+    csv = pipe.objects.rejects["rejects/sub/mixed.csv"].decode().splitlines()
     assert csv[0] == "line,Order_Id,Customer_Id,Order_Date,Order_Status,Order_Total,reasons"
     assert csv[1].startswith("2,Ord2,")
     assert len(csv) == 3
     (notice,) = pipe.notices.sent
     assert (notice.status, notice.rows, notice.valid, notice.invalid) == ("PARTIAL", 3, 1, 2)
-    assert notice.rejects_key == "rejects/sub/mixed.csv.csv"
-    assert notice.rejects_bytes == len(pipe.objects.rejects["rejects/sub/mixed.csv.csv"])
+    assert notice.rejects_key == "rejects/sub/mixed.csv"
+    assert notice.rejects_bytes == len(pipe.objects.rejects["rejects/sub/mixed.csv"])
     assert [s.line for s in notice.sample] == [2, 3]
     assert notice.sample[0].reasons == ["Customer_Id.required"]
     assert notice.sample[0].values["Order_Id"] == "Ord2"
@@ -215,5 +215,5 @@ def test_a_message_with_several_files_processes_each(pipe: Pipeline) -> None:
 
 
 def test_rejects_key_mirrors_the_incoming_key() -> None:
-    assert rejects_key_for("incoming/2026/orders.csv") == "rejects/2026/orders.csv.csv"
+    assert rejects_key_for("incoming/2026/orders.csv") == "rejects/2026/orders.csv"
     assert rejects_key_for("other/x.xlsx") == "rejects/other/x.xlsx.csv"

@@ -18,26 +18,15 @@ CORE = ROOT / "core"
 # room -> rooms it may import (besides itself). A module directly in core/ is a room of its own.
 ALLOWED: dict[str, set[str]] = {
     "validation": set(),
-    "faults": set(),
-    "aws": {"faults"},
+    "aws": set(),
     "pipeline": {"validation", "aws"},
     "ops": {"pipeline", "validation", "aws"},
     # The composition root (core/bootstrap.py): wires every service from settings and clients.
     "bootstrap": {"ops", "pipeline", "validation", "aws"},
     "local": {"bootstrap", "ops", "pipeline", "validation", "aws"},
     "release": {"validation", "aws"},
-    "console": {"ops", "pipeline", "validation", "aws"},
-    "cli": {
-        "bootstrap",
-        "local",
-        "release",
-        "console",
-        "ops",
-        "pipeline",
-        "validation",
-        "aws",
-        "faults",
-    },
+    "console": {"bootstrap", "ops", "pipeline", "validation", "aws"},
+    "cli": {"bootstrap", "local", "release", "console", "ops", "pipeline", "validation", "aws"},
     "handlers": {"bootstrap", "pipeline", "ops", "validation", "aws"},
 }
 # Third-party packages the pure validation room may use: no AWS SDK, no settings.

@@ -13,7 +13,6 @@ import pytest
 
 from core.aws.clients import Clients
 from core.aws.stack import files_table_definition
-from core.faults import FaultPlan
 from core.pipeline.events import FileRef, Replay
 from core.pipeline.ledger import (
     Checkpoint,
@@ -25,6 +24,7 @@ from core.pipeline.ledger import (
     Status,
     decide,
 )
+from tests.support.faults import FaultPlan
 from tests.unit.ingest_fakes import FakeClock, InMemoryLedger
 
 LEASE = 60

@@ -47,8 +47,11 @@ def fake_wheelhouse(root: Path) -> Path:
     write_wheel(
         house, "aws-xray-sdk", "9.0.0", {"aws_xray_sdk/__init__.py": b""}, requires=["botocore"]
     )
+    write_wheel(house, "boto3", "9.0.0", {"boto3/__init__.py": b""}, requires=["botocore"])
     write_wheel(house, "botocore", "9.0.0", {"botocore/__init__.py": b""}, requires=["urllib3"])
-    write_wheel(house, "urllib3", "9.0.0", {"urllib3/__init__.py": b""})
+    # Two releases: constraints.txt picks the older, as pip alone would pick the newer.
+    write_wheel(house, "urllib3", "8.0.0", {"urllib3/__init__.py": b"V = 8\n"})
+    write_wheel(house, "urllib3", "9.0.0", {"urllib3/__init__.py": b"V = 9\n"})
     return house
 
 
@@ -56,6 +59,11 @@ def fake_project(root: Path) -> Path:
     project = root / "project"
     files = {
         "core/__init__.py": "",
+        "core/bootstrap.py": "",
+        "core/aws/clients.py": "",
+        "core/pipeline/ingest.py": "",
+        "core/local/worker.py": "",
+        "core/release/package.py": "",
         "core/validation/engine.py": "ENGINE = 1\n",
         "core/ops/reconcile.py": "RECONCILE = 1\n",
         "core/validation/schemas/orders.json": "{}\n",
@@ -63,6 +71,8 @@ def fake_project(root: Path) -> Path:
         "core/__pycache__/engine.cpython-311.pyc": "x",
         "handlers/__init__.py": "",
         "handlers/ingest.py": "def handler(event, context): return {}\n",
+        "constraints.txt": "# pins\nurllib3==8.0.0\nboto3==9.0.0\n",
+        "handlers/notify.py": "def handler(event, context): return {}\n",
         "handlers/reconcile_job.py": (
             'SHIPPED_MODULES = ("core/__init__.py", "core/ops/reconcile.py")\n'
             "from core.ops.reconcile import RECONCILE\n"
@@ -98,7 +108,7 @@ def names(zip_path: Path) -> set[str]:
         return set(archive.namelist())
 
 
-def test_offline_build_splits_layer_and_code_and_leaves_boto_to_the_runtime(
+def test_offline_build_splits_layer_and_code_and_bundles_the_constrained_sdk(
     offline: BuildOptions, built: Manifest
 ) -> None:
     manifest = built
@@ -110,7 +120,27 @@ def test_offline_build_splits_layer_and_code_and_leaves_boto_to_the_runtime(
     assert "core/validation/schemas/orders.json" in code
     assert "aws_xray_sdk/__init__.py" in code
     assert "typing_extensions.py" in code
-    assert not [n for n in code if n.startswith(("core/cli", "botocore", "urllib3", "polars/"))]
+    assert not [n for n in code if n.startswith(("core/cli", "polars/"))]
+    # The SDK the tests ran with travels with the code, at constraints.txt's versions.
+    assert {"boto3/__init__.py", "botocore/__init__.py", "urllib3/__init__.py"} <= code
+    assert "urllib3-8.0.0.dist-info/METADATA" in code
+    assert not [n for n in code if n.startswith("urllib3-9")]
+    project = {n for n in code if n.startswith(("core/", "handlers/"))}
+    # The manifest lists exactly what the zip holds of the project: no local, release, ops or
+    # Glue-only code.
+    assert project == set(manifest.modules["code"])
+    assert project == {
+        "core/__init__.py",
+        "core/bootstrap.py",
+        "core/aws/clients.py",
+        "core/pipeline/ingest.py",
+        "core/validation/engine.py",
+        "core/validation/schemas/orders.json",
+        "handlers/__init__.py",
+        "handlers/ingest.py",
+        "handlers/notify.py",
+    }
+    assert manifest.modules["reconcile_wheel"] == ["core/__init__.py", "core/ops/reconcile.py"]
     assert not [n for n in code if n.endswith((".pyc", ".pyi"))]
     assert all(n.startswith("python/") for n in layer)
     assert "python/polars/__init__.py" in layer
@@ -159,6 +189,7 @@ def test_manifest_round_trips_and_detects_a_changed_artifact(
 ) -> None:
     loaded = Manifest.load(offline.out_dir)
     assert loaded.artifacts == built.artifacts
+    assert loaded.modules == built.modules
     copy = tmp_path / "copy"
     shutil.copytree(offline.out_dir, copy)
     (copy / "function.zip").write_bytes(b"tampered")
@@ -274,7 +305,12 @@ def test_real_build_fits_lambda_and_its_stripped_polars_still_runs(tmp_path: Pat
     layer = names(options.out_dir / "deps-layer.zip")
     assert any(n.startswith("python/_polars_runtime") and ".so" in n for n in layer)
     code = names(options.out_dir / "function.zip")
-    assert not [n for n in code if n.startswith(("boto3/", "botocore/", "polars/"))]
+    assert not [n for n in code if n.startswith("polars/")]
+    # boto3 and botocore ship at the versions this environment (and its tests) run.
+    from importlib import metadata
+
+    for dist in ("boto3", "botocore", "s3transfer"):
+        assert f"{dist}-{metadata.version(dist)}.dist-info/METADATA" in code
     assert "aws_lambda_powertools/__init__.py" in code
     unpacked = tmp_path / "layer"
     with zipfile.ZipFile(options.out_dir / "deps-layer.zip") as archive:

@@ -15,6 +15,9 @@ import pytest
 from core.aws import stack as stack_def
 from core.aws.settings import (
     ALL_ENV_VARS,
+    DEFAULT_MAX_FILE_BYTES,
+    DEFAULT_MAX_ROWS,
+    DEFAULT_TMP_MB,
     DEFAULT_WRITE_THREADS,
     ENV_ALERTS_TOPIC_ARN,
     ENV_BUCKET,
@@ -27,6 +30,7 @@ from core.aws.settings import (
     ENV_ORDERS_TABLE,
     ENV_RECIPIENTS,
     ENV_SENDER,
+    ENV_TMP_MB,
     ENV_WRITE_THREADS,
     INCOMING_PREFIX,
     REJECTS_PREFIX,
@@ -113,6 +117,7 @@ INGEST_ENV = {
     ENV_FUNCTION_TIMEOUT,
     ENV_MAX_FILE_BYTES,
     ENV_MAX_ROWS,
+    ENV_TMP_MB,
 }
 NOTIFY_ENV = {ENV_BUCKET, ENV_FILES_TABLE, ENV_SENDER, ENV_RECIPIENTS, ENV_FUNCTION_TIMEOUT}
 
@@ -517,3 +522,14 @@ def test_short_tags_load_as_their_long_form() -> None:
 def test_the_deployed_writer_threads_default_is_the_settings_one() -> None:
     """The template's parameter and the Python default describe one figure."""
     assert PARAMS["IngestWriteThreads"]["Default"] == DEFAULT_WRITE_THREADS
+
+
+def test_the_deployed_limits_are_the_settings_ones_and_tmp_is_the_functions_own() -> None:
+    """MaxFileBytes, MaxRows and IngestTmpMb default to the figures docs/deploy.md derives, and
+    the function is told the /tmp size it really has."""
+    assert PARAMS["MaxFileBytes"]["Default"] == DEFAULT_MAX_FILE_BYTES
+    assert PARAMS["MaxRows"]["Default"] == DEFAULT_MAX_ROWS
+    assert PARAMS["IngestTmpMb"]["Default"] == DEFAULT_TMP_MB
+    ingest = function_by_handler("handlers.ingest.handler")
+    assert ingest["EphemeralStorage"]["Size"] == {"Ref": "IngestTmpMb"}
+    assert ingest["Environment"]["Variables"][ENV_TMP_MB] == {"Ref": "IngestTmpMb"}

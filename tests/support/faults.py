@@ -1,14 +1,20 @@
 """Make AWS calls fail the way AWS does, on purpose: the fault layer of the reliability tests.
 
-A ``FaultPlan`` is a list of rules such as "30% of DynamoDB BatchWriteItem calls are throttled".
-``Clients(faults=plan)`` (or the ``ORDERPIPE_FAULTS`` variable of a local stack) attaches it to
-every client it builds through botocore's event system, so a fault travels the same road a real
-one does: error responses are injected at ``before-send`` and go through botocore's own retry
-logic; partial ``UnprocessedItems`` really leave those items unwritten; a broken GetObject
-stream fails half-way through the body with the exception urllib3 would raise; a lost reply
-(``reply-timeout``, ``reply-reset``) really sends the request, so the service applies it, and
-then fails the call as if the answer never came back. Nothing here is active unless a plan is
-given: the variable is unset by default.
+Test code, never shipped: the product knows nothing of it. A ``FaultPlan`` is a list of rules
+such as "30% of DynamoDB BatchWriteItem calls are throttled", registered as botocore event
+handlers, so a fault travels the same road a real one does: error responses are injected at
+``before-send`` and go through botocore's own retry logic; partial ``UnprocessedItems`` really
+leave those items unwritten; a broken GetObject stream fails half-way through the body with the
+exception urllib3 would raise; a lost reply (``reply-timeout``, ``reply-reset``) really sends
+the request, so the service applies it, and then fails the call as if the answer never came
+back.
+
+Three ways in: ``plan.attach(client)`` for one client; ``clients_with(plan, ...)`` for a
+``Clients`` whose every client carries it; ``installed(plan)`` for every botocore session the
+process creates from then on (the real handlers build their own clients). A process started
+with ``tests/support/site`` on ``PYTHONPATH`` installs the plan in ``ORDERPIPE_FAULTS`` the same
+way (``sitecustomize``), and so do its children: that is how a worker started by ``orderpipe
+local`` gets faults.
 
 Spec, text form (rules separated by ``;``)::
 
@@ -34,12 +40,17 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any, NoReturn, cast
 
+import boto3
+import botocore.handlers
+import botocore.session
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ConnectionClosedError, ReadTimeoutError
 from botocore.httpsession import URLLib3Session
 from botocore.response import StreamingBody
 from urllib3.exceptions import ProtocolError
 from urllib3.exceptions import ReadTimeoutError as URLLib3ReadTimeoutError
+
+from core.aws.clients import Clients
 
 ENV_FAULTS = "ORDERPIPE_FAULTS"
 
@@ -133,7 +144,7 @@ class _RuleState:
     def __init__(self, rule: FaultRule, seed: int, index: int) -> None:
         self.rule = rule
         # Not for security: a reproducible sequence of fault decisions.
-        self.rng = random.Random(f"{seed}:{index}")  # noqa: S311  # nosec B311
+        self.rng = random.Random(f"{seed}:{index}")  # nosec B311
         self.injected = 0
 
 
@@ -220,28 +231,49 @@ class FaultPlan:
             return sum(1 for i in self.injected if kind is None or i.kind == kind)
 
     # -- wiring into botocore ---------------------------------------------------------------
-    def attach(self, client: Any) -> None:
-        """Register this plan's handlers on one botocore client (rules for its service only)."""
-        service = client.meta.service_model.service_id.hyphenize()
-        events = client.meta.events
+    def handlers(self) -> list[tuple[str, Callable[..., Any], bool, str | None]]:
+        """``(event, handler, first, unique_id)`` for every rule: what ``register`` registers."""
+        found: list[tuple[str, Callable[..., Any], bool, str | None]] = []
         for state in self._states:
             rule = state.rule
-            if rule.service != service:
-                continue
+            service = rule.service
             suffix = service if rule.operation == "*" else f"{service}.{rule.operation}"
             if rule.kind == "unprocessed":
-                events.register(f"before-parameter-build.{suffix}", self._withhold(state))
-                # Shared handlers: one registration per client, however many rules use them.
-                events.register_first(
-                    f"before-call.{suffix}", _answer_all_unprocessed, unique_id="op-unproc-call"
+                found.append(
+                    (f"before-parameter-build.{suffix}", self._withhold(state), False, None)
                 )
-                events.register(
-                    f"after-call.{suffix}", _report_unprocessed, unique_id="op-unproc-report"
+                # Shared handlers: one registration per emitter, however many rules use them.
+                found.append(
+                    (f"before-call.{suffix}", _answer_all_unprocessed, True, "op-unproc-call")
+                )
+                found.append(
+                    (f"after-call.{suffix}", _report_unprocessed, False, "op-unproc-report")
                 )
             elif rule.kind in _STREAM:
-                events.register(f"after-call.{suffix}", self._break_stream(state))
+                found.append((f"after-call.{suffix}", self._break_stream(state), False, None))
             else:
-                events.register_first(f"before-send.{suffix}", self._fail_send(state))
+                found.append((f"before-send.{suffix}", self._fail_send(state), True, None))
+        return found
+
+    def register(self, events: Any) -> None:
+        """Register the plan on a botocore emitter: a client's, or a session's (then every
+        client that session builds carries it). Event names hold the service, so a rule only
+        ever fires on its own service's calls."""
+        for event, handler, first, unique_id in self.handlers():
+            if first:
+                events.register_first(event, handler, unique_id=unique_id)
+            else:
+                events.register(event, handler, unique_id=unique_id)
+
+    def attach(self, client: Any) -> None:
+        """Register this plan's handlers on one botocore client."""
+        self.register(client.meta.events)
+
+    def session(self, region: str | None = None) -> boto3.session.Session:
+        """A boto3 session whose every client carries this plan."""
+        core = botocore.session.get_session()
+        self.register(core.get_component("event_emitter"))
+        return boto3.session.Session(botocore_session=core, region_name=region)
 
     def _roll(self, state: _RuleState, operation: str) -> random.Random | None:
         """Decide whether this call is hit; on a hit, record it and return the rule's rng."""
@@ -437,41 +469,54 @@ class _BrokenStream(io.RawIOBase):
         super().close()
 
 
-# The plan every Clients without its own uses: one per process, so ingest, notify and the worker
-# share one seeded sequence and one record of what was injected.
-_process_plan: FaultPlan | None = None
-_env_plans: dict[str, FaultPlan] = {}
-_process_lock = threading.Lock()
+def clients_with(plan: FaultPlan, **options: Any) -> Clients:
+    """``Clients(**options)`` whose every client carries ``plan``; other Clients stay clean."""
+    return Clients(**options, _session=plan.session(options.get("region")))
 
 
-def active_plan() -> FaultPlan | None:
-    """The installed plan, else the one ``ORDERPIPE_FAULTS`` names (parsed once), else None."""
-    if _process_plan is not None:
-        return _process_plan
-    spec = os.environ.get(ENV_FAULTS, "").strip()
-    if not spec:
-        return None
-    with _process_lock:
-        plan = _env_plans.get(spec)
-        if plan is None:
-            try:
-                plan = _env_plans[spec] = FaultPlan.parse(spec)
-            except FaultSpecError as exc:
-                raise FaultSpecError(f"{ENV_FAULTS}: {exc}") from None
-        return plan
+# botocore registers these on every session it creates: the one process-wide hook there is.
+_installed_lock = threading.Lock()
 
 
 @contextlib.contextmanager
 def installed(plan: FaultPlan) -> Iterator[FaultPlan]:
-    """Make ``plan`` this process's plan for clients built inside the block (tests)."""
-    global _process_plan  # noqa: PLW0603 - one switch for the whole process, by design
-    with _process_lock:
-        previous, _process_plan = _process_plan, plan
+    """Give ``plan`` to every botocore session created inside the block (and so to every client
+    built from one), as a real handler builds its own; sessions made before keep no faults."""
+    specs = _builtin_specs(plan)
+    with _installed_lock:
+        botocore.handlers.BUILTIN_HANDLERS.extend(specs)
     try:
         yield plan
     finally:
-        with _process_lock:
-            _process_plan = previous
+        with _installed_lock:
+            for spec in specs:
+                botocore.handlers.BUILTIN_HANDLERS.remove(spec)
+
+
+def install_from_env(env: Mapping[str, str] | None = None) -> FaultPlan | None:
+    """For the whole process: the plan ``ORDERPIPE_FAULTS`` names, installed; None if unset."""
+    try:
+        plan = FaultPlan.from_env(env)
+    except FaultSpecError as exc:
+        raise FaultSpecError(f"{ENV_FAULTS}: {exc}") from None
+    if plan is not None:
+        botocore.handlers.BUILTIN_HANDLERS.extend(_builtin_specs(plan))
+    return plan
+
+
+def _builtin_specs(plan: FaultPlan) -> list[tuple[Any, ...]]:
+    """The plan as ``BUILTIN_HANDLERS`` entries (which take no unique id: shared ones once)."""
+    specs: list[tuple[Any, ...]] = []
+    seen: set[tuple[str, str]] = set()
+    for event, handler, first, unique_id in plan.handlers():
+        if unique_id is not None:
+            if (event, unique_id) in seen:
+                continue
+            seen.add((event, unique_id))
+        specs.append(
+            (event, handler, botocore.handlers.REGISTER_FIRST) if first else (event, handler)
+        )
+    return specs
 
 
 def _whole(text: str, what: str) -> int:
