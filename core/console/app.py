@@ -6,6 +6,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,7 +38,7 @@ from core.ops.upload import UploadError, is_final, plan
 from core.pipeline.ledger import ALL_STATUSES, LedgerEntry
 
 log = logging.getLogger("orderpipe.console")
-PEEK_TTL_S = 5.0  # a DLQ peek hides messages briefly: reuse one for a few seconds
+PEEK_TTL_S = 15.0  # a DLQ peek hides messages briefly: reuse one (any action drops it)
 DLQ_PAGE = 50
 REJECTS_PAGE = 50
 STATIC = Path(__file__).parent / "static"
@@ -112,6 +113,8 @@ def build_app(
         urlencode=urlencode,
     )
     peeks = _Peeks()
+    pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="console")  # boto3 clients are
+    # thread-safe; per-row lookups and the health page's sources run side by side
 
     def render(request: Request, name: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:
         html = env.get_template(name).render(path=request.url.path, **ctx)
@@ -303,12 +306,11 @@ def build_app(
     def letter_row(queue: str, letter: DeadLetter, visibility_s: int) -> dict[str, Any]:
         files = letter.files()
         entries = [backend.ledger.get(f.file_id) for f in files]
-        field_name = "notify_error" if queue == "notify" else "last_error"
-        errors = []
-        for f in files:
-            raw = backend.raw_item(f.file_id) or {}
-            if raw.get(field_name):
-                errors.append(str(raw[field_name]))
+        if queue == "notify":  # notify keeps its own error on the item, outside LedgerEntry
+            raws = [backend.raw_item(f.file_id) or {} for f in files]
+            errors = [str(r["notify_error"]) for r in raws if r.get("notify_error")]
+        else:
+            errors = [e.last_error for e in entries if e is not None and e.last_error]
         failed_at = max(
             (e.updated_at for e in entries if e is not None and e.status == "FAILED"),
             default=None,
@@ -345,7 +347,7 @@ def build_app(
             total=len(letters),
             page=page,
             more=len(letters) > (page + 1) * DLQ_PAGE,
-            rows=[letter_row(queue, m, visibility) for m in shown],
+            rows=list(pool.map(lambda m: letter_row(queue, m, visibility), shown)),
             notice=request.query_params.get("notice"),
         )
 
@@ -404,20 +406,26 @@ def build_app(
     # ---- Health -------------------------------------------------------------------------
 
     def health(request: Request) -> Response:
-        dlqs = []
-        for queue in QUEUE_NAMES:
-            letters = peeks.get(backend, queue)
+        def dlq_card(queue: str) -> dict[str, Any]:
+            count = backend.dlq(queue).depth()
+            letters = peeks.get(backend, queue) if count else []
             oldest = min((m.sent_at for m in letters if m.sent_at), default=None)
-            dlqs.append({"queue": queue, "count": len(letters), "oldest": oldest})
-        alerts, alerts_note = alerts_or_reason(backend.alerts)
+            return {"queue": queue, "count": count, "oldest": oldest}
+
+        # Each source answers on its own (an empty queue's peek waits a second): ask at once.
+        depths = pool.submit(backend.queue_depths)
+        dlqs = [pool.submit(dlq_card, q) for q in QUEUE_NAMES]
+        alerts = pool.submit(alerts_or_reason, backend.alerts)
+        reconcile = pool.submit(backend.last_reconcile)
+        recent, alerts_note = alerts.result()
         return render(
             request,
             "health.html",
-            depths=backend.queue_depths(),
-            dlqs=dlqs,
-            alerts=alerts[-20:][::-1],
+            depths=depths.result(),
+            dlqs=[d.result() for d in dlqs],
+            alerts=recent[-20:][::-1],
             alerts_note=alerts_note,
-            reconcile=backend.last_reconcile(),
+            reconcile=reconcile.result(),
         )
 
     # ---- errors -------------------------------------------------------------------------

@@ -64,9 +64,11 @@ def ledger_page(
             and (since is None or e.updated_at >= since)
         ]
     elif filters.status:
-        entries = ledger.by_status(Status(filters.status), since)
+        entries = ledger.by_status(Status(filters.status), since, limit=start + size + 1)
     elif since is not None:
-        entries = [e for s in ALL_STATUSES for e in ledger.by_status(s, since)]
+        entries = [
+            e for s in ALL_STATUSES for e in ledger.by_status(s, since, limit=start + size + 1)
+        ]
     else:
         entries = ledger.recent(start + size + 1)
     entries = sorted(entries, key=lambda e: (e.updated_at, e.file_id), reverse=True)

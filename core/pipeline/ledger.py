@@ -738,8 +738,13 @@ class DynamoLedger:
                 return
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
-    def by_status(self, status: Status | str, since: str | None = None) -> list[LedgerEntry]:
-        """Entries in one status, newest update first; ``since`` is an ISO time, inclusive."""
+    def by_status(
+        self, status: Status | str, since: str | None = None, limit: int | None = None
+    ) -> list[LedgerEntry]:
+        """Entries in one status, newest update first; ``since`` is an ISO time, inclusive.
+
+        ``limit`` stops after that many (a paged list reads only what it shows).
+        """
         condition = "#s = :s"
         values: dict[str, Any] = {":s": {"S": str(Status(status))}}
         names = {"#s": "status"}
@@ -747,13 +752,16 @@ class DynamoLedger:
             condition += " AND #u >= :since"
             values[":since"] = {"S": since}
             names["#u"] = "updated_at"
+        page = {"Limit": limit} if limit else {}
         return list(
             self._query(
+                limit,
                 IndexName=FILES_STATUS_INDEX,
                 KeyConditionExpression=condition,
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
                 ScanIndexForward=False,
+                **page,
             )
         )
 

@@ -110,6 +110,9 @@ def test_upload_outcome_rows_and_redrive_in_a_browser(
         assert rows, "no rejected rows on the file page"
         assert driver.find_elements(By.CSS_SELECTOR, "table.bars meter")
         _shoot(driver, "file")
+        driver.set_window_size(1024, 760)  # the top of the page, as docs/console.png shows it
+        driver.save_screenshot(str(SHOTS / "file-top.png"))
+        driver.set_window_size(*WIDE)
 
         driver.find_element(By.LINK_TEXT, "Files").click()
         _wait(driver, ec.presence_of_element_located((By.LINK_TEXT, "incoming/test_data1.csv")))

@@ -10,6 +10,7 @@ import httpx2
 import pytest
 
 from core.ops.event_messages import ObjectVersion, s3_event_body
+from core.pipeline.ingest import rejects_key_for
 from tests.integration.console_kit import ingest_dlq, running_worker, serve_console, wait_for
 
 pytestmark = pytest.mark.integration
@@ -33,7 +34,8 @@ def test_token_and_cross_site_posts_are_refused_over_http(stack: Any) -> None:
             headers={"origin": "http://attacker.example"},
         )
         assert cross.status_code == 403
-        rebinding = client.get("/files", headers={"host": f"attacker.example:{console.base[-5:]}"})
+        port = console.base.rsplit(":", 1)[1]
+        rebinding = client.get("/files", headers={"host": f"attacker.example:{port}"})
         assert rebinding.status_code == 421
 
 
@@ -71,7 +73,7 @@ def test_upload_follow_file_rows_and_download(
         assert csv_link is not None
         download = client.get(csv_link.group(1))
         stored = stack.clients.s3.get_object(
-            Bucket=stack.settings.bucket, Key="rejects/test_data1.csv.csv"
+            Bucket=stack.settings.bucket, Key=rejects_key_for("incoming/test_data1.csv")
         )["Body"].read()
         assert download.content == stored
         assert stored.startswith(b"line,")

@@ -63,15 +63,17 @@ class FakeLedger:
         self.calls.append(f"recent {limit}")
         return self._newest(list(self.entries.values()))[:limit]
 
-    def by_status(self, status: Status | str, since: str | None = None) -> list[LedgerEntry]:
-        self.calls.append(f"by_status {status} {since}")
+    def by_status(
+        self, status: Status | str, since: str | None = None, limit: int | None = None
+    ) -> list[LedgerEntry]:
+        self.calls.append(f"by_status {status} {since} {limit}")
         return self._newest(
             [
                 e
                 for e in self.entries.values()
                 if e.status == status and (since is None or e.updated_at >= since)
             ]
-        )
+        )[:limit]
 
     def for_key(self, bucket: str, key: str) -> list[LedgerEntry]:
         self.calls.append(f"for_key {key}")

@@ -196,13 +196,15 @@ class InMemoryLedger:
         found = [e for e in self.items.values() if e.bucket == bucket and e.object_key == key]
         return sorted(found, key=lambda e: e.received_at, reverse=True)
 
-    def by_status(self, status: Status | str, since: str | None = None) -> list[LedgerEntry]:
+    def by_status(
+        self, status: Status | str, since: str | None = None, limit: int | None = None
+    ) -> list[LedgerEntry]:
         found = [
             e
             for e in self.items.values()
             if e.status == Status(status) and (since is None or e.updated_at >= since)
         ]
-        return sorted(found, key=lambda e: e.updated_at, reverse=True)
+        return sorted(found, key=lambda e: e.updated_at, reverse=True)[:limit]
 
 
 @dataclass

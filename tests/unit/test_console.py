@@ -15,6 +15,7 @@ from core.console.app import build_app
 from core.console.security import NotLoopback, Secrets, check_bind_host
 from core.ops.alerts import Alert
 from core.ops.event_messages import ObjectVersion, s3_event_body
+from core.pipeline.ingest import rejects_key_for
 from core.pipeline.ledger import LedgerEntry, Status
 from tests.unit.console_fakes import B, Fakes, make_fakes
 from tests.unit.test_dlq import DLQ
@@ -186,7 +187,7 @@ def test_hostile_keys_and_values_are_escaped(fakes: Fakes, name: str) -> None:
     key = f"incoming/{name}"
     entry = fakes.ledger.add(key, Status.REJECTED, 1, rows=1, invalid=1, reasons={name: 1},
                              error=name)  # fmt: skip
-    fakes.bucket.objects["rejects/" + name + ".csv"] = (
+    fakes.bucket.objects[rejects_key_for(key)] = (
         f"line,order_id,reasons\n2,{json.dumps(name)},{json.dumps(name)}\n".encode()
     )
     client = client_for(fakes)
@@ -219,7 +220,7 @@ def _partial(fakes: Fakes) -> LedgerEntry:
         finished_at="2026-12-04T09:00:09.000Z",
         notified_at="2026-12-04T09:00:12.000Z",
     )
-    fakes.bucket.objects["rejects/orders.csv.csv"] = REJECTS
+    fakes.bucket.objects[rejects_key_for("incoming/orders.csv")] = REJECTS
     return entry
 
 
@@ -251,12 +252,13 @@ def test_rejects_csv_downloads_whole(fakes: Fakes) -> None:
     answer = client_for(fakes).get("/file/rejects.csv", params={"id": entry.file_id})
     assert answer.status_code == 200
     assert answer.content == REJECTS
-    assert 'filename="orders.csv.csv"' in answer.headers["content-disposition"]
+    name = rejects_key_for("incoming/orders.csv").rsplit("/", 1)[1]
+    assert f'filename="{name}"' in answer.headers["content-disposition"]
 
 
 def test_missing_rejects_csv_is_a_readable_message(fakes: Fakes) -> None:
     entry = _partial(fakes)
-    del fakes.bucket.objects["rejects/orders.csv.csv"]
+    del fakes.bucket.objects[rejects_key_for("incoming/orders.csv")]
     client = client_for(fakes)
     page = client.get("/file", params={"id": entry.file_id})
     assert page.status_code == 200
