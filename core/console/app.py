@@ -40,23 +40,29 @@ from core.pipeline.ledger import ALL_STATUSES, LedgerEntry
 log = logging.getLogger("orderpipe.console")
 PEEK_TTL_S = 15.0  # a DLQ peek hides messages briefly: reuse one (any action drops it)
 DLQ_PAGE = 50
+HEALTH_PEEK = 100  # SQS keeps no order: the oldest of the first 100 seen stands for the queue
 REJECTS_PAGE = 50
 STATIC = Path(__file__).parent / "static"
 
 
 @dataclass
 class _Peeks:
-    """The last peek of each DLQ, reused for a few seconds and dropped after any action."""
+    """The last peek of each DLQ, reused for a few seconds and dropped after any action.
 
-    held: dict[str, tuple[float, list[DeadLetter]]] = field(default_factory=dict)
+    SQS has no offsets: page N of a DLQ needs the first (N + 1) × 50 messages received. A peek
+    of more than was asked for before serves every smaller page.
+    """
 
-    def get(self, backend: Backend, queue: str) -> list[DeadLetter]:
-        now = time.monotonic()
+    held: dict[str, tuple[float, int, list[DeadLetter]]] = field(default_factory=dict)
+
+    def get(self, backend: Backend, queue: str, want: int) -> list[DeadLetter]:
         hit = self.held.get(queue)
-        if hit is not None and now - hit[0] < PEEK_TTL_S:
-            return hit[1]
-        letters = backend.dlq(queue).peek(1000)
-        self.held[queue] = (now, letters)
+        if hit is not None and time.monotonic() - hit[0] < PEEK_TTL_S:
+            asked, letters = hit[1], hit[2]
+            if asked >= want or len(letters) < asked:  # enough, or all there is
+                return letters
+        letters = backend.dlq(queue).peek(want)
+        self.held[queue] = (time.monotonic(), want, letters)  # fresh from when it ended
         return letters
 
     def drop(self, queue: str) -> None:
@@ -336,17 +342,18 @@ def build_app(
             page = max(int(request.query_params.get("page", "0")), 0)
         except ValueError:
             page = 0
-        letters = peeks.get(backend, queue)
+        letters = peeks.get(backend, queue, (page + 1) * DLQ_PAGE + 1)
         dlq = backend.dlq(queue)
         visibility = dlq.source_visibility_s()
         shown = letters[page * DLQ_PAGE : (page + 1) * DLQ_PAGE]
+        more = len(letters) > (page + 1) * DLQ_PAGE
         return render(
             request,
             "deadletters.html",
             queue=queue,
-            total=len(letters),
+            total=dlq.depth() if more else len(letters),
             page=page,
-            more=len(letters) > (page + 1) * DLQ_PAGE,
+            more=more,
             rows=list(pool.map(lambda m: letter_row(queue, m, visibility), shown)),
             notice=request.query_params.get("notice"),
         )
@@ -354,7 +361,10 @@ def build_app(
     def dead_letter(request: Request) -> Response:
         queue = queue_of(request)
         message_id = request.query_params.get("id", "")
-        letter = next((m for m in peeks.get(backend, queue) if m.message_id == message_id), None)
+        letters = peeks.get(backend, queue, DLQ_PAGE + 1)  # the page it was picked from, cached
+        letter = next((m for m in letters if m.message_id == message_id), None)
+        if letter is None:
+            letter = backend.dlq(queue).find(message_id)
         if letter is None:
             raise HTTPException(404, f"no message {message_id} in the {queue} dead-letter queue")
         row = letter_row(queue, letter, backend.dlq(queue).source_visibility_s())
@@ -408,9 +418,14 @@ def build_app(
     def health(request: Request) -> Response:
         def dlq_card(queue: str) -> dict[str, Any]:
             count = backend.dlq(queue).depth()
-            letters = peeks.get(backend, queue) if count else []
+            letters = peeks.get(backend, queue, HEALTH_PEEK) if count else []
             oldest = min((m.sent_at for m in letters if m.sent_at), default=None)
-            return {"queue": queue, "count": count, "oldest": oldest}
+            return {
+                "queue": queue,
+                "count": count,
+                "oldest": oldest,
+                "all_seen": count <= len(letters),
+            }
 
         # Each source answers on its own (an empty queue's peek waits a second): ask at once.
         depths = pool.submit(backend.queue_depths)

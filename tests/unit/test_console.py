@@ -383,6 +383,20 @@ def test_dead_letters_list_marks_what_can_never_succeed(fakes: Fakes) -> None:
     assert all(not m.hidden for m in sqs.queues[DLQ])  # listing consumed nothing
 
 
+def test_dead_letters_are_paged_and_a_page_receives_only_what_it_shows(fakes: Fakes) -> None:
+    sqs = fakes.sqs["ingest"]
+    for n in range(120):
+        sqs.put(DLQ, _event(f"incoming/d{n:03}.csv"))
+    client = client_for(fakes)
+    first = client.get("/dlq?queue=ingest").text
+    assert "120 message(s) in the ingest dead-letter queue" in first
+    assert first.count('name="ids"') == 50 and "next →" in first
+    assert sum(m.receives > 0 for m in sqs.queues[DLQ]) == 51  # not the whole queue
+    last = client.get("/dlq?queue=ingest&page=2").text
+    assert last.count('name="ids"') == 20 and "next →" not in last
+    assert all(not m.hidden for m in sqs.queues[DLQ])
+
+
 def test_redrive_selected_moves_only_those(fakes: Fakes) -> None:
     sqs = fakes.sqs["ingest"]
     keep = sqs.put(DLQ, _event("incoming/keep.csv"))
