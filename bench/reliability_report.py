@@ -279,6 +279,24 @@ def load_section(load: dict[str, Any], larges: list[dict[str, Any]]) -> str:
     return "\n".join(out) + "\n"
 
 
+# Written by `make compat` (tests/compat/report.py), not by this script: carried over as it is.
+KEPT_HEADINGS = ("## Second emulator",)
+
+
+def kept_sections(path: Path) -> list[str]:
+    """The sections of the current page that other runs write, each up to the next heading."""
+    if not path.exists():
+        return []
+    text = path.read_text(encoding="utf-8")
+    kept = []
+    for heading in KEPT_HEADINGS:
+        start = text.find("\n" + heading)
+        if start >= 0:
+            end = text.find("\n## ", start + 1)
+            kept.append(text[start + 1 : end if end >= 0 else len(text)].rstrip("\n") + "\n")
+    return kept
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
@@ -299,7 +317,8 @@ def main() -> None:
         earlier = json.loads(extra.read_text())
         if "large" in earlier:
             larges.append(earlier["large"])
-    parts = [INTRO, "## Scenarios\n", scenario_table(rows), load_section(load, larges), LIMITS]
+    parts = [INTRO, "## Scenarios\n", scenario_table(rows), load_section(load, larges)]
+    parts += [*kept_sections(args.out), LIMITS]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(parts), encoding="utf-8")
     print(f"wrote {args.out} ({len(rows)} scenarios, load: {', '.join(load) or 'none'})")

@@ -16,11 +16,12 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from core import bootstrap
 from core.aws.settings import Settings
+from core.aws.stack import INGEST_SERVICE
 from core.pipeline.ingest import Deadline, IngestResult, handle_record
 
-logger = Logger(service="orderpipe-ingest")
-tracer = Tracer(service="orderpipe-ingest")
-metrics = Metrics(namespace="orderpipe", service="ingest")
+logger = Logger(service=INGEST_SERVICE)
+tracer = Tracer(service=INGEST_SERVICE)
+metrics = Metrics(namespace="orderpipe", service=INGEST_SERVICE)
 processor = BatchProcessor(event_type=EventType.SQS)
 
 

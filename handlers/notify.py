@@ -15,11 +15,12 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from core import bootstrap
 from core.aws.settings import Settings
+from core.aws.stack import NOTIFY_SERVICE
 from core.pipeline.notify import messages_from_event
 
-logger = Logger(service="notify")
-tracer = Tracer(service="notify")
-metrics = Metrics(namespace="orderpipe", service="notify")
+logger = Logger(service=NOTIFY_SERVICE)
+tracer = Tracer(service=NOTIFY_SERVICE)
+metrics = Metrics(namespace="orderpipe", service=NOTIFY_SERVICE)
 # The email covers the whole batch, so a batch where everything failed is reported, not raised.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 

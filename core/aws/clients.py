@@ -2,21 +2,40 @@
 
 Adapters take a client in their constructor and never build one. Every client honours
 ``AWS_ENDPOINT_URL`` (boto3 reads it itself) or an explicit ``endpoint_url``, so the same code
-talks to AWS or to the local emulator.
+talks to AWS or to the local emulator. A service's own variable (``AWS_ENDPOINT_URL_DYNAMODB``,
+``AWS_ENDPOINT_URL_SQS``, ...) wins over both, as boto3 ranks it over ``AWS_ENDPOINT_URL``: one
+stack can then span two emulators (``make compat``: DynamoDB on moto, the rest on LocalStack).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.utils import CLIENT_NAME_TO_HYPHENIZED_SERVICE_ID_OVERRIDES, SERVICE_NAME_ALIASES
 
 from core.aws import dynamo_json
 
 DEFAULT_REGION = "us-east-1"
+
+
+def endpoint_variable(service: str) -> str:
+    """The variable boto3 reads for one service: named after its service id, not client name."""
+    name = SERVICE_NAME_ALIASES.get(service, service)
+    service_id = CLIENT_NAME_TO_HYPHENIZED_SERVICE_ID_OVERRIDES.get(name, name)
+    return "AWS_ENDPOINT_URL_" + service_id.replace("-", "_").upper()  # events: ..._EVENTBRIDGE
+
+
+def service_endpoint(service: str, env: Mapping[str, str] | None = None) -> str | None:
+    """That variable's value, unless configured endpoints are ignored (as boto3 does)."""
+    env = os.environ if env is None else env
+    if env.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").strip().lower() == "true":
+        return None
+    return env.get(endpoint_variable(service)) or None
 
 
 @dataclass
@@ -55,8 +74,9 @@ class Clients:
                 # Presigned URLs default to SigV2, which newer regions and buckets refuse.
                 config = config.merge(Config(signature_version="s3v4"))
             kwargs: dict[str, Any] = {"config": config}
-            if self.endpoint_url:
-                kwargs["endpoint_url"] = self.endpoint_url
+            endpoint = service_endpoint(service) or self.endpoint_url
+            if endpoint:
+                kwargs["endpoint_url"] = endpoint
             cached = self.session.client(service, **kwargs)  # type: ignore[call-overload]
             if service == "dynamodb" and not validate:
                 dynamo_json.install(cached)  # the writer's bulk calls: C-encoded bodies

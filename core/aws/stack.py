@@ -59,6 +59,13 @@ AWS_TIMINGS = Timings(
 LOCAL_TIMINGS = Timings(ingest_timeout_s=2, notify_timeout_s=2, notify_batch_window_s=2)
 
 
+# Each function's Powertools service name (Logger, Tracer and Metrics alike): its function name,
+# orderpipe-<env>-<job>, without the env, so every stack reports under one name. The template's
+# POWERTOOLS_SERVICE_NAME says the same (tests/unit/test_template.py).
+INGEST_SERVICE = "orderpipe-ingest"
+NOTIFY_SERVICE = "orderpipe-notify"
+
+
 @dataclass(frozen=True)
 class StackNames:
     bucket: str

@@ -28,6 +28,10 @@ OUTPUT_INGEST_FUNCTION = "IngestFunctionName"
 OUTPUT_NOTIFY_FUNCTION = "NotifyFunctionName"
 OUTPUT_FUNCTION_TIMEOUT = "IngestFunctionTimeout"
 OUTPUT_RECONCILE_JOB = "ReconcileJobName"
+# Managed policies to attach to people (docs/deploy.md).
+OUTPUT_UPLOADER_POLICY = "UploaderPolicyArn"
+OUTPUT_OPERATOR_POLICY = "OperatorPolicyArn"
+OUTPUT_VIEWER_POLICY = "ViewerPolicyArn"
 
 # Every output the template declares; the template test checks the two lists agree.
 ALL_OUTPUTS = (
@@ -47,6 +51,9 @@ ALL_OUTPUTS = (
     OUTPUT_NOTIFY_FUNCTION,
     OUTPUT_FUNCTION_TIMEOUT,
     OUTPUT_RECONCILE_JOB,
+    OUTPUT_UPLOADER_POLICY,
+    OUTPUT_OPERATOR_POLICY,
+    OUTPUT_VIEWER_POLICY,
 )
 
 REQUIRED_OUTPUTS = (

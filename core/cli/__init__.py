@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 import click
+from click.exceptions import NoArgsIsHelpError
 
 from core.aws.settings import SettingsError
 
@@ -34,7 +37,47 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class OrderpipeGroup(click.Group):
+    """The ``orderpipe`` group: a usage error is one line on stderr, like every other error.
+
+    click's own standalone mode prints the usage and a hint around it (three lines); here the
+    hint shares the error's line and the exit status stays 2.
+    """
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except NoArgsIsHelpError as exc:
+            click.echo(exc.format_message(), err=True)  # `orderpipe` alone: the help
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "orderpipe"
+            click.echo(f"Error: {exc.format_message()} (see `{where} -h`)", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        except BrokenPipeError:
+            sys.exit(1)  # the reader went away (`| head`): nothing left to say
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(
+    cls=OrderpipeGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(package_name="orderpipe")
 def cli() -> None:
     """Check, store and explain order files dropped in S3."""

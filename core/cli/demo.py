@@ -151,14 +151,8 @@ def _await_emails(ledger: DynamoLedger, results: list[FileResult], outbox: Path)
 
 
 def count_items(dynamodb: Any, table: str) -> int:
-    total = 0
-    kwargs: dict[str, Any] = {"TableName": table, "Select": "COUNT"}
-    while True:
-        page = dynamodb.scan(**kwargs)
-        total += int(page.get("Count", 0))
-        if "LastEvaluatedKey" not in page:
-            return total
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    pages = dynamodb.get_paginator("scan").paginate(TableName=table, Select="COUNT")
+    return sum(int(page.get("Count", 0)) for page in pages)
 
 
 def _subject(path: Path) -> str:

@@ -7,18 +7,34 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+from botocore.exceptions import ClientError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Table
-from rich.text import Text
 
 from core import bootstrap
 from core.cli.aws_errors import aws_errors
 from core.cli.context import Target, json_option, resolve_target, stack_options
-from core.cli.tables import cell
-from core.ops.dlq import DeadLetter, DeadLetterQueue, DlqError, reached_dlq_estimate
+from core.cli.tables import (
+    Column,
+    by_prefix,
+    emit_table,
+    note,
+    short_ids,
+    stderr_is_terminal,
+    stdout_is_terminal,
+)
+from core.ops.dlq import (
+    DeadLetter,
+    DeadLetterQueue,
+    DlqError,
+    FileMention,
+    reached_dlq_estimate,
+    why_unredrivable,
+)
 from core.ops.ops_adapters import LedgerReader
 from core.pipeline.ledger import DynamoLedger, LedgerEntry
+from core.validation.verdict import word
+from core.validation.visible import visible
 
 QUEUES = ("ingest", "notify")
 
@@ -54,7 +70,13 @@ def _ledger(target: Target) -> DynamoLedger:
     return bootstrap.ledger(target.settings, target.clients)
 
 
-def _row(letter: DeadLetter, ledger: LedgerReader, visibility_s: int, queue: str) -> dict[str, Any]:
+def _row(
+    letter: DeadLetter,
+    ledger: LedgerReader,
+    visibility_s: int,
+    queue: str,
+    hopeless: Hopeless | None = None,
+) -> dict[str, Any]:
     files = letter.files()
     entries = [ledger.get(f.file_id) for f in files]
     # Ingest records infrastructure errors as last_error; notify keeps its own notify_error.
@@ -76,8 +98,54 @@ def _row(letter: DeadLetter, ledger: LedgerReader, visibility_s: int, queue: str
             letter, failed_at if queue == "ingest" else None, visibility_s
         ),
         "ledger_status": [e.status if e else None for e in entries],
-        "last_error": errors[0] if errors else None,
+        "last_error": errors[0] if errors else _why_without_error(letter, entries, queue),
+        "never": hopeless.reason(letter) if hopeless else letter.unredrivable_reason(queue),
     }
+
+
+class Hopeless:
+    """Which dead letters can never succeed on their queue, and why (S3 looked up once)."""
+
+    def __init__(self, s3: Any, queue: str) -> None:
+        self.s3 = s3
+        self.queue = queue
+        self._exists: dict[tuple[str, str], bool] = {}
+
+    def _object_exists(self, mention: FileMention) -> bool:
+        where = (mention.bucket, mention.key)
+        if where not in self._exists:
+            try:
+                self.s3.head_object(Bucket=mention.bucket, Key=mention.key)
+                self._exists[where] = True
+            except ClientError as exc:
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                code = str(exc.response.get("Error", {}).get("Code", ""))
+                # Only "not there" is hopeless; any other error (access, throttling) is not.
+                self._exists[where] = not (
+                    status == 404 or code in ("404", "NoSuchKey", "NoSuchBucket")
+                )
+        return self._exists[where]
+
+    def reason(self, letter: DeadLetter) -> str | None:
+        shape = letter.unredrivable_reason(self.queue)
+        if shape is not None or self.queue != "ingest":
+            return shape
+        return why_unredrivable(letter, self._object_exists)
+
+    def __call__(self, letter: DeadLetter) -> bool:
+        return self.reason(letter) is not None
+
+
+def _why_without_error(letter: DeadLetter, entries: list[Any], queue: str) -> str:
+    """What can be said when the ledger recorded no error for this message."""
+    reason = letter.unredrivable_reason(queue)
+    if reason is not None:
+        return reason
+    known = [e for e in entries if e is not None]
+    if not known:
+        return "no ledger entry: the handler failed before it claimed the file (see its log)"
+    statuses = ", ".join(sorted({str(e.status) for e in known}))
+    return f"no error recorded; the ledger now says {statuses}"
 
 
 @click.group("dlq", invoke_without_command=True)
@@ -106,30 +174,56 @@ def list_command(
         letters = dlq.peek(limit)
         visibility = dlq.source_visibility_s()
         reader = bootstrap.ledger_reader(target.settings, target.clients)
-        rows = [_row(m, reader, visibility, queue) for m in letters]
+        hopeless = Hopeless(target.clients.s3, queue)
+        rows = [_row(m, reader, visibility, queue, hopeless) for m in letters]
     if as_json:
         for row in rows:
             click.echo(json.dumps(row, separators=(",", ":")))
         return
-    console = Console(highlight=False)
     if not rows:
-        console.print(f"The {queue} dead-letter queue is empty.")
+        click.echo(f"The {queue} dead-letter queue is empty.", err=True)
         return
-    table = Table(title=f"{queue} dead letters ({len(rows)})", title_justify="left")
-    for name in ("id", "file", "size", "receives", "first sent", "reached DLQ (≈)", "last error"):
-        table.add_column(name, overflow="fold")
-    for row in rows:
-        table.add_row(
-            row["id"],
-            Text("\n").join(cell(k) for k in row["keys"]) or "(not an S3 event or notice)",
-            "" if row["size"] is None else f"{row['size']:,}",
-            str(row["receive_count"]),
-            row["sent_at"] or "",
-            row["reached_dlq_at"] or "",
-            cell(row["last_error"]),
-        )
-    console.print(table)
-    console.print("Details: orderpipe dlq show ID · after fixing the cause: orderpipe dlq redrive")
+    terminal = stdout_is_terminal()
+    short = short_ids([r["id"] for r in rows]) if terminal else {}
+    emit_table(
+        f"{queue} dead letters ({len(rows)})",
+        LIST_COLUMNS,
+        [
+            [
+                short.get(row["id"], row["id"]),
+                " ".join(row["keys"]) or "(not a file event)",
+                str(row["receive_count"]),
+                _when(row["reached_dlq_at"], terminal),
+                row["last_error"],
+                "" if row["size"] is None else f"{row['size']:,}",
+                _when(row["sent_at"], terminal),
+            ]
+            for row in rows
+        ],
+    )
+    note("One in full: orderpipe dlq show ID · after fixing the cause: orderpipe dlq redrive")
+
+
+LIST_COLUMNS = (
+    Column("Id"),
+    Column("File", squeeze=True),
+    Column("Recv", "right"),
+    Column("In DLQ ≈"),
+    Column("Last error", squeeze=True, min_width=16),
+    Column("Size", "right", optional=True),
+    Column("First sent", optional=True),
+)
+
+
+def _when(iso: str | None, terminal: bool) -> str:
+    if not iso:
+        return ""
+    return iso[5:16].replace("T", " ") if terminal else iso
+
+
+def _find(dlq: DeadLetterQueue, prefix: str, queue: str) -> DeadLetter:
+    letters = {m.message_id: m for m in dlq.peek()}
+    return letters[by_prefix(prefix, letters, "message", f"in the {queue} dead-letter queue")]
 
 
 def _history(entry: LedgerEntry) -> dict[str, Any]:
@@ -153,23 +247,26 @@ def _history(entry: LedgerEntry) -> dict[str, Any]:
 
 
 @command.command("show")
-@click.argument("message_id")
+@click.argument("message_id", metavar="ID")
 @queue_option
 @stack_options
 @json_option
 def show_command(
     message_id: str, queue: str, stack_name: str | None, endpoint_url: str | None, as_json: bool
 ) -> None:
-    """The whole message and the ledger history of the file(s) it names."""
+    """One dead letter (ID or a unique start of it): what it was, why it failed, its file's
+    ledger entry, what a redrive would do."""
     target, dlq = _open(stack_name, endpoint_url, queue)
     with aws_errors(target.where):
-        letter = dlq.find(message_id)
-        if letter is None:
-            raise click.ClickException(f"no message {message_id} in the {queue} dead-letter queue")
+        letter = _find(dlq, message_id, queue)
         ledger = _ledger(target)
         history = {
             f.key: [_history(e) for e in ledger.for_key(f.bucket, f.key)] for f in letter.files()
         }
+        reader = bootstrap.ledger_reader(target.settings, target.clients)
+        row = _row(
+            letter, reader, dlq.source_visibility_s(), queue, Hopeless(target.clients.s3, queue)
+        )
     try:
         body: Any = json.loads(letter.body)
     except ValueError:
@@ -184,7 +281,63 @@ def show_command(
     if as_json:
         click.echo(json.dumps(doc, separators=(",", ":")))
         return
-    click.echo(json.dumps(doc, indent=2))
+    _show(letter, row, history, queue)
+
+
+def _show(
+    letter: DeadLetter, row: dict[str, Any], history: dict[str, list[dict[str, Any]]], queue: str
+) -> None:
+    def fact(name: str, value: str) -> None:
+        click.echo(f"  {name + ':':<10}{visible(value)}")
+
+    click.echo(f"{letter.message_id} in the {queue} dead-letter queue")
+    files = letter.files()
+    if files:
+        kind = "file notice" if queue == "notify" else "S3 event"
+        for f in files:
+            size = "" if f.size is None else f", {f.size:,} bytes"
+            fact("what", f"{kind} for s3://{f.bucket}/{f.key}{size}")
+    else:
+        fact("what", f"a {letter.body_bytes:,}-byte message: {_excerpt(letter.body)}")
+    fact("received", f"{row['receive_count']} times; first sent {row['sent_at'] or '?'}")
+    fact("in DLQ", f"since about {row['reached_dlq_at'] or '?'}")
+    fact("why", row["last_error"])
+    for key, entries in history.items():
+        for entry in entries[:3]:
+            attempts = f"{entry['attempts']} attempt(s)"
+            fact(
+                "ledger",
+                f"{key}: {word(entry['status'])} ({entry['status']}), {attempts}, "
+                f"updated {entry['updated_at']}",
+            )
+    if files and not history:
+        fact("ledger", "no entry for this file")
+    reason = row["never"]
+    if reason is not None:
+        purge = f"orderpipe dlq purge {letter.message_id[:8]}"
+        fact("redrive", f"leaves it here, it can never succeed ({reason}); `{purge}` deletes it")
+        return
+    finished = [
+        (key, e["status"])
+        for key, entries in history.items()
+        for e in entries[:1]
+        if e["status"] in ("SUCCEEDED", "PARTIAL", "REJECTED")
+    ]
+    if queue == "ingest" and finished:
+        key, status = finished[0]
+        fact(
+            "redrive",
+            f"sends it back; {key} is already {word(status)}, so ingest only acknowledges it "
+            f"(`orderpipe replay {key}` runs it again)",
+        )
+        return
+    after = "ingest processes the file again" if queue == "ingest" else "notify emails it"
+    fact("redrive", f"sends it back to the {queue} queue; {after}")
+
+
+def _excerpt(body: str, limit: int = 120) -> str:
+    flat = " ".join(body.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 @command.command("redrive")
@@ -194,6 +347,11 @@ def show_command(
 @click.option("--max", "max_messages", type=click.IntRange(min=1), help="Move at most N messages.")
 @click.option("--rate", type=click.FloatRange(min=0.1), help="At most R messages per second.")
 @click.option("--dry-run", is_flag=True, help="Say how many would move; move nothing.")
+@click.option(
+    "--purge-unredrivable",
+    is_flag=True,
+    help="Delete the messages that can never succeed (not an S3 event or notice) for good.",
+)
 def redrive_command(
     *,
     queue: str,
@@ -203,13 +361,23 @@ def redrive_command(
     max_messages: int | None,
     rate: float | None,
     dry_run: bool,
+    purge_unredrivable: bool,
 ) -> None:
-    """Move dead letters back to their queue, once the cause is fixed."""
+    """Move dead letters back to their queue, once the cause is fixed.
+
+    Messages that can never succeed (a body that is not an S3 event or a file notice) stay in
+    the dead-letter queue, and are named; --purge-unredrivable deletes them instead.
+    """
     target, dlq = _open(stack_name, endpoint_url, queue)
-    with aws_errors(target.where), _progress(not as_json) as report:
+    with aws_errors(target.where), _progress(not as_json and stderr_is_terminal()) as report:
         try:
             result = dlq.redrive(
-                max_messages=max_messages, rate=rate, dry_run=dry_run, progress=report
+                max_messages=max_messages,
+                rate=rate,
+                dry_run=dry_run,
+                progress=report,
+                cannot_succeed=Hopeless(target.clients.s3, queue),
+                purge_unredrivable=purge_unredrivable,
             )
         except DlqError as exc:
             raise click.ClickException(str(exc)) from None
@@ -224,19 +392,36 @@ def redrive_command(
                     "failed": result.failed,
                     "method": result.method or None,
                     "errors": result.errors,
+                    "left": result.left,
+                    "purged": result.purged,
                 },
                 separators=(",", ":"),
             )
         )
-    elif dry_run:
+    else:
+        _say_redrive(result, queue, dry_run)
+    if result.failed or result.errors:
+        raise SystemExit(1)
+
+
+def _say_redrive(result: Any, queue: str, dry_run: bool) -> None:
+    if dry_run:
         click.echo(f"Dry run: would move {result.would_move} message(s) back to the {queue} queue.")
     else:
         how = "SQS message move task" if result.method == "native" else "copy, send before delete"
         click.echo(f"Moved {result.moved} message(s) back to the {queue} queue ({how}).")
-        for error in result.errors:
-            click.echo(f"error: {error}", err=True)
-    if result.failed or result.errors:
-        raise SystemExit(1)
+    if result.left:
+        ids = ", ".join(short_ids(result.left).values())
+        left = "Would leave" if dry_run else "Left"
+        click.echo(
+            f"{left} {len(result.left)} that can never succeed ({ids}) in the dead-letter queue: "
+            "see `orderpipe dlq show ID`; --purge-unredrivable deletes them."
+        )
+    if result.purged:
+        done = "Would delete" if dry_run else "Deleted"
+        click.echo(f"{done} {len(result.purged)} that could never succeed.")
+    for error in result.errors:
+        click.echo(f"error: {error}", err=True)
 
 
 class _progress:
@@ -244,7 +429,13 @@ class _progress:
 
     def __init__(self, enabled: bool) -> None:
         self._bar = (
-            Progress(TextColumn("redrive"), BarColumn(), MofNCompleteColumn(), transient=True)
+            Progress(
+                TextColumn("redrive"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                transient=True,
+                console=Console(stderr=True),
+            )
             if enabled
             else None
         )
@@ -266,18 +457,34 @@ class _progress:
 
 
 @command.command("purge")
+@click.argument("message_id", metavar="[ID]", required=False)
 @queue_option
 @stack_options
-@click.option("--yes", is_flag=True, help="Really delete every message.")
+@click.option("--yes", is_flag=True, help="Really delete every message (not needed with an ID).")
 @click.option("--dry-run", is_flag=True, help="Say how many would be deleted; delete nothing.")
 def purge_command(
-    queue: str, stack_name: str | None, endpoint_url: str | None, yes: bool, dry_run: bool
+    message_id: str | None,
+    *,
+    queue: str,
+    stack_name: str | None,
+    endpoint_url: str | None,
+    yes: bool,
+    dry_run: bool,
 ) -> None:
-    """Delete every dead letter for good (after reviewing them)."""
-    if not (yes or dry_run):
+    """Delete one dead letter (ID or a unique start of it), or every one, for good."""
+    if message_id is None and not (yes or dry_run):
         raise click.UsageError("purge deletes the messages for good: pass --yes (or --dry-run)")
     target, dlq = _open(stack_name, endpoint_url, queue)
     with aws_errors(target.where):
+        if message_id is not None:
+            letter = _find(dlq, message_id, queue)
+            if dry_run:
+                click.echo(f"Dry run: would delete {letter.message_id}.")
+                return
+            if not dlq.delete(letter.message_id):
+                raise click.ClickException(f"{letter.message_id} left the queue meanwhile")
+            click.echo(f"Deleted {letter.message_id} from the {queue} dead-letter queue.")
+            return
         count = dlq.purge(dry_run=dry_run)
     if dry_run:
         click.echo(f"Dry run: would delete {count} message(s) from the {queue} dead-letter queue.")

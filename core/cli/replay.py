@@ -7,13 +7,13 @@ import json
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Table
 
 from core import bootstrap
 from core.cli.aws_errors import aws_errors
 from core.cli.context import json_option, resolve_target, stack_options
-from core.cli.tables import cell
+from core.cli.tables import Column, emit_table, note, stderr_is_terminal, styled_status
 from core.ops.replay import (
+    NO_SUCH_OBJECT,
     ReplayError,
     ReplayItem,
     Selection,
@@ -71,8 +71,14 @@ def command(
             raise click.UsageError(str(exc)) from None
         todo = sum(i.action == "replay" for i in items)
         bar = (
-            Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(), transient=True)
-            if todo >= PROGRESS_FROM and not as_json and not dry_run
+            Progress(
+                TextColumn("replay"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                transient=True,
+                console=Console(stderr=True),
+            )
+            if todo >= PROGRESS_FROM and not as_json and not dry_run and stderr_is_terminal()
             else None
         )
         if bar is not None:
@@ -89,7 +95,10 @@ def command(
             if bar is not None:
                 bar.stop()
     _print(items, dry_run=dry_run, as_json=as_json)
-    if any(i.action == "replay" and not i.done and not dry_run for i in items):
+    missing = [i.key for i in items if i.why == NO_SUCH_OBJECT]
+    if missing and not as_json:
+        click.echo(f"Error: not in the bucket: {', '.join(missing)}", err=True)
+    if missing or any(i.action == "replay" and not i.done and not dry_run for i in items):
         raise SystemExit(1)
 
 
@@ -98,20 +107,28 @@ def _print(items: list[ReplayItem], *, dry_run: bool, as_json: bool) -> None:
         for item in items:
             click.echo(json.dumps(item.to_json(dry_run), separators=(",", ":")))
         return
-    console = Console(highlight=False)
     if not items:
-        console.print("Nothing matched.")
+        click.echo("Nothing matched.", err=True)
         return
-    table = Table(title="replay (dry run)" if dry_run else "replay", title_justify="left")
-    for name in ("key", "status", "action", "why"):
-        table.add_column(name, overflow="fold")
+    rows = []
     for item in items:
         row = item.to_json(dry_run)
-        table.add_row(cell(row["key"]), row["status"] or "-", row["action"], cell(row["why"]))
-    console.print(table)
+        status = row["status"]
+        rows.append(
+            [row["key"], styled_status(status) if status else "-", row["action"], row["why"]]
+        )
+    emit_table("replay (dry run)" if dry_run else "replay", REPLAY_COLUMNS, rows)
     sent = sum(i.done for i in items)
     planned = sum(i.action == "replay" for i in items)
     if dry_run:
-        console.print(f"Dry run: {planned} file(s) would be replayed; nothing was sent.")
+        note(f"Dry run: {planned} file(s) would be replayed; nothing was sent.")
     else:
-        console.print(f"{sent} file(s) re-enqueued; follow them with `orderpipe status`.")
+        note(f"{sent} file(s) re-enqueued; follow them with `orderpipe status`.")
+
+
+REPLAY_COLUMNS = (
+    Column("Key", squeeze=True),
+    Column("Was"),
+    Column("Action"),
+    Column("Why", squeeze=True, min_width=16),
+)

@@ -14,6 +14,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
+from core import bootstrap
 from core.aws.settings import INCOMING_PREFIX
 from core.cli.aws_errors import aws_errors
 from core.cli.context import json_option, resolve_target, stack_options
@@ -61,7 +62,7 @@ def command(
     processing files show the rows judged and written so far.
     """
     target = resolve_target(stack_name, endpoint_url)
-    ledger = DynamoLedger(target.clients.dynamodb, target.settings.files_table)
+    ledger = bootstrap.ledger(target.settings, target.clients)
     with aws_errors(f"read the ledger {target.settings.files_table}"):
         entries = _entries(ledger, target.settings.bucket, keys, limit, only)
         empty = not entries and not ledger.recent(1)

@@ -48,6 +48,10 @@ def stdout_is_terminal() -> bool:
     return sys.stdout.isatty()
 
 
+def stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
 def table_console() -> Console:
     """Stdout for tables and notes: the terminal's width (COLUMNS honoured)."""
     return Console(highlight=False)
@@ -100,15 +104,12 @@ def _fit(columns: Sequence[Column], rows: list[list[Text]], total: int) -> dict[
     ]
     keep = list(range(len(columns)))
 
-    def floor() -> int:
-        widths = [
-            min(natural[i], columns[i].min_width) if columns[i].squeeze else natural[i]
-            for i in keep
-        ]
-        return sum(widths) + GAP * (len(keep) - 1)
+    def needed() -> int:
+        return sum(natural[i] for i in keep) + GAP * (len(keep) - 1)
 
+    # Optional columns go first (rightmost first), before anything is cut.
     for i in reversed(range(len(columns))):
-        if floor() <= total:
+        if needed() <= total:
             break
         if columns[i].optional:
             keep.remove(i)
@@ -180,7 +181,7 @@ def short_ids(ids: Sequence[str], minimum: int = SHORT_ID_MIN) -> dict[str, str]
     return out
 
 
-def by_prefix(prefix: str, ids: Iterable[str], what: str) -> str:
+def by_prefix(prefix: str, ids: Iterable[str], what: str, where: str = "") -> str:
     """The one id starting with ``prefix``; else one line naming the candidates."""
     ids = list(dict.fromkeys(ids))
     if prefix in ids:
@@ -188,9 +189,10 @@ def by_prefix(prefix: str, ids: Iterable[str], what: str) -> str:
     matches = [i for i in ids if i.startswith(prefix)]
     if len(matches) == 1:
         return matches[0]
+    place = f" {where}" if where else ""
     if not matches:
-        raise click.ClickException(f"no {what} starts with {prefix}")
+        raise click.ClickException(f"no {what}{place} starts with {prefix}")
     shown = ", ".join(short_ids(matches).values())
     raise click.ClickException(
-        f"{prefix} matches {len(matches)} {what}s ({shown}): give more of the id"
+        f"{prefix} matches {len(matches)} {what}s{place} ({shown}): give more of the id"
     )

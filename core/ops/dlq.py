@@ -71,6 +71,21 @@ class DeadLetter:
     def body_bytes(self) -> int:
         return len(self.body.encode())
 
+    def unredrivable_reason(self, queue: str) -> str | None:
+        """Why this message can never succeed on ``queue`` (ingest or notify); None if it can.
+
+        Ingest reads S3 events (replays are S3 events too) and notify reads file notices;
+        any other body fails on every receive, so a redrive only sends it back here."""
+        if queue == "notify":
+            try:
+                FileNotice.from_json(self.body)
+            except ValueError:
+                return "not a file notice: notify cannot read it"
+            return None
+        if objects_in_body(self.body):
+            return None
+        return "not an S3 event (nor a replay of one): ingest cannot read it"
+
     def files(self) -> list[FileMention]:
         """The files named by the body: an S3 event (ingest) or a file notice (notify)."""
         found = [
@@ -103,6 +118,8 @@ class RedriveResult:
     would_move: int = 0
     task_handle: str | None = None
     errors: list[str] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)  # ids that can never succeed, kept in the DLQ
+    purged: list[str] = field(default_factory=list)  # ids that can never succeed, deleted
 
 
 def _send_attributes(raw: dict[str, Any]) -> dict[str, Any]:
@@ -230,6 +247,28 @@ class DeadLetterQueue:
     def find(self, message_id: str) -> DeadLetter | None:
         return next((m for m in self.peek() if m.message_id == message_id), None)
 
+    def delete(self, message_id: str) -> bool:
+        """Delete the one message with this id; every other one is made visible again."""
+        held: list[DeadLetter] = []
+        seen: set[str] = set()
+        try:
+            while True:
+                batch = self._receive(SQS_BATCH, MOVE_VISIBILITY_S, wait_s=1)
+                fresh = [m for m in batch if m.message_id not in seen]
+                if not fresh:
+                    return False
+                for letter in fresh:
+                    seen.add(letter.message_id)
+                    if letter.message_id == message_id:
+                        self._sqs.delete_message(
+                            QueueUrl=self.url, ReceiptHandle=letter.receipt_handle
+                        )
+                        held.extend(m for m in batch if m is not letter)
+                        return True
+                held.extend(batch)
+        finally:
+            self._release(held)
+
     # ---- redrive --------------------------------------------------------------------------
 
     def native_redrive_available(self) -> bool:
@@ -250,15 +289,33 @@ class DeadLetterQueue:
         dry_run: bool = False,
         progress: Progress | None = None,
         poll_s: float = 2.0,
+        cannot_succeed: Callable[[DeadLetter], bool] | None = None,
+        purge_unredrivable: bool = False,
     ) -> RedriveResult:
+        """Move messages back to the source queue, send before delete.
+
+        Messages ``cannot_succeed`` picks (bodies the handler can never read) stay in the DLQ
+        (``left``), or are deleted with ``purge_unredrivable`` (``purged``)."""
+        doomed: list[DeadLetter] = []
+        if cannot_succeed is not None:
+            doomed = [m for m in self.peek() if cannot_succeed(m)]
         if dry_run:
-            depth = self.depth()
+            depth = self.depth() - len(doomed)
             would = depth if max_messages is None else min(depth, max_messages)
-            return RedriveResult(dry_run=True, would_move=would)
-        # The native task moves everything; --max needs the copy path on AWS too.
-        if max_messages is None and self.native_redrive_available():
+            ids = [m.message_id for m in doomed]
+            return RedriveResult(
+                dry_run=True,
+                would_move=max(would, 0),
+                left=[] if purge_unredrivable else ids,
+                purged=ids if purge_unredrivable else [],
+            )
+        # The native task moves everything; --max, or a message that must stay, needs the
+        # copy path on AWS too.
+        if max_messages is None and not doomed and self.native_redrive_available():
             return self._native(rate, progress, poll_s)
-        return self._copy(max_messages, rate, progress)
+        return self._copy(
+            max_messages, rate, progress, cannot_succeed if doomed else None, purge_unredrivable
+        )
 
     def _native(
         self, rate: float | None, progress: Progress | None, poll_s: float
@@ -296,61 +353,85 @@ class DeadLetterQueue:
             self._sleep(poll_s)
 
     def _copy(
-        self, max_messages: int | None, rate: float | None, progress: Progress | None
+        self,
+        max_messages: int | None,
+        rate: float | None,
+        progress: Progress | None,
+        cannot_succeed: Callable[[DeadLetter], bool] | None = None,
+        purge_unredrivable: bool = False,
     ) -> RedriveResult:
         result = RedriveResult(method="copy")
         total = self.depth() if max_messages is None else max_messages
         started = time.monotonic()
-        while max_messages is None or result.moved < max_messages:
-            want = (
-                SQS_BATCH if max_messages is None else min(SQS_BATCH, max_messages - result.moved)
-            )
-            if rate:
-                want = max(1, min(want, int(rate)))
-            batch = self._receive(want, MOVE_VISIBILITY_S, wait_s=1)
-            if not batch:
-                break
-            sent = self._sqs.send_message_batch(
-                QueueUrl=self.source_url,
-                Entries=[
-                    {
-                        "Id": str(n),
-                        "MessageBody": m.body,
-                        **(
-                            {"MessageAttributes": _send_attributes(m.message_attributes)}
-                            if m.message_attributes
-                            else {}
-                        ),
-                    }
-                    for n, m in enumerate(batch)
-                ],
-            )
-            ok = {int(s["Id"]) for s in sent.get("Successful", [])}
-            for failure in sent.get("Failed", []):
-                result.errors.append(str(failure.get("Message") or failure.get("Code")))
-            moved = [m for n, m in enumerate(batch) if n in ok]
-            kept = [m for n, m in enumerate(batch) if n not in ok]
-            # Only what reached the source queue leaves the DLQ; the rest becomes visible again.
-            if moved:
-                self._sqs.delete_message_batch(
-                    QueueUrl=self.url,
+        stay: list[DeadLetter] = []  # held invisible until the end, so the loop moves on
+        try:
+            while max_messages is None or result.moved < max_messages:
+                want = (
+                    SQS_BATCH
+                    if max_messages is None
+                    else min(SQS_BATCH, max_messages - result.moved)
+                )
+                if rate:
+                    want = max(1, min(want, int(rate)))
+                batch = self._receive(want, MOVE_VISIBILITY_S, wait_s=1)
+                if not batch:
+                    break
+                if cannot_succeed is not None:
+                    doomed = [m for m in batch if cannot_succeed(m)]
+                    batch = [m for m in batch if not cannot_succeed(m)]
+                    if purge_unredrivable and doomed:
+                        self._delete(doomed)
+                        result.purged += [m.message_id for m in doomed]
+                    elif doomed:
+                        stay.extend(doomed)
+                        result.left += [m.message_id for m in doomed]
+                    if not batch:
+                        continue
+                sent = self._sqs.send_message_batch(
+                    QueueUrl=self.source_url,
                     Entries=[
-                        {"Id": str(n), "ReceiptHandle": m.receipt_handle}
-                        for n, m in enumerate(moved)
+                        {
+                            "Id": str(n),
+                            "MessageBody": m.body,
+                            **(
+                                {"MessageAttributes": _send_attributes(m.message_attributes)}
+                                if m.message_attributes
+                                else {}
+                            ),
+                        }
+                        for n, m in enumerate(batch)
                     ],
                 )
-            if kept:
-                self._release(kept)
-                result.failed += len(kept)
-                break
-            result.moved += len(moved)
-            if progress:
-                progress(result.moved, total)
-            if rate:
-                ahead = result.moved / rate - (time.monotonic() - started)
-                if ahead > 0:
-                    self._sleep(ahead)
+                ok = {int(s["Id"]) for s in sent.get("Successful", [])}
+                for failure in sent.get("Failed", []):
+                    result.errors.append(str(failure.get("Message") or failure.get("Code")))
+                moved = [m for n, m in enumerate(batch) if n in ok]
+                kept = [m for n, m in enumerate(batch) if n not in ok]
+                # Only what reached the source queue leaves the DLQ; the rest becomes visible again.
+                if moved:
+                    self._delete(moved)
+                if kept:
+                    self._release(kept)
+                    result.failed += len(kept)
+                    break
+                result.moved += len(moved)
+                if progress:
+                    progress(result.moved, total)
+                if rate:
+                    ahead = result.moved / rate - (time.monotonic() - started)
+                    if ahead > 0:
+                        self._sleep(ahead)
+        finally:
+            self._release(stay)
         return result
+
+    def _delete(self, letters: list[DeadLetter]) -> None:
+        self._sqs.delete_message_batch(
+            QueueUrl=self.url,
+            Entries=[
+                {"Id": str(n), "ReceiptHandle": m.receipt_handle} for n, m in enumerate(letters)
+            ],
+        )
 
     def redrive_ids(self, message_ids: set[str]) -> RedriveResult:
         """Move only the named messages back, send before delete; the rest stay untouched.

@@ -163,20 +163,16 @@ class LedgerReader:
             condition += " AND #u >= :u"
             values[":u"] = {"S": since}
             names["#u"] = "updated_at"
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "IndexName": "status-index",
-            "KeyConditionExpression": condition,
-            "ExpressionAttributeValues": values,
-            "ExpressionAttributeNames": names,
-        }
-        while True:
-            page = self._ddb.query(**kwargs)
+        pages = self._ddb.get_paginator("query").paginate(
+            TableName=self._table,
+            IndexName="status-index",
+            KeyConditionExpression=condition,
+            ExpressionAttributeValues=values,
+            ExpressionAttributeNames=names,
+        )
+        for page in pages:
             for item in page.get("Items", []):
                 yield LedgerRecord.from_plain(from_item(item))
-            if not page.get("LastEvaluatedKey"):
-                return
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 class OrderCounter:
@@ -187,20 +183,14 @@ class OrderCounter:
         self._table = table
 
     def count(self, file_id: str) -> int:
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "IndexName": "source-index",
-            "KeyConditionExpression": "source_file_id = :f",
-            "ExpressionAttributeValues": {":f": {"S": file_id}},
-            "Select": "COUNT",
-        }
-        total = 0
-        while True:
-            page = self._ddb.query(**kwargs)
-            total += int(page.get("Count", 0))
-            if not page.get("LastEvaluatedKey"):
-                return total
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        pages = self._ddb.get_paginator("query").paginate(
+            TableName=self._table,
+            IndexName="source-index",
+            KeyConditionExpression="source_file_id = :f",
+            ExpressionAttributeValues={":f": {"S": file_id}},
+            Select="COUNT",
+        )
+        return sum(int(page.get("Count", 0)) for page in pages)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,9 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
+NO_SUCH_OBJECT = "no such object in the bucket"
+
+
 class ReplayError(ValueError):
     """Bad selection or options, worded for the person at the terminal."""
 
@@ -172,7 +175,7 @@ class Replayer:
     def _plan_one(self, key: str, selection: Selection) -> ReplayItem:
         obj = self._objects.head(key)
         if obj is None:
-            return ReplayItem(key, action="skip", why="no such object in the bucket")
+            return ReplayItem(key, action="skip", why=NO_SUCH_OBJECT)
         bucket = self._objects.bucket
         entry = None
         for version in obj.candidate_versions():

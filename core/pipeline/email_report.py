@@ -18,11 +18,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from email.policy import SMTP
+from email.policy import EmailPolicy
 from email.utils import format_datetime, make_msgid
 from typing import Protocol
 
 from core.pipeline.notice import FileNotice, SampleRow
+from core.validation.outcome import reason_code
 from core.validation.schema import (
     ALLOWED,
     FIELD_COUNT_CODE,
@@ -33,6 +34,7 @@ from core.validation.schema import (
     Column,
     Schema,
 )
+from core.validation.verdict import word
 from core.validation.visible import visible, visible_line
 
 # SES v1 (send_raw_email) refuses a message over 10 MB; SES adds its own headers (DKIM,
@@ -49,7 +51,8 @@ SUBJECT_KEY_CHARS = 80  # a key in the Subject is cut; the body shows it whole
 # Characters a mail client or file system may refuse in an attachment's name.
 _FILENAME_UNSAFE = str.maketrans(dict.fromkeys('\\/:*?"<>|', "_"))
 
-STATUS_LABEL = {"PARTIAL": "Partly loaded", "REJECTED": "Rejected, nothing loaded"}
+# The badge and bracket label: the same words every command uses (core/validation/verdict.py).
+STATUS_LABEL = {code: word(code).capitalize() for code in ("PARTIAL", "REJECTED", "SUCCEEDED")}
 # Badges carry inline styles (they hold meaning); table cosmetics sit in one <style> block
 # with HTML attributes as the fallback, so a 50-file email is not a megabyte of repeated CSS.
 _STATUS_STYLE = {
@@ -61,7 +64,7 @@ _CSS = (
     ".op th{text-align:left;padding:4px 8px;border-bottom:2px solid #d1d5db;background:#f3f4f6}"
     ".op td{padding:4px 8px;border-bottom:1px solid #e5e7eb;vertical-align:top}"
     ".op td.n{text-align:right;font-variant-numeric:tabular-nums}"
-    ".empty{color:#9ca3af}"
+    ".empty{color:#9ca3af}.sp{color:#9ca3af}"
 )
 _TABLE = "<table class='op' cellpadding='4' cellspacing='0'>"
 _TD = "<td>"
@@ -179,17 +182,72 @@ def compose(
 
 
 def subject_for(notices: Sequence[FileNotice]) -> str:
+    """``orderpipe: a.csv partly accepted - 2 of 100 rows rejected`` for one file; for several,
+    how many files came out how, and the rows rejected in all."""
+    if len(notices) == 1:
+        n = notices[0]
+        name = visible_line(_basename(n.key), SUBJECT_KEY_CHARS)
+        if n.status == "REJECTED":
+            return f"orderpipe: {name} {word(n.status)} - nothing stored"
+        rejected = f"{n.invalid:,} of {n.rows:,} {_plural(n.rows, 'row')} rejected"
+        return f"orderpipe: {name} {word(n.status)} - {rejected}"
     rows = sum(n.invalid for n in notices)
-    whole = sum(1 for n in notices if n.status == "REJECTED")
-    facts = []
+    outcomes = []
+    for status in ("REJECTED", "PARTIAL"):
+        files = sum(1 for n in notices if n.status == status)
+        if files:
+            outcomes.append(f"{files:,} {word(status)}")
     if rows:
-        facts.append(f"{rows:,} {_plural(rows, 'row')} rejected")
-    if whole:
-        facts.append(f"{whole:,} {_plural(whole, 'file')} rejected whole")
+        outcomes.append(f"{rows:,} {_plural(rows, 'row')} rejected")
     count = len(notices)
-    head = f"{count:,} {_plural(count, 'file')} {'needs' if count == 1 else 'need'} attention"
-    tail = f" ({visible_line(_basename(notices[0].key), SUBJECT_KEY_CHARS)})" if count == 1 else ""
-    return f"orderpipe: {head} - {', '.join(facts) or 'see details'}{tail}"
+    return f"orderpipe: {count:,} files need attention - {', '.join(outcomes) or 'see details'}"
+
+
+class _MailPolicy(EmailPolicy):
+    """The SMTP policy, but an ASCII Subject folds at its spaces.
+
+    CPython's folder moves some subjects just over 78 characters whole onto a continuation
+    line, leaving ``Subject:`` empty on the first, which some clients show as a blank subject.
+    """
+
+    def fold(self, name: str, value: str) -> str:
+        if _folds_plainly(name, value):
+            return _fold_words(name, value, self.linesep)
+        return str(super().fold(name, value))
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        if _folds_plainly(name, value):
+            return _fold_words(name, value, self.linesep).encode("ascii")
+        return bytes(super().fold_binary(name, value))
+
+
+def _folds_plainly(name: str, value: str) -> bool:
+    return name.lower() == "subject" and value.isascii() and value.isprintable()
+
+
+def _fold_words(name: str, value: str, linesep: str, limit: int = 78) -> str:
+    """``Name: value`` folded before spaces so no line passes ``limit`` when it can help."""
+    lines = [f"{name}:"]
+    for word_ in value.split(" "):
+        if len(lines[-1]) + 1 + len(word_) > limit and lines[-1].strip() not in ("", f"{name}:"):
+            lines.append("")
+        lines[-1] += " " + word_
+    return linesep.join(lines) + linesep
+
+
+MAIL_POLICY: EmailPolicy = _MailPolicy(linesep="\r\n")
+
+
+def version_text(version: str) -> str:
+    """A ledger version as people read it: the S3 version id, or that there is none."""
+    if version.startswith("etag:"):
+        return f"ETag {visible(version[5:])}, no S3 version id"
+    return f"version {visible(version)}"
+
+
+def shown_value(value: str) -> str:
+    """A value for the text body: quoted when spaces around it would be invisible."""
+    return f'"{value}"' if value != value.strip() else value
 
 
 def describe_reasons(schema: Schema) -> dict[str, str]:
@@ -206,13 +264,19 @@ def _rule_text(column: Column, rule: str) -> str:
     if rule == REQUIRED:
         return f"{name} is empty"
     if rule == UNIQUE:
-        return f"{name} appears more than once in the file"
+        return (
+            f"{name} repeats a value from an earlier line of the file; each such row names "
+            f"the line where the value first appears"
+        )
     if rule == FORMAT and column.type == "date":
-        return f"{name} is not a date written as " + " or ".join(
+        # One code covers both a wrong spelling and an impossible date (31/02/23), so the
+        # sentence must fit both: a real calendar date, written in one of these ways.
+        return f"{name} is not a real calendar date written as " + " or ".join(
             f.spec for f in column.date_formats
         )
     if rule == FORMAT:
-        return f"{name} is not a number with at most {column.scale} decimals"
+        comma = " after a decimal comma" if column.decimal_mark == "," else ""
+        return f"{name} is not a number with at most {column.scale} decimals{comma}"
     if rule == ALLOWED:
         case = "" if column.case_sensitive else " (any case)"
         return f"{name} is not one of {', '.join(column.allowed)}{case}"
@@ -237,7 +301,7 @@ def _build(
     msgid: str,
 ) -> EmailMessage:
     notices = [s.notice for s in sections]
-    message = EmailMessage(policy=SMTP)
+    message = EmailMessage(policy=MAIL_POLICY)
     message["Subject"] = subject_for(notices)
     message["From"] = sender
     message["To"] = ", ".join(recipients)
@@ -317,7 +381,7 @@ class _Vocabulary:
         return cls(describe_reasons(schema), schema.column_names)
 
     def describe(self, code: str) -> str:
-        return self.texts.get(code, "")
+        return self.texts.get(reason_code(code), "")
 
     def columns(self, sample: Sequence[SampleRow]) -> list[str]:
         """The sample's columns in the schema's order (notices carry them sorted by name)."""
@@ -420,7 +484,7 @@ def _text_body(sections: Sequence[Section], now: datetime, vocab: _Vocabulary) -
             lines += _stored_lines(section.rejects)
         lines += [
             "",
-            f"Source: s3://{n.bucket}/{visible(n.key)} (version {visible(n.version)})",
+            f"Source: s3://{n.bucket}/{visible(n.key)} ({version_text(n.version)})",
             f"Finished: {n.finished_at or 'unknown'}",
             "",
         ]
@@ -434,7 +498,7 @@ def _text_table(sample: Sequence[SampleRow], vocab: _Vocabulary) -> list[str]:
     rows = [
         [
             str(r.line),
-            *(_cut(r.values.get(c), TEXT_CELL_CHARS) for c in columns),
+            *(_cut(shown_value(r.values.get(c) or ""), TEXT_CELL_CHARS) for c in columns),
             ", ".join(r.reasons),
         ]
         for r in sample
@@ -570,10 +634,22 @@ def _html_section(index: int, section: Section, vocab: _Vocabulary) -> str:
         out.append(_html_stored(section.rejects))
     out.append(
         f"<p style='font-size:12px;color:#6b7280;margin:4px 0'>"
-        f"s3://{e(n.bucket)}/{e(visible(n.key))} &middot; version {e(visible(n.version))} &middot; "
+        f"s3://{e(n.bucket)}/{e(visible(n.key))} &middot; {e(version_text(n.version))} &middot; "
         f"finished {e(n.finished_at or 'unknown')}</p>"
     )
     return "".join(out)
+
+
+_SPACE = "<span class='sp' title='a space'>&#9251;</span>"  # ␣: a space that would not show
+
+
+def _html_value(value: str) -> str:
+    """A value as HTML, cut to CELL_CHARS; spaces around it shown as ␣ (HTML would hide them)."""
+    cut = _cut(value, CELL_CHARS)
+    core = cut.strip(" ")
+    lead = len(cut) - len(cut.lstrip(" "))
+    trail = len(cut) - len(cut.rstrip(" ")) if core else 0
+    return _SPACE * lead + html.escape(core) + _SPACE * trail
 
 
 def _html_sample_row(row: SampleRow, columns: Sequence[str], vocab: _Vocabulary) -> str:
@@ -584,11 +660,7 @@ def _html_sample_row(row: SampleRow, columns: Sequence[str], vocab: _Vocabulary)
     for column in columns:
         value = row.values.get(column)
         cell = _BAD if column in flagged else _TD
-        shown = (
-            "<span class='empty'>(empty)</span>"
-            if value in (None, "")
-            else e(_cut(value, CELL_CHARS))
-        )
+        shown = "<span class='empty'>(empty)</span>" if value in (None, "") else _html_value(value)
         cells.append(f"{cell}{shown}</td>")
     reasons = "<br>".join(
         f"<code title='{e(vocab.describe(r), quote=True)}'>{e(r)}</code>" for r in row.reasons

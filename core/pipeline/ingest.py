@@ -36,11 +36,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Final, Protocol
+from urllib.parse import quote
 
 import polars as pl
 from botocore.exceptions import BotoCoreError, ClientError
 
 from core.aws.settings import INCOMING_PREFIX, MIB, REJECTS_PREFIX, Settings
+from core.aws.stack import MAX_RECEIVE_COUNT
 from core.pipeline.events import FileRef, iso_ms, parse_body
 from core.pipeline.ledger import (
     Checkpoint,
@@ -96,6 +98,10 @@ class FilePaused(RetryLater):
 
 class OutOfTime(RuntimeError):
     """An attempt could not store a single frame in its time: an infrastructure failure."""
+
+
+class OutOfRuns(RuntimeError):
+    """The queue's last delivery ran out of time too: the file needs more runs than it has."""
 
 
 class ScratchFull(RuntimeError):
@@ -401,10 +407,18 @@ class RowCursor:
 
 
 class Deadline:
-    """How long the function has left, from the Lambda context (or the local worker's)."""
+    """How long the function has left, from the Lambda context (or the local worker's).
 
-    def __init__(self, remaining_ms: Callable[[], int]) -> None:
+    ``last_run``: this delivery of the message is the queue's last (the next failure sends it
+    to the DLQ), so a file that would pause fails instead, saying why.
+    """
+
+    def __init__(self, remaining_ms: Callable[[], int], *, last_run: bool = False) -> None:
         self._remaining_ms = remaining_ms
+        self.last_run = last_run
+
+    def for_last_run(self) -> Deadline:
+        return Deadline(self._remaining_ms, last_run=True)
 
     @classmethod
     def of(cls, context: Any) -> Deadline | None:
@@ -436,6 +450,8 @@ class Pacer:
     ) -> None:
         self._deadline = deadline
         span = deadline.left_s() if deadline is not None else FRAME_MAX_S * FRAME_SHARE
+        self.span_s = span  # the time this file's attempt began with
+        self.last_run = deadline is not None and deadline.last_run
         self.frame_s = _clamp(span / FRAME_SHARE, FRAME_MIN_S, FRAME_MAX_S)
         self.margin_s = _clamp(span / STOP_MARGIN_SHARE, STOP_MARGIN_MIN_S, STOP_MARGIN_MAX_S)
         self._min_rows = min_rows
@@ -658,7 +674,13 @@ class IngestService:
                 if rows == 0:
                     session.close()
                     self._pause(
-                        ref, claim, start, session=session, outcome=outcome, checkpoint=checkpoint
+                        ref,
+                        claim,
+                        start,
+                        session=session,
+                        outcome=outcome,
+                        pacer=pacer,
+                        checkpoint=checkpoint,
                     )
                 frame = cursor.take(rows)
                 if frame is None:
@@ -692,18 +714,30 @@ class IngestService:
         *,
         session: Session,
         outcome: OutcomeLike,
+        pacer: Pacer,
         checkpoint: Callable[[], None],
     ) -> None:
-        """Record how far the writes got and let the file go, or fail if they got nowhere."""
-        if session.committed_rows == 0 and start.done < outcome.valid:
+        """Record how far the writes got and let the file go, or fail if they got nowhere with
+        the function's time to themselves (with less, files before it in the batch took it)."""
+        had_the_time = pacer.span_s >= self.settings.function_timeout_s / 2
+        if session.committed_rows == 0 and start.done < outcome.valid and had_the_time:
             raise OutOfTime(
                 f"{ref.file_id}: no rows could be stored before the function's deadline "
                 "(reading and checking the file took most of it); raise IngestTimeoutSeconds "
                 "or lower MaxRows"
             )
         checkpoint()
-        self.ledger.pause(claim, lease_seconds(self.settings.function_timeout_s))
         done = start.done + session.committed_rows
+        if pacer.last_run:
+            # Failed, not paused: the ledger says why the message is in the DLQ, and a redrive
+            # or a replay of the FAILED file resumes from the checkpoint just recorded.
+            raise OutOfRuns(
+                f"{ref.file_id}: {done:,} of {outcome.valid:,} valid rows stored when the "
+                f"queue's last delivery ran out of time; the file needs more runs than "
+                f"{MAX_RECEIVE_COUNT}: raise IngestTimeoutSeconds, lower MaxRows or split it "
+                "(a redrive resumes it)"
+            )
+        self.ledger.pause(claim, lease_seconds(self.settings.function_timeout_s))
         raise FilePaused(
             f"{ref.file_id}: {done:,} of {outcome.valid:,} valid rows stored before the "
             "deadline; the next delivery resumes from there"
@@ -870,7 +904,12 @@ class S3Objects:
     def put(self, ref: FileRef, key: str, path: Path) -> None:
         extra: dict[str, Any] = {
             "ContentType": "text/csv; charset=utf-8",
-            "Metadata": {"source-key": ref.key, "source-version": ref.version_tag},
+            # S3 user metadata travels as HTTP headers and must be ASCII: a key with an accent,
+            # a bidi override or a tab would fail the upload (and the file, every retry).
+            "Metadata": {
+                "source-key": quote(ref.key, safe="/"),
+                "source-version": quote(ref.version_tag, safe="/:"),
+            },
         }
         if path.stat().st_size < MULTIPART_THRESHOLD:
             # One PutObject: the transfer manager's setup costs more than a small file's upload.
@@ -911,6 +950,8 @@ def handle_record(
 ) -> list[IngestResult]:
     """One SQS record; a busy file is made visible again after a growing delay, a paused one
     at once, then the record fails (so it comes back)."""
+    if deadline is not None and receive_count >= MAX_RECEIVE_COUNT:
+        deadline = deadline.for_last_run()
     try:
         return service.handle_body(body, deadline)
     except FilePaused:

@@ -14,13 +14,15 @@ same orders at once; see docs/pipeline.md.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from core.aws.stack import FILES_KEY, FILES_OBJECT_INDEX, FILES_STATUS_INDEX
@@ -219,130 +221,92 @@ def fresh_entry(ref: FileRef, now: datetime, lease_s: int, token: str) -> Ledger
 # ---- DynamoDB attribute values -------------------------------------------------------------
 
 
+_SERIALIZER = TypeSerializer()
+_DESERIALIZER = TypeDeserializer()
+
+
 def _to_item(entry: LedgerEntry) -> dict[str, Any]:
-    item: dict[str, Any] = {
-        FILES_KEY: {"S": entry.file_id},
-        "bucket": {"S": entry.bucket},
-        "object_key": {"S": entry.object_key},
-        "version": {"S": entry.version},
-        "etag": {"S": entry.etag},
-        "status": {"S": str(entry.status)},
-        "size": {"N": str(entry.size)},
-        "event_time": {"S": entry.event_time},
-        "rank": {"S": entry.rank},
-        "rows": {"N": str(entry.rows)},
-        "valid": {"N": str(entry.valid)},
-        "invalid": {"N": str(entry.invalid)},
-        "reasons": {"M": {k: {"N": str(v)} for k, v in entry.reasons.items()}},
-        "written": {"N": str(entry.written)},
-        "superseded": {"N": str(entry.superseded)},
-        "rows_judged": {"N": str(entry.rows_judged)},
-        "rows_written": {"N": str(entry.rows_written)},
-        "pauses": {"N": str(entry.pauses)},
-        "attempts": {"N": str(entry.attempts)},
-        "received_at": {"S": entry.received_at},
-        "started_at": {"S": entry.started_at},
-        "updated_at": {"S": entry.updated_at},
-        "replays": {"N": str(entry.replays)},
-        "expires_at": {"N": str(int((_parse(entry.updated_at) + RETENTION).timestamp()))},
-    }
-    optional: dict[str, Any] = {
-        "error": entry.error,
-        "last_error": entry.last_error,
-        "finished_at": entry.finished_at,
-        "notified_at": entry.notified_at,
-        "paused_at": entry.paused_at,
-        "replay_id": entry.replay_id,
-        "claim_token": entry.claim_token,
-    }
-    for name, value in optional.items():
-        if value is not None:
-            item[name] = {"S": value}
-    if entry.lease_until is not None:
-        item["lease_until"] = {"N": str(entry.lease_until)}
-    if entry.checkpoint is not None:
-        item["checkpoint"] = _checkpoint_value(entry.checkpoint)
-    if entry.replay_log:
-        item["replay_log"] = {
-            "L": [{"M": {"at": {"S": r.at}, "reason": {"S": r.reason}}} for r in entry.replay_log]
-        }
-    return item
+    """The entry as a files-table item (DynamoDB attribute values, boto3's own encoding)."""
+    plain = asdict(entry)
+    plain[FILES_KEY] = plain.pop("file_id")
+    plain["status"] = str(entry.status)
+    plain["expires_at"] = int((_parse(entry.updated_at) + RETENTION).timestamp())
+    if not entry.replay_log:
+        del plain["replay_log"]
+    # Unset attributes are left out, not null: conditions test them with attribute_exists.
+    return {name: _SERIALIZER.serialize(v) for name, v in plain.items() if v is not None}
 
 
 def _checkpoint_value(checkpoint: Checkpoint) -> dict[str, Any]:
-    return {
-        "M": {
-            "done": {"N": str(checkpoint.done)},
-            "valid": {"N": str(checkpoint.valid)},
-            "superseded": {"N": str(checkpoint.superseded)},
-            "stamp": {"S": checkpoint.stamp},
-        }
-    }
-
-
-def _checkpoint_of(item: Mapping[str, Any]) -> Checkpoint | None:
-    value = item.get("checkpoint", {}).get("M")
-    if not value:
-        return None
-    return Checkpoint(
-        done=_n(value, "done") or 0,
-        valid=_n(value, "valid") or 0,
-        superseded=_n(value, "superseded") or 0,
-        stamp=_s(value, "stamp") or "",
-    )
+    return dict(_SERIALIZER.serialize(asdict(checkpoint)))
 
 
 def _s(item: Mapping[str, Any], name: str) -> str | None:
+    """One string attribute of a raw item, or None when absent."""
     value = item.get(name)
-    return None if value is None else str(value.get("S", ""))
-
-
-def _n(item: Mapping[str, Any], name: str) -> int | None:
-    value = item.get(name)
-    return None if value is None or "N" not in value else int(value["N"])
+    return None if value is None else str(_DESERIALIZER.deserialize(value))
 
 
 def from_item(item: Mapping[str, Any]) -> LedgerEntry:
     """A files-table item (DynamoDB attribute values) as a typed entry."""
-    reasons = {k: int(v["N"]) for k, v in item.get("reasons", {}).get("M", {}).items()}
-    log = tuple(
-        ReplayRecord(at=str(r["M"]["at"]["S"]), reason=str(r["M"].get("reason", {}).get("S", "")))
-        for r in item.get("replay_log", {}).get("L", [])
-    )
+    data = {name: _DESERIALIZER.deserialize(value) for name, value in item.items()}
+
+    def text(name: str) -> str:
+        return str(data.get(name) or "")
+
+    def number(name: str) -> int:
+        return int(data.get(name) or 0)
+
+    def maybe(name: str) -> str | None:
+        value = data.get(name)
+        return None if value is None else str(value)
+
+    point = data.get("checkpoint")
+    lease = data.get("lease_until")
     return LedgerEntry(
-        file_id=_s(item, FILES_KEY) or "",
-        bucket=_s(item, "bucket") or "",
-        object_key=_s(item, "object_key") or "",
-        version=_s(item, "version") or "",
-        etag=_s(item, "etag") or "",
-        status=Status(_s(item, "status") or Status.PROCESSING),
-        size=_n(item, "size") or 0,
-        event_time=_s(item, "event_time") or "",
-        rank=_s(item, "rank") or "",
-        rows=_n(item, "rows") or 0,
-        valid=_n(item, "valid") or 0,
-        invalid=_n(item, "invalid") or 0,
-        reasons=reasons,
-        written=_n(item, "written") or 0,
-        superseded=_n(item, "superseded") or 0,
-        rows_judged=_n(item, "rows_judged") or 0,
-        rows_written=_n(item, "rows_written") or 0,
-        checkpoint=_checkpoint_of(item),
-        pauses=_n(item, "pauses") or 0,
-        paused_at=_s(item, "paused_at"),
-        error=_s(item, "error"),
-        last_error=_s(item, "last_error"),
-        attempts=_n(item, "attempts") or 0,
-        received_at=_s(item, "received_at") or "",
-        started_at=_s(item, "started_at") or "",
-        finished_at=_s(item, "finished_at"),
-        updated_at=_s(item, "updated_at") or "",
-        lease_until=_n(item, "lease_until"),
-        notified_at=_s(item, "notified_at"),
-        replays=_n(item, "replays") or 0,
-        replay_log=log,
-        replay_id=_s(item, "replay_id"),
-        claim_token=_s(item, "claim_token"),
+        file_id=text(FILES_KEY),
+        bucket=text("bucket"),
+        object_key=text("object_key"),
+        version=text("version"),
+        etag=text("etag"),
+        status=Status(text("status") or Status.PROCESSING),
+        size=number("size"),
+        event_time=text("event_time"),
+        rank=text("rank"),
+        rows=number("rows"),
+        valid=number("valid"),
+        invalid=number("invalid"),
+        reasons={k: int(v) for k, v in (data.get("reasons") or {}).items()},
+        written=number("written"),
+        superseded=number("superseded"),
+        rows_judged=number("rows_judged"),
+        rows_written=number("rows_written"),
+        checkpoint=Checkpoint(
+            done=int(point.get("done", 0)),
+            valid=int(point.get("valid", 0)),
+            superseded=int(point.get("superseded", 0)),
+            stamp=str(point.get("stamp", "")),
+        )
+        if point
+        else None,
+        pauses=number("pauses"),
+        paused_at=maybe("paused_at"),
+        error=maybe("error"),
+        last_error=maybe("last_error"),
+        attempts=number("attempts"),
+        received_at=text("received_at"),
+        started_at=text("started_at"),
+        finished_at=maybe("finished_at"),
+        updated_at=text("updated_at"),
+        lease_until=None if lease is None else int(lease),
+        notified_at=maybe("notified_at"),
+        replays=number("replays"),
+        replay_log=tuple(
+            ReplayRecord(at=str(r["at"]), reason=str(r.get("reason", "")))
+            for r in data.get("replay_log") or ()
+        ),
+        replay_id=maybe("replay_id"),
+        claim_token=maybe("claim_token"),
     )
 
 
@@ -726,17 +690,9 @@ class DynamoLedger:
         return None if item is None else from_item(item)
 
     def _query(self, limit: int | None = None, **kwargs: Any) -> Iterator[LedgerEntry]:
-        seen = 0
-        while True:
-            page = self._ddb.query(TableName=self._table, **kwargs)
-            for item in page.get("Items", []):
-                yield from_item(item)
-                seen += 1
-                if limit is not None and seen >= limit:
-                    return
-            if "LastEvaluatedKey" not in page:
-                return
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        pages = self._ddb.get_paginator("query").paginate(TableName=self._table, **kwargs)
+        items = (item for page in pages for item in page.get("Items", []))
+        yield from (from_item(item) for item in itertools.islice(items, limit))
 
     def by_status(
         self, status: Status | str, since: str | None = None, limit: int | None = None

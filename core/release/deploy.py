@@ -272,9 +272,12 @@ class StackDeployer:
 
     def _describe(self, change_set_id: str, stack_name: str) -> dict[str, Any]:
         changes: list[Change] = []
-        kwargs: dict[str, Any] = {"ChangeSetName": change_set_id, "StackName": stack_name}
-        while True:
-            page = self._cf.describe_change_set(**kwargs)
+        first: dict[str, Any] = {}
+        pages = self._cf.get_paginator("describe_change_set").paginate(
+            ChangeSetName=change_set_id, StackName=stack_name
+        )
+        for page in pages:
+            first = first or page  # status and reason: the same on every page
             for item in page.get("Changes", []):
                 rc = item.get("ResourceChange", {})
                 changes.append(
@@ -285,9 +288,7 @@ class StackDeployer:
                         replacement=str(rc.get("Replacement", "") or ""),
                     )
                 )
-            if not page.get("NextToken"):
-                return {**page, "Changes": changes}
-            kwargs["NextToken"] = page["NextToken"]
+        return {**first, "Changes": changes}
 
     def discard(self, plan: Plan, *, drop_new_stack: bool) -> None:
         """Delete the change set, and the empty stack a CREATE change set left behind."""
@@ -305,16 +306,12 @@ class StackDeployer:
     def _new_events(self, stack_name: str, seen: set[str]) -> list[dict[str, Any]]:
         """Events not yet shown, oldest first (the API lists newest first, paginated)."""
         fresh: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {"StackName": stack_name}
-        while True:
-            page = self._cf.describe_stack_events(**kwargs)
-            for event in page.get("StackEvents", []):
-                if str(event["EventId"]) in seen:
-                    return list(reversed(fresh))
-                fresh.append(event)
-            if not page.get("NextToken"):
-                return list(reversed(fresh))
-            kwargs["NextToken"] = page["NextToken"]
+        pages = self._cf.get_paginator("describe_stack_events").paginate(StackName=stack_name)
+        for event in (e for page in pages for e in page.get("StackEvents", [])):
+            if str(event["EventId"]) in seen:
+                break  # older events were shown already: no need for the next page
+            fresh.append(event)
+        return list(reversed(fresh))
 
     def execute(self, plan: Plan, say: Say) -> str:
         """Run the change set, showing each stack event as it happens; the final status."""

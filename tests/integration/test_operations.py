@@ -265,7 +265,8 @@ def test_every_dry_run_changes_nothing(stack, tmp_path) -> None:
     before = _state(stack)
 
     redrive = run_cli(stack, tmp_path, "dlq", "redrive", "--dry-run")
-    assert "would move 1 message(s)" in redrive.output
+    assert "would move 0 message(s)" in redrive.output
+    assert "Would leave 1 that can never succeed" in redrive.output
     purge = run_cli(stack, tmp_path, "dlq", "purge", "--dry-run")
     assert "would delete 1 message(s)" in purge.output
     (replayed,) = json_lines(
@@ -295,6 +296,100 @@ def test_purge_needs_yes_and_says_how_many(stack, tmp_path) -> None:
     done = run_cli(stack, tmp_path, "dlq", "purge", "--queue", "notify", "--yes")
     assert "Deleted 3 message(s)" in done.output
     assert depth(stack, stack.names.notify_dlq) == 0
+
+
+def _event_body(key: str, bucket: str = "b") -> str:
+    record = {
+        "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": bucket}, "object": {"key": key, "eTag": "e1", "size": 5}},
+    }
+    return json.dumps({"Records": [record]})
+
+
+def test_dead_letters_by_short_id_shown_for_people_and_the_hopeless_left_alone(
+    stack, tmp_path
+) -> None:
+    dlq = queue_url(stack, stack.names.ingest_dlq)
+    sqs = stack.clients.sqs
+    junk = sqs.send_message(QueueUrl=dlq, MessageBody="hello, not an event")["MessageId"]
+    upload(stack, "incoming/here.csv", VALID)
+    stack.clients.sqs.purge_queue(QueueUrl=stack.settings.ingest_queue_url)
+    body = _event_body("incoming/here.csv", stack.names.bucket)
+    event = sqs.send_message(QueueUrl=dlq, MessageBody=body)["MessageId"]
+    rows = {r["id"]: r for r in json_lines(run_cli(stack, tmp_path, "dlq", "list", "--json"))}
+    # No dead letter goes without a reason, even with nothing in the ledger.
+    assert rows[junk]["last_error"] == (
+        "not an S3 event (nor a replay of one): ingest cannot read it"
+    )
+    assert rows[event]["last_error"].startswith("no ledger entry")
+
+    shown = run_cli(stack, tmp_path, "dlq", "show", junk[:6])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.splitlines() == [
+        f"{junk} in the ingest dead-letter queue",
+        "  what:     a 19-byte message: hello, not an event",
+        *[
+            line
+            for line in shown.output.splitlines()
+            if line.startswith(("  received", "  in DLQ"))
+        ],
+        "  why:      not an S3 event (nor a replay of one): ingest cannot read it",
+        "  redrive:  leaves it here, it can never succeed (not an S3 event (nor a replay of "
+        f"one): ingest cannot read it); `orderpipe dlq purge {junk[:8]}` deletes it",
+    ]
+    event_view = run_cli(stack, tmp_path, "dlq", "show", event[:8]).output
+    assert f"  what:     S3 event for s3://{stack.names.bucket}/incoming/here.csv, 5 bytes" in (
+        event_view
+    )
+    assert "sends it back to the ingest queue" in event_view
+    # An event for an object that is gone can never succeed either.
+    gone = sqs.send_message(QueueUrl=dlq, MessageBody=_event_body("incoming/gone.csv"))["MessageId"]
+    assert "its object is gone from the bucket" in (
+        run_cli(stack, tmp_path, "dlq", "show", gone[:8]).output
+    )
+
+    # One message moves, the hopeless one stays and is named.
+    moved = run_cli(stack, tmp_path, "dlq", "redrive")
+    assert moved.output.splitlines()[0] == (
+        "Moved 1 message(s) back to the ingest queue (copy, send before delete)."
+    )
+    assert "Left 2 that can never succeed" in moved.output
+    left = json_lines(run_cli(stack, tmp_path, "dlq", "list", "--json"))
+    assert sorted(r["id"] for r in left) == sorted([junk, gone])
+    # Only when asked is it deleted: by --purge-unredrivable or by its id.
+    sqs.send_message(QueueUrl=dlq, MessageBody="more junk")
+    purged = json_lines(
+        run_cli(stack, tmp_path, "dlq", "redrive", "--purge-unredrivable", "--json")
+    )[0]
+    assert (purged["moved"], len(purged["purged"]), purged["left"]) == (0, 3, [])
+    assert depth(stack, stack.names.ingest_dlq) == 0
+
+    other = sqs.send_message(QueueUrl=dlq, MessageBody="x")["MessageId"]
+    kept = sqs.send_message(QueueUrl=dlq, MessageBody=body)["MessageId"]
+    deleted = run_cli(stack, tmp_path, "dlq", "purge", other[:10])
+    assert deleted.output == f"Deleted {other} from the ingest dead-letter queue.\n"
+    assert [r["id"] for r in json_lines(run_cli(stack, tmp_path, "dlq", "list", "--json"))] == [
+        kept
+    ]
+
+
+def test_an_ambiguous_id_prefix_is_one_line_naming_the_candidates(stack, tmp_path) -> None:
+    dlq = queue_url(stack, stack.names.ingest_dlq)
+    ids = [
+        stack.clients.sqs.send_message(QueueUrl=dlq, MessageBody=f"m{n}")["MessageId"]
+        for n in range(12)
+    ]
+    first = ids[0][0]
+    sharing = [i for i in ids if i.startswith(first)]
+    result = run_cli(stack, tmp_path, "dlq", "show", first)
+    if len(sharing) == 1:
+        assert result.exit_code == 0
+        return
+    assert result.exit_code == 1
+    assert len(result.output.splitlines()) == 1
+    assert result.output.startswith(
+        f"Error: {first} matches {len(sharing)} messages in the ingest dead-letter queue ("
+    )
 
 
 def test_glue_job_entry_runs_reconcile_from_job_arguments(stack, capsys) -> None:
@@ -390,7 +485,13 @@ def test_stuck_processing_file_is_requeued_by_reconcile_and_taken_over(stack, tm
 def test_expected_errors_are_one_line_and_non_zero(stack, tmp_path) -> None:
     unknown = run_cli(stack, tmp_path, "dlq", "show", "no-such-id")
     assert unknown.exit_code == 1
-    assert unknown.output.strip() == "Error: no message no-such-id in the ingest dead-letter queue"
+    assert unknown.output == (
+        "Error: no message in the ingest dead-letter queue starts with no-such-id\n"
+    )
+
+    gone = run_cli(stack, tmp_path, "replay", "nope.csv")
+    assert gone.exit_code == 1
+    assert gone.stderr == "Error: not in the bucket: incoming/nope.csv\n"
 
     nothing = run_cli(stack, tmp_path, "replay")
     assert nothing.exit_code == 2

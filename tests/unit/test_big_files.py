@@ -21,15 +21,18 @@ from core.pipeline.events import FileRef, Replay, event_body
 from core.pipeline.ingest import (
     FRAME_MIN_ROWS,
     PAUSE_RETRY_S,
+    TMP_RESERVE_BYTES,
     ChunkSpill,
     Deadline,
     FileBusy,
     FilePaused,
     IngestResult,
     IngestService,
+    OutOfRuns,
     OutOfTime,
     Pacer,
     handle_record,
+    rejects_key_for,
 )
 from core.pipeline.ledger import Decision, LeaseLost, Status
 from core.pipeline.orders_store import OrdersWriter
@@ -188,7 +191,7 @@ def test_a_file_too_big_for_one_run_finishes_over_several_each_order_written_onc
     # One notice, from the attempt that finished, covering the whole file's rejects.
     assert len(pipe.notices.sent) == 1
     assert pipe.notices.sent[0].invalid == 7
-    rejects = list(csv.reader(io.StringIO(pipe.objects.rejects["rejects/big.csv.csv"].decode())))
+    rejects = list(csv.reader(io.StringIO(pipe.objects.rejects[rejects_key_for(ref.key)].decode())))
     assert sorted(r[1] for r in rejects[1:]) == [f"Bad{n:03d}" for n in range(7)]
 
 
@@ -304,8 +307,9 @@ def test_a_checkpoint_from_another_validation_is_not_trusted(pipe: Pipeline) -> 
 
 
 def test_an_attempt_that_cannot_store_anything_in_time_fails_and_says_why(
-    pipe: Pipeline,
+    tmp_path: Path,
 ) -> None:
+    pipe = Pipeline(tmp_path, SETTINGS.with_(function_timeout_s=1))
     ref = pipe.upload("incoming/big.csv", body_of(3000, 0))
     with pytest.raises(OutOfTime):
         pipe.service.ingest(ref, pipe.deadline(0.55))  # the margin alone is 0.5 s
@@ -314,6 +318,23 @@ def test_an_attempt_that_cannot_store_anything_in_time_fails_and_says_why(
     assert entry.status == Status.FAILED
     assert "no rows could be stored before the function's deadline" in (entry.last_error or "")
     assert pipe.items_sent() == 0
+
+
+def test_a_file_left_little_time_by_the_files_before_it_pauses_instead_of_failing(
+    pipe: Pipeline,
+) -> None:
+    first = pipe.upload("incoming/first.csv", body_of(500, 0))
+    second = pipe.upload("incoming/second.csv", body_of(500, 0))
+    deadline = pipe.deadline(60)
+    pipe.service.ingest(first, deadline)
+    pipe.ticker.advance(59.45)  # the batch's earlier files used the function's time
+    with pytest.raises(FilePaused):
+        pipe.service.ingest(second, deadline)
+    entry = pipe.ledger.get(second.file_id)
+    assert entry is not None
+    assert (entry.status, entry.pauses, entry.rows_written) == (Status.PROCESSING, 1, 0)
+    result = pipe.service.ingest(second, pipe.deadline(60))
+    assert (result.decision, result.written) == (Decision.RESUME, 500)
 
 
 def test_handle_record_sends_a_paused_message_back_at_once(pipe: Pipeline) -> None:
@@ -336,6 +357,30 @@ def test_handle_record_sends_a_paused_message_back_at_once(pipe: Pipeline) -> No
             "VisibilityTimeout": PAUSE_RETRY_S,
         }
     ]
+
+
+def test_the_queues_last_delivery_fails_the_file_saying_why_and_a_redrive_resumes_it(
+    pipe: Pipeline,
+) -> None:
+    ref = pipe.upload("incoming/big.csv", body_of(3000, 0))
+
+    class Sqs:
+        def change_message_visibility(self, **kw: Any) -> None:
+            pass
+
+    with pytest.raises(OutOfRuns):
+        handle_record(pipe.service, event_body([ref]), "r-5", Sqs(), 5, deadline=pipe.deadline())
+    entry = pipe.ledger.get(ref.file_id)
+    assert entry is not None
+    assert entry.status == Status.FAILED
+    assert "needs more runs than 5" in (entry.last_error or "")
+    assert entry.checkpoint is not None
+    done = entry.checkpoint.done
+    assert 0 < done < 3000
+    before = pipe.items_sent()
+    result = pipe.service.ingest(ref, pipe.deadline(60))  # redriven from the DLQ
+    assert (result.decision, result.written) == (Decision.RETRY, 3000)
+    assert pipe.items_sent() - before == 3000 - done
 
 
 def test_a_paused_attempt_that_was_taken_over_records_nothing(pipe: Pipeline) -> None:
@@ -436,3 +481,22 @@ def test_the_lambda_context_is_the_deadline() -> None:
     assert deadline is not None
     assert deadline.left_s() == 2.5
     assert Deadline.of(object()) is None
+
+
+# ---- the default limits -----------------------------------------------------------------
+
+
+def test_the_default_limits_follow_from_timeout_rate_and_attempts() -> None:
+    """docs/deploy.md's formula, held to the defaults the template also carries."""
+    from core.aws import settings as s
+    from core.aws.stack import AWS_TIMINGS, MAX_RECEIVE_COUNT
+
+    assert s.WRITE_ATTEMPTS == MAX_RECEIVE_COUNT - 1  # one receive kept for a transient fault
+    most = s.rows_within(AWS_TIMINGS.ingest_timeout_s)
+    assert most == 4_000 * (900 - 30) * 4
+    assert 0.8 * most <= s.DEFAULT_MAX_ROWS <= most
+    # The largest file and its compressed spill fit the default /tmp, less the reserve.
+    room = s.DEFAULT_TMP_MB * s.MIB - TMP_RESERVE_BYTES
+    assert room >= s.DEFAULT_MAX_FILE_BYTES * (1 + s.SPILL_RATIO)
+    # ... and at about 50 bytes an order row, the size limit is about the row limit.
+    assert 0.8 <= s.DEFAULT_MAX_FILE_BYTES / 50 / s.DEFAULT_MAX_ROWS <= 1.2

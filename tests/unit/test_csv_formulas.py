@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from core.cli import cli
 from core.pipeline.events import FileRef
-from core.pipeline.ingest import IngestService
+from core.pipeline.ingest import IngestService, rejects_key_for
 from core.pipeline.orders_store import OrdersWriter
 from core.validation.csv_out import (
     RejectsCsv,
@@ -178,7 +178,7 @@ def test_ingest_neutralises_the_rejects_object_but_stores_valid_rows_as_read(
     objects.bodies[ref.file_id] = body
     service.ingest(ref)
     assert ddb.items["Ord1"]["Customer_Id"] == {"S": "=HYPERLINK(1)"}
-    rows = _rows(objects.rejects["rejects/x.csv.csv"])
+    rows = _rows(objects.rejects[rejects_key_for("incoming/x.csv")])
     assert rows[1][:3] == ["2", "Ord2", "'@C2"]
 
 

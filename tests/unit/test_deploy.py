@@ -5,6 +5,7 @@ failed stack)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -97,6 +98,24 @@ class FakeCloudFormation:
         if start + self.page_size < len(self.events):
             page["NextToken"] = str(start + self.page_size)
         return page
+
+    def get_paginator(self, operation: str) -> FakePaginator:
+        return FakePaginator(getattr(self, operation))
+
+
+class FakePaginator:
+    """botocore's paginator contract over a fake call: follow NextToken until it is absent."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+
+    def paginate(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        while True:
+            page = self._call(**kwargs)
+            yield page
+            if not page.get("NextToken"):
+                return
+            kwargs = {**kwargs, "NextToken": page["NextToken"]}
 
 
 def deployer(fake: FakeCloudFormation) -> StackDeployer:

@@ -123,8 +123,8 @@ def test_one_file_email_has_subject_bodies_and_the_rejects_attached() -> None:
     composed = compose([n], store, sender="orders@x.test", recipients=["ops@x.test"], now=NOW)
     message = parse(composed.data)
 
-    assert message["Subject"] == (
-        "orderpipe: 1 file needs attention - 2 rows rejected (orders-jan.csv)"
+    assert (
+        message["Subject"] == "orderpipe: orders-jan.csv partly accepted - 2 of 100 rows rejected"
     )
     assert message["From"] == "orders@x.test"
     assert message["To"] == "ops@x.test"
@@ -167,11 +167,9 @@ def test_batch_subject_counts_files_rows_and_whole_rejections() -> None:
         ),
     ]
     assert subject_for(notices) == (
-        "orderpipe: 3 files need attention - 1,203 rows rejected, 1 file rejected whole"
+        "orderpipe: 3 files need attention - 1 rejected, 2 partly accepted, 1,203 rows rejected"
     )
-    assert subject_for(notices[2:]) == (
-        "orderpipe: 1 file needs attention - 1 file rejected whole (c.xlsx)"
-    )
+    assert subject_for(notices[2:]) == "orderpipe: c.xlsx rejected - nothing stored"
 
 
 def test_every_file_has_its_own_section_and_a_rejected_file_says_why() -> None:
@@ -195,8 +193,8 @@ def test_every_file_has_its_own_section_and_a_rejected_file_says_why() -> None:
         assert "incoming/a.csv" in body
         assert "incoming/c.xlsx" in body
         assert "no orders were stored: the file has no Order_Id column" in body
-        assert "Rejected, nothing loaded" in body
-        assert "Partly loaded" in body
+        assert "Rejected" in body
+        assert "Partly accepted" in body
     assert list(attachments(message)) == ["a-rejects.csv"]
 
 
@@ -412,3 +410,50 @@ def test_files_are_listed_worst_first() -> None:
     for body in (text, html):
         assert body.index("broken.xlsx") < body.index("many.csv") < body.index("few.csv")
     assert "Rejected rows: none" not in text  # a file rejected whole has no rejects line
+
+
+def test_an_impossible_date_is_described_as_not_a_real_date() -> None:
+    text = describe_reasons(default_schema())["Order_Date.format"]
+    assert text == (
+        "Order_Date is not a real calendar date written as d/m/yy or d/m/yyyy or yyyy-mm-dd"
+    )
+
+
+def test_a_repeat_shows_where_its_value_first_appears_with_the_rule_explained() -> None:
+    reason = "Order_Id.unique (first on line 2)"
+    row = SampleRow(10, {"Order_Id": "R1"}, [reason])
+    n = notice(reasons={"Order_Id.unique": 1}, sample=[row], rejects=False)
+    composed = compose(
+        [n], MemoryStore(), sender="s@x.test", recipients=["r@x.test"], schema=default_schema()
+    )
+    text, page = bodies(parse(composed.data))
+    assert reason in text
+    assert "repeats a value from an earlier line" in text
+    sentence = describe_reasons(default_schema())["Order_Id.unique"]
+    assert f"<code title='{sentence}'>{reason}</code>" in page
+
+
+def test_a_long_subject_folds_at_a_space_never_leaving_the_first_line_empty() -> None:
+    notices = [notice(f"incoming/file-{n}.csv", invalid=n + 1) for n in range(3)]
+    notices.append(
+        notice("incoming/x.csv", status="REJECTED", rows=0, invalid=0, reasons={}, sample=[],
+               rejects=False, error="the file is empty")
+    )  # fmt: skip
+    composed = compose(notices, MemoryStore({}), sender="s@x.test", recipients=["r@x.test"])
+    raw = composed.data.split(b"\r\n\r\n", 1)[0].decode()
+    folded = raw[raw.index("Subject:") :].split("\r\nFrom:", 1)[0]
+    first = folded.split("\r\n")[0]
+    assert first.startswith("Subject: orderpipe: 4 files need attention")
+    assert all(len(line) <= 78 for line in folded.split("\r\n"))
+    assert parse(composed.data)["Subject"] == subject_for(notices)
+
+
+def test_the_footer_says_when_there_is_no_version_and_spaces_around_values_show() -> None:
+    padded = notice(sample=[SampleRow(3, {"Order_Id": " A-3 ", "Order_Total": "1"}, ["r"])])
+    message = compose([padded], MemoryStore({}), sender="s@x.test", recipients=["r@x.test"])
+    text, html = bodies(parse(message.data))
+    for body in (text, html):
+        assert "ETag abc, no S3 version id" in body  # the notice's version is "etag:abc"
+        assert "version etag:" not in body
+    assert '" A-3 "' in text
+    assert "&#9251;</span>A-3<span class='sp'" in html

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from core.validation.engine import SeenValues, validate, validate_chunks
 from core.validation.limits import Limits
-from core.validation.outcome import SAMPLE_REJECTS, ChunkResult
+from core.validation.outcome import SAMPLE_REJECTS, ChunkResult, reason_code
 from core.validation.schema import default_schema
 
 SCHEMA = default_schema()
@@ -63,7 +63,9 @@ def test_repeats_are_found_across_chunk_boundaries() -> None:
     assert len(chunks) == 3  # the repeat lives two chunks after its first occurrence
     assert (outcome.rows, outcome.valid, outcome.invalid) == (11, 10, 1)  # type: ignore[attr-defined]
     rejects = pl.concat([c.rejects for c in chunks])
-    assert rejects.select("line", "Order_Id", "reasons").rows() == [(12, "O3", "Order_Id.unique")]
+    assert rejects.select("line", "Order_Id", "reasons").rows() == [
+        (12, "O3", "Order_Id.unique (first on line 5)")
+    ]
 
 
 def test_chunks_keep_source_line_numbers_and_order() -> None:
@@ -229,7 +231,8 @@ def test_counts_always_add_up(table: list[list[str]], chunk_rows: int) -> None:
     per_code: dict[str, int] = {}
     for reasons in rejects["reasons"]:
         assert reasons
-        for code in reasons.split(";"):
+        for reason in reasons.split(";"):
+            code = reason_code(reason)
             per_code[code] = per_code.get(code, 0) + 1
     assert per_code == outcome.reasons  # type: ignore[attr-defined]
 
@@ -251,16 +254,22 @@ def test_seen_values_flags_exactly_the_values_met_earlier_in_the_file(
     values: list[str | None], size: int
 ) -> None:
     seen = SeenValues()
-    earlier: set[str] = set()
+    earlier: dict[str, int] = {}
     for start in range(0, len(values), size):
         part = values[start : start + size]
-        flags = seen.repeats(pl.Series("v", part, dtype=pl.String)).to_list()
-        expected = []
-        for v in part:
-            expected.append(v is not None and v in earlier)
+        lines = list(range(start + 2, start + 2 + len(part)))
+        flags, first = seen.judge(
+            pl.Series("v", part, dtype=pl.String), pl.Series("line", lines, dtype=pl.Int64)
+        )
+        expected, expected_first = [], []
+        for v, line in zip(part, lines, strict=True):
+            repeat = v is not None and v in earlier
+            expected.append(repeat)
+            expected_first.append(earlier[v] if repeat and v is not None else None)
             if v is not None:
-                earlier.add(v)
-        assert flags == expected
+                earlier.setdefault(v, line)
+        assert flags.to_list() == expected
+        assert first.to_list() == expected_first
 
 
 def test_seen_values_finds_an_early_id_repeated_late_in_growing_ids() -> None:
@@ -285,7 +294,7 @@ def test_every_reason_fixture_has_its_exact_outcome() -> None:
         (7, "Order_Date.required"),
         (8, "Order_Status.required"),
         (9, "Order_Total.required"),
-        (10, "Order_Id.unique"),
+        (10, "Order_Id.unique (first on line 2)"),
         (11, "Order_Date.format"),
         (12, "Order_Date.format"),
         (13, "Order_Status.allowed"),
@@ -352,3 +361,18 @@ def test_repeated_dates_and_statuses_are_judged_as_when_each_is_distinct() -> No
     one_by_one = [_judged([line]) for line in repeated]
     assert [r[1][0][1:] for r in one_by_one if r[1]] == [v[1:] for v in sorted(result[1])]
     assert [r[2][0][1] for r in one_by_one if r[2]] == [reason for _, reason in result[2]]
+
+
+def test_a_repeat_names_the_line_of_the_first_occurrence_whatever_the_order() -> None:
+    ids = [f"ORD{i:05d}" for i in range(3000)]
+    ids = ids[1500:] + ids[:1500]  # not ascending: the sorted path
+    ids[2990] = ids[7]  # across chunks
+    ids[20] = ids[10]  # within a chunk
+    data = "".join(f"{i},C1,19/04/23,Pending,1\n" for i in ids).encode()
+    chunks: list[ChunkResult] = []
+    validate(HEADER.encode() + data, "o.csv", on_chunk=chunks.append, chunk_rows=1000)
+    rejects = pl.concat([c.rejects for c in chunks]).select("line", "reasons").rows()
+    assert rejects == [
+        (22, "Order_Id.unique (first on line 12)"),
+        (2992, "Order_Id.unique (first on line 9)"),
+    ]

@@ -19,6 +19,7 @@ from rich.console import Console
 
 from core.cli import cli
 from core.cli.status import ledger_table
+from core.cli.tables import Column, cell, emit_table
 from core.pipeline.email_report import compose, fetch_command
 from core.pipeline.ledger import LedgerEntry, Status
 from core.pipeline.notice import FileNotice, SampleRow
@@ -223,3 +224,17 @@ def test_the_fetch_command_names_the_exact_key_on_one_visible_line(hostile: Host
         ["bash", "-c", f"printf %s {word}"], capture_output=True, check=True
     ).stdout
     assert echoed.decode("utf-8") == key
+
+
+@pytest.mark.parametrize("hostile", HOSTILE, ids=IDS)
+def test_piped_table_lines_keep_one_row_per_line_and_one_tab_per_gap(
+    hostile: Hostile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    columns = [Column("Key"), Column("Error")]
+    piped = Console(file=io.StringIO(), force_terminal=False)
+    emit_table("t", columns, [[hostile.text, "x"], [cell(hostile.text), "y"]], console=piped)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert all(line.count("\t") == 1 for line in lines)
+    assert acting_in("".join(lines), allowed="\t") == []
+    assert lines[0] == lines[1].replace("\ty", "\tx") == f"{visible(hostile.text)}\tx"

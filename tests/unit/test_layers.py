@@ -24,7 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     # The composition root (core/bootstrap.py): wires every service from settings and clients.
     "bootstrap": {"ops", "pipeline", "validation", "aws"},
     "local": {"bootstrap", "ops", "pipeline", "validation", "aws"},
-    "release": {"validation", "aws"},
+    "release": {"aws"},
     "console": {"bootstrap", "ops", "pipeline", "validation", "aws"},
     "cli": {"bootstrap", "local", "release", "console", "ops", "pipeline", "validation", "aws"},
     "handlers": {"bootstrap", "pipeline", "ops", "validation", "aws"},
@@ -84,3 +84,21 @@ def test_imports_follow_the_layer_rule(path: Path) -> None:
         elif room == "validation" and parts[0] in VALIDATION_FORBIDDEN:
             crossing.append(name)
     assert not crossing, f"{path.relative_to(ROOT)} ({room}) may not import {crossing}"
+
+
+# Services and clients are built in one place; everything else asks core/bootstrap.py.
+BUILT_ONLY_IN_BOOTSTRAP = ("Clients", "DynamoLedger", "Replayer", "Uploader", "Reconciler")
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_services_are_built_only_in_the_composition_root(path: Path) -> None:
+    if path.relative_to(ROOT).as_posix() in ("core/bootstrap.py", "core/aws/clients.py"):
+        return
+    built = [
+        node.func.id
+        for node in ast.walk(ast.parse(path.read_text("utf-8")))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in BUILT_ONLY_IN_BOOTSTRAP
+    ]
+    assert not built, f"{path.relative_to(ROOT)} builds {built}: use core.bootstrap"

@@ -197,7 +197,7 @@ def test_repeat_order_id_fails_unique_first_stays_valid() -> None:
                               on_chunk=lambda r: rejects.append(r.rejects))  # fmt: skip
     assert (outcome.valid, outcome.invalid) == (2, 1)
     assert rejects[0]["line"].to_list() == [3]
-    assert rejects[0]["reasons"].to_list() == ["Order_Id.unique"]
+    assert rejects[0]["reasons"].to_list() == ["Order_Id.unique (first on line 2)"]
 
 
 def test_order_id_case_matters_for_uniqueness() -> None:
@@ -239,7 +239,7 @@ def test_custom_schema_codes_and_rules_come_from_the_file() -> None:
     assert rejects[0].select("line", "reasons").rows() == [
         (3, "Price.range;Kind.allowed"),
         (4, "Price.range;Since.format"),
-        (5, "Sku.unique"),
+        (5, "Sku.unique (first on line 2)"),
         (6, "Since.format"),
     ]
     assert outcome.valid == 1

@@ -8,6 +8,7 @@ reads. The template must agree with all three, and hold its security promises.
 from __future__ import annotations
 
 import importlib
+import re
 from typing import Any
 
 import pytest
@@ -87,11 +88,13 @@ def as_list(value: Any) -> list[Any]:
 
 
 def iam_statements() -> list[tuple[str, dict[str, Any]]]:
-    """Every identity-policy statement of every role."""
+    """Every identity-policy statement of every role and managed policy."""
     out = []
     for name, role in of_type("AWS::IAM::Role").items():
         for policy in role["Properties"].get("Policies", []):
             out += [(name, s) for s in statements(policy["PolicyDocument"])]
+    for name, policy in of_type("AWS::IAM::ManagedPolicy").items():
+        out += [(name, s) for s in statements(policy["Properties"]["PolicyDocument"])]
     return out
 
 
@@ -309,7 +312,11 @@ def test_no_full_access_managed_policy() -> None:
     for role in of_type("AWS::IAM::Role").values():
         for arn in role["Properties"].get("ManagedPolicyArns", []):
             assert "FullAccess" not in str(arn)
-    assert not of_type("AWS::IAM::ManagedPolicy")
+    # The stack's own managed policies are for people, never attached to its roles.
+    assert set(of_type("AWS::IAM::ManagedPolicy")) == set(PEOPLE_POLICIES)
+    for policy in of_type("AWS::IAM::ManagedPolicy").values():
+        p = policy["Properties"]
+        assert not {"Roles", "Users", "Groups"} & set(p)
 
 
 def test_no_wildcard_action_is_allowed() -> None:
@@ -533,3 +540,286 @@ def test_the_deployed_limits_are_the_settings_ones_and_tmp_is_the_functions_own(
     ingest = function_by_handler("handlers.ingest.handler")
     assert ingest["EphemeralStorage"]["Size"] == {"Ref": "IngestTmpMb"}
     assert ingest["Environment"]["Variables"][ENV_TMP_MB] == {"Ref": "IngestTmpMb"}
+
+
+# ---- least privilege, derived from the code (tests/unit/aws_calls.py) -------------------------
+
+PEOPLE_POLICIES = ("UploaderPolicy", "OperatorPolicy", "ViewerPolicy")
+# Statements for what the platform does with a role, not what orderpipe's code calls: Lambda
+# writes logs and traces and polls the queue of its event source mapping; Glue loads the job's
+# code and writes its logs; publishing to the KMS-encrypted alerts topic needs the key.
+PLATFORM_SIDS = {
+    "Logs",
+    "Tracing",
+    "ConsumeIngestQueue",
+    "ConsumeNotifyQueue",
+    "JobCode",
+    "JobLogs",
+    "AlertEncryption",
+}
+SETTINGS = Settings(
+    bucket="b-orders",
+    orders_table="t-orders",
+    files_table="t-files",
+    ingest_queue_url="https://sqs.test/1/ingest",
+    notify_queue_url="https://sqs.test/1/notify",
+    alerts_topic_arn="arn:aws:sns:us-east-1:1:alerts",
+    sender="orders@example.com",
+    recipients=("ops@example.com",),
+)
+RESOURCE_OF_SETTING = {
+    SETTINGS.bucket: "OrdersBucket",
+    SETTINGS.orders_table: "OrdersTable",
+    SETTINGS.files_table: "FilesTable",
+    SETTINGS.ingest_queue_url: "IngestQueue",
+    SETTINGS.notify_queue_url: "NotifyQueue",
+    SETTINGS.alerts_topic_arn: "AlertsTopic",
+}
+# Where an adapter is not handed its resource: S3 objects named by the event are in the
+# orders bucket; SES sends as the stack's sender identity; metrics have no resource.
+DEFAULT_RESOURCE = {"s3": "OrdersBucket", "ses": "SenderIdentity", "cloudwatch": "*"}
+
+
+def statement_resources(statement: dict[str, Any]) -> set[str]:
+    """The logical ids a statement's resources name (``*`` stays ``*``)."""
+    out = set()
+    for resource in as_list(statement["Resource"]):
+        if resource == "*":
+            out.add("*")
+        elif isinstance(resource, dict) and ("Ref" in resource or "Fn::GetAtt" in resource):
+            out.add(ref_name(resource))
+        else:
+            text = str(resource["Fn::Sub"])
+            names = {n for n in RES if "${" + n + "}" in text or "${" + n + "." in text}
+            if "${SenderAddress}" in text and ":identity/" in text:
+                names.add("SenderIdentity")
+            if "${AWS::StackName}" in text and ":stack/" in text:
+                names.add("ThisStack")
+            assert names, text
+            out |= names
+    return out
+
+
+def granted(policy_statements: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    """(logical resource, action) pairs an Allow list grants, platform statements aside."""
+    out = set()
+    for statement in policy_statements:
+        if statement["Effect"] != "Allow" or statement.get("Sid") in PLATFORM_SIDS:
+            continue
+        for resource in statement_resources(statement):
+            out |= {(resource, a) for a in as_list(statement["Action"])}
+    return out
+
+
+def role_statements(role: str) -> list[dict[str, Any]]:
+    return [s for name, s in iam_statements() if name == role]
+
+
+def derived_grants(entry: Any, roots: tuple[Any, ...], defaults: dict[str, str]) -> set[Any]:
+    """(logical resource, action) pairs of the calls ``entry`` makes through what roots wire."""
+    from tests.unit.aws_calls import adapter_calls, called_names, function_calls, wired_adapters
+
+    names = called_names(entry.modules) | {"__init__"}
+    out = set()
+    for cls, instances in wired_adapters(*roots).items():
+        calls = adapter_calls(cls, names)
+        for instance in instances:
+            named = {RESOURCE_OF_SETTING.get(v) for v in vars(instance).values()} - {None}
+            for call in calls:
+                resources = named or {{**DEFAULT_RESOURCE, **defaults}[call.service]}
+                out |= {(r, a) for r in resources for a in call.actions}
+    for func in entry.all_functions():
+        for call in function_calls(func):
+            out |= {({**DEFAULT_RESOURCE, **defaults}[call.service], a) for a in call.actions}
+    return out
+
+
+def function_role_cases() -> list[tuple[str, Any, tuple[Any, ...], dict[str, str]]]:
+    from core import bootstrap
+    from core.aws.clients import Clients
+    from tests.unit.aws_calls import Entry
+
+    clients = Clients(endpoint_url="http://127.0.0.1:9", region="us-east-1")
+    return [
+        (
+            "IngestRole",
+            Entry(("handlers.ingest", "core.pipeline.ingest", "core.pipeline.orders_store"), ()),
+            (bootstrap.ingest(SETTINGS, clients),),
+            {"sqs": "IngestQueue"},  # functions handed a queue client act on the one consumed
+        ),
+        (
+            "NotifyRole",
+            Entry(("handlers.notify", "core.pipeline.notify"), ()),
+            (bootstrap.notifier(SETTINGS, clients),),
+            {},
+        ),
+        (
+            "ReconcileRole",
+            Entry(("handlers.reconcile_job", "core.ops.reconcile"), ()),
+            (bootstrap.reconciler(SETTINGS, clients),),
+            {},
+        ),
+    ]
+
+
+def test_every_boto3_call_in_the_code_is_one_the_derivation_sees() -> None:
+    from tests.unit.aws_calls import ROOT, unclassified_calls
+
+    paths = [*(ROOT / "core").rglob("*.py"), *(ROOT / "handlers").rglob("*.py")]
+    found = {re.sub(r":\d+ ", " ", call) for call in unclassified_calls(paths)}
+    assert found == {
+        "core/console/app.py env.get_template",  # jinja2's, not CloudFormation's
+        # An adapter's own method, not a client's (AlertsTopic.publish calls sns:Publish).
+        "core/ops/reconcile.py self._alerts.publish",
+    }
+
+
+@pytest.mark.parametrize("case", function_role_cases(), ids=lambda c: c[0])
+def test_each_function_role_grants_exactly_the_calls_its_code_makes(case: Any) -> None:
+    role, entry, roots, defaults = case
+    derived = derived_grants(entry, roots, defaults)
+    assert derived, role
+    assert granted(role_statements(role)) == derived
+
+
+def people_entries() -> dict[str, Any]:
+    from core.aws.stack_outputs import settings_from_stack
+    from core.console import backend
+    from core.ops.dlq import DeadLetterQueue
+    from core.ops.ops_adapters import (
+        AlertsTopic,
+        BucketObjects,
+        CloudWatchMetrics,
+        IngestQueue,
+        LedgerReader,
+        OrderCounter,
+    )
+    from core.ops.rejects import RejectsObjects
+    from core.ops.upload import Uploader
+    from core.pipeline.ledger import DynamoLedger
+    from tests.unit.aws_calls import Entry
+
+    # `orderpipe alerts` reads the local stack's inbox queue; on AWS the alerts topic mails a
+    # person, so no policy grants anything for it.
+    return {
+        "UploaderPolicy": Entry(("core.cli.upload:command",), (Uploader,)),
+        "ViewerPolicy": Entry(
+            (
+                "core.cli.context",
+                "core.cli.status",
+                "core.cli.dlq:list_command,show_command",
+                "core.cli.rejects",
+                "core.cli.console",
+                "core.console.app:index,files,file_rows,file_page,rejects_csv,email_frame,"
+                "replay_preview,upload_page,upload_rows,dead_letters,dead_letter,health",
+                "core.console.backend",
+                "core.console.files",
+                "core.console.file_detail",
+                "core.ops.replay:plan",
+                "core.bootstrap",
+            ),
+            (
+                DynamoLedger,
+                LedgerReader,
+                DeadLetterQueue,
+                BucketObjects,
+                backend.S3Objects,
+                RejectsObjects,
+            ),
+            (settings_from_stack, backend._depth),
+        ),
+        "OperatorPolicy": Entry(
+            (
+                "core.cli.context",
+                "core.cli.status",
+                "core.cli.dlq",
+                "core.cli.replay",
+                "core.cli.reconcile",
+                "core.cli.rejects",
+                "core.cli.console",
+                "core.console.app",
+                "core.console.backend",
+                "core.console.files",
+                "core.console.file_detail",
+                "core.ops.replay",
+                "core.ops.reconcile",
+                "core.ops.dlq",
+                "core.bootstrap",
+            ),
+            (
+                DynamoLedger,
+                LedgerReader,
+                DeadLetterQueue,
+                BucketObjects,
+                IngestQueue,
+                OrderCounter,
+                AlertsTopic,
+                CloudWatchMetrics,
+                backend.S3Objects,
+                Uploader,
+                RejectsObjects,
+            ),
+            (settings_from_stack, backend._depth),
+        ),
+    }
+
+
+@pytest.mark.parametrize("policy", PEOPLE_POLICIES)
+def test_each_people_policy_grants_exactly_the_calls_its_commands_make(policy: str) -> None:
+    entry = people_entries()[policy]
+    granted_actions = {a for _, a in granted(role_statements(policy))}
+    assert granted_actions == entry.actions()
+
+
+def test_people_policies_are_scoped_to_this_stack_and_the_uploader_is_blind() -> None:
+    stack_resources = set(RES) | {"SenderIdentity", "ThisStack"}
+    for name in PEOPLE_POLICIES:
+        for statement in role_statements(name):
+            assert statement["Effect"] == "Allow"
+            actions = set(as_list(statement["Action"]))
+            assert not [a for a in actions if "*" in a], (name, actions)
+            resources = statement_resources(statement)
+            if "*" in resources:
+                assert actions <= NO_RESOURCE_SCOPE, (name, actions)
+                assert statement["Condition"]  # e.g. the metrics namespace
+            assert resources - {"*"} <= stack_resources, (name, resources)
+    (upload,) = role_statements("UploaderPolicy")
+    assert set(as_list(upload["Action"])) == {"s3:PutObject", "s3:AbortMultipartUpload"}
+    assert upload["Resource"] == {"Fn::Sub": "${OrdersBucket.Arn}/incoming/*"}
+    reading = ("Get", "List", "Delete", "Head", "Describe", "Receive", "Query", "Scan")
+    assert not [a for a in as_list(upload["Action"]) if a.split(":")[1].startswith(reading)]
+    # Only incoming/: an uploader cannot overwrite rejects or reports.
+    assert statement_resources(upload) == {"OrdersBucket"}
+
+
+def test_people_policy_arns_are_stack_outputs() -> None:
+    from core.aws.stack_outputs import (
+        OUTPUT_OPERATOR_POLICY,
+        OUTPUT_UPLOADER_POLICY,
+        OUTPUT_VIEWER_POLICY,
+    )
+
+    outputs = T["Outputs"]
+    for output, policy in [
+        (OUTPUT_UPLOADER_POLICY, "UploaderPolicy"),
+        (OUTPUT_OPERATOR_POLICY, "OperatorPolicy"),
+        (OUTPUT_VIEWER_POLICY, "ViewerPolicy"),
+    ]:
+        assert outputs[output]["Value"] == {"Ref": policy}
+
+
+def test_each_function_reports_under_its_handlers_service_name() -> None:
+    """Logger, Tracer and Metrics use one name per function: the function's, without the env."""
+    import handlers.ingest
+    import handlers.notify
+
+    for handler, service in (
+        (handlers.ingest, stack_def.INGEST_SERVICE),
+        (handlers.notify, stack_def.NOTIFY_SERVICE),
+    ):
+        assert handler.logger.service == service
+        assert handler.tracer.service == service
+        assert handler.metrics.service == service
+        fn = function_by_handler(f"{handler.__name__}.handler")
+        assert fn["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"] == service
+        assert sub_name(fn["FunctionName"], "e") == service.replace("orderpipe-", "orderpipe-e-")

@@ -1,6 +1,9 @@
 """Is a buffer text, which encoding, which line ends — decided without a pass in Python.
 
-UTF-8 (with or without BOM) with LF or CRLF line ends goes to polars untouched. Text that is
+UTF-16 with a byte-order mark (Excel's "Unicode Text" export, UTF-16 CSVs, little- or
+big-endian) is transcoded to UTF-8 into a temporary file first, block by block, so memory stays
+bounded and every line keeps its number. UTF-8 (with or without BOM) with LF or CRLF line ends
+goes to polars untouched. Text that is
 not valid UTF-8 is Windows-1252. The decision is made per chunk, just before parsing: an ASCII
 chunk (``isascii`` runs at memory speed) reads the same either way; the first chunk that is not
 valid UTF-8 switches this and every later chunk to Windows-1252, so a file pays for transcoding
@@ -12,6 +15,7 @@ from __future__ import annotations
 import codecs
 from typing import BinaryIO
 
+from core.validation.limits import Limits, human_bytes
 from core.validation.readers.errors import FileRejected
 from core.validation.readers.source import release
 from core.validation.readers.text_buffer import Buffer
@@ -90,3 +94,41 @@ def _is_utf8(chunk: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+def utf16_to_utf8(buf: Buffer, out: BinaryIO, limits: Limits) -> None:
+    """Write ``buf`` (UTF-16 starting with its BOM) to ``out`` as UTF-8, without the BOM.
+
+    An incremental decoder carries a code unit or surrogate pair cut by a block boundary over
+    to the next block. The UTF-8 text may be up to 1.5 times the upload (CJK text), so it is
+    held to the same limit as an inflated gzip file.
+    """
+    decoder = codecs.getincrementaldecoder("utf-16")("strict")  # the BOM picks the byte order
+    limit = limits.max_decompressed_bytes
+    total = 0
+    size = len(buf)
+    for lo in range(0, size, _BLOCK):
+        block = buf[lo : lo + _BLOCK]
+        try:
+            text = decoder.decode(block, final=lo + len(block) >= size)
+        except UnicodeDecodeError as exc:
+            at = lo + exc.start
+            raise FileRejected(
+                f"not readable as UTF-16: {exc.reason} at byte {at:,} (line {_utf16_line(buf, at)})"
+            ) from None
+        data = text.encode("utf-8")
+        total += len(data)
+        if total > limit:
+            raise FileRejected(f"the UTF-16 text is over the {human_bytes(limit)} limit as UTF-8")
+        out.write(data)
+        release(buf, lo, lo + len(block))
+
+
+def _utf16_line(buf: Buffer, at: int) -> int:
+    """The 1-based line holding byte ``at`` of a UTF-16 buffer, counted block by block."""
+    decoder = codecs.getincrementaldecoder("utf-16")("replace")
+    lines = 1
+    for lo in range(0, at, _BLOCK):
+        hi = min(at, lo + _BLOCK)
+        lines += decoder.decode(buf[lo:hi], final=hi >= at).count("\n")
+    return lines

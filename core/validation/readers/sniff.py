@@ -19,6 +19,7 @@ class Format(enum.Enum):
     XLSX = "xlsx"
     PARQUET = "parquet"
     JSONL = "JSON Lines"
+    UTF16 = "UTF-16 text"
 
 
 _GZIP = b"\x1f\x8b"
@@ -63,10 +64,8 @@ def detect_format(head: bytes, name: str) -> Format:
     if head.startswith(_PARQUET):
         return Format.PARQUET
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        # Excel's "Unicode Text" export: recognisable, so say what to do instead.
-        raise FileRejected(
-            "not a readable order file: UTF-16 text; save it as CSV UTF-8 (or Windows-1252)"
-        )
+        # UTF-16 with a byte-order mark: Excel's "Unicode Text" export and UTF-16 CSVs.
+        return Format.UTF16
     if head.startswith(_OLE2):
         raise FileRejected(
             "not a readable order file: a legacy Excel (.xls) workbook; save it as .xlsx or CSV"

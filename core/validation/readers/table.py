@@ -10,7 +10,12 @@ from typing import BinaryIO
 import polars as pl
 
 from core.validation.limits import Limits
-from core.validation.readers.encoding import check_is_text, is_cr_only, spool_cr_to_lf
+from core.validation.readers.encoding import (
+    check_is_text,
+    is_cr_only,
+    spool_cr_to_lf,
+    utf16_to_utf8,
+)
 from core.validation.readers.errors import FileRejected
 from core.validation.readers.header import HeaderSeen
 from core.validation.readers.jsonl import iter_jsonl
@@ -80,6 +85,11 @@ def _read(
         with spooled(lambda out: gunzip(buf, out, limits)) as inner:
             inner_name = str(PurePosixPath(name).with_suffix("")) if name else name
             yield from _read(inner, inner_name, columns, limits, chunk_rows, seen=seen, nested=True)
+        return
+    if kind is Format.UTF16:
+        # As UTF-8 the text is read like any other (delimited text or JSON Lines).
+        with spooled(lambda out: utf16_to_utf8(buf, out, limits)) as utf8:
+            yield from _read(utf8, name, columns, limits, chunk_rows, seen=seen, nested=nested)
         return
     if kind is Format.XLSX:
         yield from iter_xlsx(loaded, columns, limits, chunk_rows, seen)

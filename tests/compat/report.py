@@ -1,0 +1,134 @@
+"""Write the "Second emulator" section of docs/reliability.md from a `make compat` run.
+
+Only that section is replaced; ``bench/reliability_report.py`` keeps it when it regenerates
+the rest of the page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DOC = ROOT / "docs" / "reliability.md"
+HEADING = "## Second emulator"
+BEFORE = "## What these runs do not prove"
+
+INTRO = """\
+## Second emulator: LocalStack
+
+moto is wrong exactly where orderpipe's design leans on AWS: its S3 events carry no `versionId`
+and no `sequencer`, it has no `StartMessageMoveTask`, and an EventBridge rule with an SNS target
+makes `put_events` fail. `make compat` runs the scenarios below on a second emulator instead:
+S3, SQS, SNS, EventBridge and SES on LocalStack, DynamoDB on moto. The stack is wired as on AWS,
+by endpoint: `AWS_ENDPOINT_URL` names LocalStack and `AWS_ENDPOINT_URL_DYNAMODB` names moto
+(`core.aws.clients` ranks a service's own variable above the general one, as boto3 does). The
+real handlers run in the local worker, which calls them as Lambda's SQS event source does.
+
+**Run it:** `make compat`. It is not part of `make test` or CI. It needs Python 3.12 or newer
+for LocalStack (found on `PATH` or under `~/.pyenv/versions`, or set `COMPAT_PYTHON=...`) and
+builds `.venv-compat` from `tests/compat/requirements.txt` and `constraints.txt` on first use
+(about 500 MB, a few minutes). LocalStack runs on the host without Docker
+(`python -m localstack.runtime.main` with `OVERRIDE_IN_DOCKER=0 DNS_ADDRESS=0
+SQS_ENDPOINT_STRATEGY=path DISABLE_EVENTS=1`, on a free loopback port), moto on another; both are
+stopped when the run ends, however it ends. Logs go to `build/compat/`.
+"""
+
+DIFFERENCES = """\
+What LocalStack does differently, seen in these runs, and how orderpipe takes it:
+
+- **Event keys are percent-encoded** (`Q4%20orders%2Breturns%20%28final%29.csv`); AWS writes
+  `+` for a space. orderpipe decodes keys with `unquote_plus`, which reads both; the pipeline
+  scenario checks the encoded key in the event and the decoded one in the ledger and email.
+- **The sequencer is one fixed value** for every event. orderpipe ranks versions by event time
+  (milliseconds), then sequencer, then version id, so on LocalStack two versions of one key
+  written in the same millisecond are ordered by version id; on AWS the sequencer breaks that
+  tie. The ordering scenario writes its two versions 10 ms apart.
+- **A redriven message keeps its message id and receive count** (AWS gives it a new id), and it
+  is delivered even with a receive count above `maxReceiveCount`. Nothing in orderpipe keys on
+  a dead letter's id after a redrive; the ledger decides whether a file is done.
+- **SES accepts mail to unverified recipients** (the sandbox is not enforced); sends are read
+  back at `GET /_aws/ses`.
+- **A multipart upload yields one `ObjectCreated:CompleteMultipartUpload` event**, as on AWS
+  (moto sends two).
+
+What cannot run on LocalStack here, and why:
+
+- **DynamoDB**: LocalStack downloads a JDK and DynamoDB Local at first use and fails offline;
+  the tables stay on moto.
+- **Lambda**: LocalStack runs functions in Docker, which this kind of host lacks; the handlers
+  run in the local worker instead, so Lambda's own retry and concurrency are not exercised.
+- **Glue**: the API is not in LocalStack's free edition; the alerts scenario publishes the
+  Glue Job State Change event itself, through the template's own rule and topic.
+- CloudWatch alarms firing into the topic are not exercised.
+"""
+
+
+def section(rows: list[dict[str, object]], wall_s: int, localstack: str) -> str:
+    passed = sum(1 for r in rows if r["outcome"] == "passed")
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        INTRO,
+        f"**Last run** ({when}): {passed} of {len(rows)} scenarios passed in {wall_s} s;\n"
+        f"LocalStack {localstack}, moto {version('moto')}, boto3 {version('boto3')}, "
+        f"Python {platform.python_version()} (tests), on a shared 2-core machine.",
+        "",
+        "| Scenario | Result | Seconds (test body) | Figures |",
+        "|---|---|---|---|",
+    ]
+    for row in rows:
+        figures = row.get("figures") or {}
+        assert isinstance(figures, dict)
+        shown = "; ".join(_figure(k, v) for k, v in figures.items()) or "-"
+        result = "passed" if row["outcome"] == "passed" else f"**{str(row['outcome']).upper()}**"
+        lines.append(
+            f"| {row['scenario'] or row['test']} | {result} | {row['seconds']} | {shown} |"
+        )
+    lines += ["", DIFFERENCES]
+    return "\n".join(lines)
+
+
+def _figure(name: str, value: object) -> str:
+    """``upload_to_outcome_s=1.2`` → ``upload to outcome 1.2 s``."""
+    if name.endswith("_s"):
+        return f"{name[:-2].replace('_', ' ')} {value} s"
+    return f"{name.replace('_', ' ')} {value}"
+
+
+def splice(doc: str, new: str) -> str:
+    """``doc`` with its "Second emulator" section replaced by ``new`` (or inserted)."""
+    start = doc.find("\n" + HEADING)
+    if start >= 0:
+        end = doc.find("\n## ", start + 1)
+        tail = doc[end:] if end >= 0 else "\n"
+        return doc[: start + 1] + new.rstrip("\n") + "\n" + tail
+    before = doc.find("\n" + BEFORE)
+    if before >= 0:
+        return doc[: before + 1] + new.rstrip("\n") + "\n\n" + doc[before + 1 :]
+    return doc.rstrip("\n") + "\n\n" + new.rstrip("\n") + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, required=True)
+    parser.add_argument("--wall", type=int, required=True, help="seconds the tests took")
+    parser.add_argument("--localstack", required=True, help="localstack-core version")
+    parser.add_argument("--out", type=Path, default=DOC)
+    args = parser.parse_args()
+    rows = []
+    if args.results.exists():
+        rows = [json.loads(line) for line in args.results.read_text().splitlines() if line]
+    if not rows:
+        print(f"compat: no results in {args.results}; {args.out} left as it was")
+        return
+    doc = args.out.read_text(encoding="utf-8") if args.out.exists() else ""
+    args.out.write_text(splice(doc, section(rows, args.wall, args.localstack)), encoding="utf-8")
+    print(f"compat: wrote the second-emulator section of {args.out} ({len(rows)} scenarios)")
+
+
+if __name__ == "__main__":
+    main()
