@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -15,6 +16,7 @@ from urllib.parse import urlencode
 
 from botocore.exceptions import BotoCoreError, ClientError
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup, escape
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -36,6 +38,7 @@ from core.ops.event_messages import parse_iso
 from core.ops.replay import ReplayError, Selection
 from core.ops.upload import UploadError, is_final, plan
 from core.pipeline.ledger import ALL_STATUSES, LedgerEntry
+from core.validation.visible import visible
 
 log = logging.getLogger("orderpipe.console")
 PEEK_TTL_S = 15.0  # a DLQ peek hides messages briefly: reuse one (any action drops it)
@@ -86,6 +89,23 @@ def _age(iso: str | None) -> str:
     return f"{max(seconds, 0):.0f}s"
 
 
+def _shown(value: Any) -> Any:
+    """Every text a page prints, with what would act (controls, bidi overrides) made visible;
+    autoescaping then takes care of markup."""
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return visible(value)
+    return value
+
+
+def _multiline(text: str) -> Markup:
+    """Text whose line ends are its layout (an e-mail body): each line made visible."""
+    return Markup("\n").join(escape(visible(line)) for line in text.splitlines())
+
+
+def _download_name(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(key).name) or "rejects.csv"
+
+
 def _reasons_text(reasons: dict[str, int]) -> str:
     return ", ".join(f"{code} ×{n:,}" for code, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
 
@@ -104,7 +124,9 @@ def build_app(
         autoescape=select_autoescape(default=True, default_for_string=True),
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=_shown,
     )
+    env.filters["multiline"] = _multiline
     env.filters["time"] = _fmt_time
     env.filters["age"] = _age
     env.filters["reasons"] = _reasons_text
@@ -195,7 +217,7 @@ def build_app(
         key = rejects_key_for(entry.object_key)
         lines = backend.objects.lines(key)
         first_chunk = next(lines, b"")  # fail here, as a page, if the object is missing
-        name = Path(key).name.replace('"', "")
+        name = _download_name(key)
 
         def body() -> Any:
             yield first_chunk
@@ -494,6 +516,4 @@ def build_app(
 
 
 def _escape(text: str) -> str:
-    from markupsafe import escape
-
-    return str(escape(text))
+    return str(escape(visible(text)))

@@ -17,6 +17,8 @@ from core.ops.alerts import Alert
 from core.ops.event_messages import ObjectVersion, s3_event_body
 from core.pipeline.ingest import rejects_key_for
 from core.pipeline.ledger import LedgerEntry, Status
+from core.validation.visible import visible
+from tests.hostile_strings import HOSTILE, Hostile, acting_in
 from tests.unit.console_fakes import B, Fakes, make_fakes
 from tests.unit.test_dlq import DLQ
 
@@ -174,29 +176,35 @@ def test_processing_files_show_progress_when_the_ledger_has_it(fakes: Fakes) -> 
     assert "<progress></progress> <small>working</small>" in html  # no counts: no guess
 
 
-HOSTILE = [
-    "<script>alert(1)</script>.csv",
-    '"><img src=x onerror=alert(1)>.csv',
-    "{{7*7}}{% raw %}.csv",
-    "javascript:alert(1).csv",
-]
-
-
-@pytest.mark.parametrize("name", HOSTILE)
-def test_hostile_keys_and_values_are_escaped(fakes: Fakes, name: str) -> None:
-    key = f"incoming/{name}"
-    entry = fakes.ledger.add(key, Status.REJECTED, 1, rows=1, invalid=1, reasons={name: 1},
-                             error=name)  # fmt: skip
+@pytest.mark.parametrize("hostile", HOSTILE, ids=[h.name for h in HOSTILE])
+def test_hostile_keys_and_values_show_as_text(fakes: Fakes, hostile: Hostile) -> None:
+    text = hostile.text
+    key = f"incoming/{text}.csv"
+    entry = fakes.ledger.add(
+        key, Status.REJECTED, 1, rows=1, invalid=1, reasons={text: 1}, error=text
+    )
+    quoted = '"' + text.replace('"', '""') + '"'
     fakes.bucket.objects[rejects_key_for(key)] = (
-        f"line,order_id,reasons\n2,{json.dumps(name)},{json.dumps(name)}\n".encode()
+        f"line,order_id,reasons\n2,{quoted},{quoted}\n".encode()
     )
     client = client_for(fakes)
     pages = [client.get("/files").text, client.get("/file", params={"id": entry.file_id}).text]
     for page in pages:
-        assert str(escape(name)) in page
-        if str(escape(name)) != name:
-            assert name not in page
-    assert "49" not in pages[1].split("<main>")[1]  # the template text was shown, not run
+        assert acting_in(page, allowed="\n") == []
+        assert str(escape(visible(hostile.shown))) in page
+        assert "<script>" not in page
+        assert "<img" not in page
+    assert "49" not in pages[1].split("<main>")[1] or "49" in text  # template text never runs
+    download = client.get("/file/rejects.csv", params={"id": entry.file_id})
+    assert download.status_code == 200
+    assert acting_in(download.headers["content-disposition"]) == []
+
+
+def test_template_syntax_in_a_key_is_shown_not_run(fakes: Fakes) -> None:
+    entry = fakes.ledger.add("incoming/{{7*7}}{% raw %}.csv", Status.SUCCEEDED, 1)
+    page = client_for(fakes).get("/file", params={"id": entry.file_id}).text
+    assert "{{7*7}}{% raw %}" in page
+    assert ">49" not in page
 
 
 # ---- a file --------------------------------------------------------------------------------
@@ -243,7 +251,7 @@ def test_file_page_shows_outcome_reasons_rejects_and_timeline(fakes: Fakes) -> N
     assert re.findall(r'<tr><td class="n">(\d+)</td>', last) == [
         str(n + 2) for n in range(100, 120)
     ] + ["999"]
-    assert "multi\nline" in last
+    assert "multi\\nline" in last  # the line end inside a value, made visible
     assert "next →" not in last
 
 
@@ -390,10 +398,12 @@ def test_dead_letters_are_paged_and_a_page_receives_only_what_it_shows(fakes: Fa
     client = client_for(fakes)
     first = client.get("/dlq?queue=ingest").text
     assert "120 message(s) in the ingest dead-letter queue" in first
-    assert first.count('name="ids"') == 50 and "next →" in first
+    assert first.count('name="ids"') == 50
+    assert "next →" in first
     assert sum(m.receives > 0 for m in sqs.queues[DLQ]) == 51  # not the whole queue
     last = client.get("/dlq?queue=ingest&page=2").text
-    assert last.count('name="ids"') == 20 and "next →" not in last
+    assert last.count('name="ids"') == 20
+    assert "next →" not in last
     assert all(not m.hidden for m in sqs.queues[DLQ])
 
 
