@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -311,7 +312,8 @@ def build_app(
                 if not name or name.startswith("."):
                     raise HTTPException(400, f"not a file name: {upload.filename!r}")
                 path = Path(tmp) / name
-                path.write_bytes(await upload.read())
+                with path.open("wb") as out:  # the part is spooled to disk: copy, never load
+                    await run_in_threadpool(shutil.copyfileobj, upload.file, out, 1 << 20)
                 paths.append(path)
             try:
                 pairs = plan(paths, prefix)
