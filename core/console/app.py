@@ -477,7 +477,7 @@ def build_app(
         elif isinstance(exc, (DlqError, AlertsError, UploadError, ReplayError, ValueError)):
             status, message = 400, readable(exc)
         else:
-            log.exception("console error on %s", request.url.path)
+            log.error("console error on %s", request.url.path, exc_info=exc)
             status, message = 500, "something went wrong inside the console; see its terminal"
         if request.headers.get("hx-request"):
             return HTMLResponse(f'<p class="problem">{_escape(message)}</p>', status_code=200)

@@ -131,7 +131,7 @@ def test_files_newest_first_with_filters_and_pages(fakes: Fakes) -> None:
     client = client_for(fakes)
 
     first = _keys_in(client.get("/files").text)
-    second = _keys_in(client.get("/files?page=1").text)
+    second = _keys_in(client.get(_older(client.get("/files").text)).text)
     rejected = _keys_in(client.get("/files?status=rejected").text)
     by_key = _keys_in(client.get("/files?key=f07.csv").text)
 
@@ -143,6 +143,32 @@ def test_files_newest_first_with_filters_and_pages(fakes: Fakes) -> None:
     assert rejected == ["incoming/bad.csv"]
     assert by_key == ["incoming/f07.csv"]
     assert "missing_required ×2" in client.get("/files?status=REJECTED").text
+
+
+def _older(html: str) -> str:
+    link = re.search(r'<a href="(/files\?[^"]+)">older →</a>', html)
+    assert link is not None, "no older page"
+    return link.group(1).replace("&amp;", "&")
+
+
+def test_deep_pages_read_only_what_they_show_and_lose_no_tie(fakes: Fakes) -> None:
+    same = "2026-12-04T09:30:00.000Z"  # 30 files updated in one millisecond, across a page end
+    for n in range(130):
+        fakes.ledger.add(f"incoming/g{n:03}.csv", Status.SUCCEEDED, n,
+                         **({"updated_at": same} if 40 <= n < 70 else {}))  # fmt: skip
+    client = client_for(fakes)
+    seen: list[str] = []
+    url = "/files?status=SUCCEEDED"
+    while True:
+        fakes.ledger.calls.clear()
+        html = client.get(url).text
+        seen += _keys_in(html)
+        assert all(c.endswith(f" {50 + 1 + 10} " + c.split()[-1]) for c in fakes.ledger.calls)
+        if "older →" not in html:
+            break
+        url = _older(html)
+    assert len(seen) == 130
+    assert len(set(seen)) == 130  # every file once, ties included
 
 
 def test_files_since_filter_uses_update_time(fakes: Fakes) -> None:
@@ -484,7 +510,7 @@ def test_health_shows_queues_dead_letters_alerts_and_reconcile(fakes: Fakes) -> 
 
 
 def test_an_aws_failure_is_a_readable_line_without_secrets(fakes: Fakes) -> None:
-    def broken(limit: int = 50) -> list[LedgerEntry]:
+    def broken(limit: int = 50, until: str | None = None) -> list[LedgerEntry]:
         raise EndpointConnectionError(
             endpoint_url="http://user:hunter2@127.0.0.1:9/path?X-Amz-Signature=abc"
         )
@@ -512,7 +538,7 @@ def test_an_access_denied_is_shown_as_aws_said_it(fakes: Fakes) -> None:
 
 
 def test_a_bug_is_a_plain_500_without_a_traceback(fakes: Fakes) -> None:
-    def bug(limit: int = 50) -> list[LedgerEntry]:
+    def bug(limit: int = 50, until: str | None = None) -> list[LedgerEntry]:
         raise KeyError("secret-internal-detail")
 
     fakes.ledger.recent = bug  # type: ignore[method-assign]
