@@ -17,12 +17,16 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from core import bootstrap
 from core.aws.settings import Settings
 from core.aws.stack import INGEST_SERVICE
-from core.pipeline.ingest import Deadline, IngestResult, handle_record
+from core.pipeline.ingest import Deadline, IngestResult, RetryLater, handle_record
 
 logger = Logger(service=INGEST_SERVICE)
 tracer = Tracer(service=INGEST_SERVICE)
 metrics = Metrics(namespace="orderpipe", service=INGEST_SERVICE)
-processor = BatchProcessor(event_type=EventType.SQS)
+# A record that fails (a busy or paused file, a broken attempt) is reported in batchItemFailures
+# and comes back later; it is not a Lambda error, even when it is the batch's only record.
+# Infrastructure failures are counted as FilesFailed (IngestFailuresAlarm), busy and paused files
+# as FilesDeferred; Lambda's Errors metric is left to crashes and timeouts.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 def _observe(result: IngestResult) -> None:
@@ -47,9 +51,17 @@ def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
 
     def record_handler(record: SQSRecord) -> None:
         count = int(record.attributes.approximate_receive_count or 1)
-        for result in handle_record(
-            service, record.body, record.receipt_handle, clients.sqs, count, deadline=deadline
-        ):
+        try:
+            results = handle_record(
+                service, record.body, record.receipt_handle, clients.sqs, count, deadline=deadline
+            )
+        except RetryLater:
+            metrics.add_metric("FilesDeferred", MetricUnit.Count, 1)
+            raise
+        except Exception:
+            metrics.add_metric("FilesFailed", MetricUnit.Count, 1)
+            raise
+        for result in results:
             _observe(result)
 
     return process_partial_response(

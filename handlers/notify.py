@@ -11,17 +11,20 @@ from aws_lambda_powertools.utilities.batch import (
     EventType,
     process_partial_response,
 )
+from aws_lambda_powertools.utilities.data_classes import SQSEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from core import bootstrap
 from core.aws.settings import Settings
 from core.aws.stack import NOTIFY_SERVICE
 from core.pipeline.notify import messages_from_event
+from core.pipeline.retry import retry_failed
 
 logger = Logger(service=NOTIFY_SERVICE)
 tracer = Tracer(service=NOTIFY_SERVICE)
 metrics = Metrics(namespace="orderpipe", service=NOTIFY_SERVICE)
-# The email covers the whole batch, so a batch where everything failed is reported, not raised.
+# The email covers the whole batch, so a batch where everything failed is reported, not raised;
+# each failed message comes back after its backoff (core/pipeline/retry.py), not the queue's 6 min.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
@@ -30,9 +33,20 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings = Settings.from_env().require("files_table", "sender", "recipients")
-    notifier = bootstrap.notifier(settings, bootstrap.warm_clients())
+    clients = bootstrap.warm_clients()
+    notifier = bootstrap.notifier(settings, clients)
     with tracer.provider.in_subsegment("notify"):
         report = notifier.handle(messages_from_event(event))
+    for record in SQSEvent(event).records:
+        if record.message_id in report.failed:
+            count = int(record.attributes.approximate_receive_count or 1)
+            retry_failed(
+                clients.sqs,
+                settings.notify_queue_url,
+                record.receipt_handle,
+                count,
+                settings.retry_schedule_s,
+            )
     logger.info("notify batch done", extra={"report": report.summary()})
     metrics.add_metric("EmailsSent", MetricUnit.Count, report.emails_sent)
     metrics.add_metric("FilesNotified", MetricUnit.Count, report.files_notified)

@@ -27,6 +27,9 @@ ENV_MAX_FILE_BYTES = "ORDERPIPE_MAX_FILE_BYTES"
 ENV_MAX_ROWS = "ORDERPIPE_MAX_ROWS"
 ENV_TMP_MB = "ORDERPIPE_TMP_MB"
 ENV_OUTBOX_DIR = "ORDERPIPE_OUTBOX_DIR"
+# Seconds a failed message waits before its 2nd, 3rd, ... receive (comma-separated). Not set on
+# AWS (the default is the production schedule); the local stack sets a scaled one.
+ENV_RETRY_SCHEDULE = "ORDERPIPE_RETRY_SCHEDULE"
 
 # Every variable a deployed function may carry; the template test compares against this.
 ALL_ENV_VARS = (
@@ -73,6 +76,9 @@ DEFAULT_MAX_FILE_BYTES = 512 * MIB
 DEFAULT_MAX_ROWS = 12_000_000
 DEFAULT_WRITE_THREADS = 16
 DEFAULT_FUNCTION_TIMEOUT = 300
+# A failed message comes back after 30 s, 2 min, 8 min, then 30 min (docs/operations.md).
+DEFAULT_RETRY_SCHEDULE_S = (30, 120, 480, 1800)
+MAX_VISIBILITY_S = 12 * 3600  # SQS's ceiling for a message's visibility timeout
 
 
 class SettingsError(ValueError):
@@ -92,6 +98,21 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def _schedule(env: Mapping[str, str], name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        values = tuple(int(part) for part in raw.split(","))
+    except ValueError:
+        raise SettingsError(
+            f"{name} must be whole seconds separated by commas, got {raw!r}"
+        ) from None
+    if any(v < 0 or v > MAX_VISIBILITY_S for v in values):
+        raise SettingsError(f"{name} values must be 0 to {MAX_VISIBILITY_S} seconds, got {raw!r}")
+    return values
+
+
 @dataclass(frozen=True)
 class Settings:
     bucket: str = ""
@@ -108,6 +129,7 @@ class Settings:
     max_rows: int = DEFAULT_MAX_ROWS
     tmp_mb: int = DEFAULT_TMP_MB  # the function's /tmp (EphemeralStorage), for its spill
     outbox_dir: str = ""
+    retry_schedule_s: tuple[int, ...] = DEFAULT_RETRY_SCHEDULE_S
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -128,6 +150,7 @@ class Settings:
             max_rows=_int(env, ENV_MAX_ROWS, DEFAULT_MAX_ROWS),
             tmp_mb=_int(env, ENV_TMP_MB, DEFAULT_TMP_MB),
             outbox_dir=env.get(ENV_OUTBOX_DIR, ""),
+            retry_schedule_s=_schedule(env, ENV_RETRY_SCHEDULE, DEFAULT_RETRY_SCHEDULE_S),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -149,6 +172,8 @@ class Settings:
         }
         if self.outbox_dir:
             env[ENV_OUTBOX_DIR] = self.outbox_dir
+        if self.retry_schedule_s != DEFAULT_RETRY_SCHEDULE_S:
+            env[ENV_RETRY_SCHEDULE] = ",".join(str(s) for s in self.retry_schedule_s)
         return env
 
     def require(self, *names: str) -> Settings:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.aws.clients import Clients
-from core.aws.settings import INCOMING_PREFIX, Settings
+from core.aws.settings import DEFAULT_RETRY_SCHEDULE_S, INCOMING_PREFIX, Settings
 
 MAX_RECEIVE_COUNT = 5
 VISIBILITY_FACTOR = 6  # AWS: queue visibility >= 6x the consuming function's timeout
@@ -38,6 +38,8 @@ class Timings:
     notify_batch_window_s: int
     ingest_batch_size: int = 10
     notify_batch_size: int = 50
+    # Seconds a failed message waits before its next receive, by receive count (retry.py).
+    retry_schedule_s: tuple[int, ...] = DEFAULT_RETRY_SCHEDULE_S
 
     @property
     def ingest_visibility_s(self) -> int:
@@ -54,9 +56,14 @@ class Timings:
 AWS_TIMINGS = Timings(
     ingest_timeout_s=900, notify_timeout_s=60, notify_batch_window_s=30, ingest_batch_size=1
 )
-# On a laptop: a poison message must reach its DLQ within a minute (5 receives x 12 s). The
-# local worker extends visibility while it works, so a long file is not redelivered mid-way.
-LOCAL_TIMINGS = Timings(ingest_timeout_s=2, notify_timeout_s=2, notify_batch_window_s=2)
+# On a laptop: the same retry policy, scaled so that a transient fault costs a second or two
+# and a poison message reaches its DLQ in about 15 s (1 + 2 + 4 + 8, then at once). The waits
+# still outlast the local lease (timeout + 5 s), so a busy file is not dead-lettered for
+# waiting. The local worker extends visibility while it works, so a long file is not
+# redelivered mid-way.
+LOCAL_TIMINGS = Timings(
+    ingest_timeout_s=2, notify_timeout_s=2, notify_batch_window_s=2, retry_schedule_s=(1, 2, 4, 8)
+)
 
 
 # Each function's Powertools service name (Logger, Tracer and Metrics alike): its function name,
@@ -244,4 +251,5 @@ def create_local_stack(
         recipients=recipients,
         function_timeout_s=timings.ingest_timeout_s,
         outbox_dir=outbox_dir,
+        retry_schedule_s=timings.retry_schedule_s,
     )

@@ -16,7 +16,10 @@ import click
 from core.local.embedded import EmbeddedConfig, EmbeddedStack
 from core.local.emulator import EmulatorError
 from core.local.local_state import LocalState, state_dir
+from core.local.queue_alarms import DEFAULT_EVERY_S as DEFAULT_ALARMS_EVERY_S
+from core.local.queue_alarms import LocalAlarms, template_alarms
 from core.local.reconcile_schedule import DEFAULT_EVERY_S, ReconcileSchedule
+from core.ops.alerts import AlertsError, local_names
 
 
 def _say(line: str) -> None:
@@ -44,8 +47,20 @@ def _say(line: str) -> None:
     show_default=True,
     help="Seconds between reconcile runs (the hourly Glue job's stand-in).",
 )
+@click.option(
+    "--alarms-every",
+    type=click.FloatRange(min=1),
+    default=DEFAULT_ALARMS_EVERY_S,
+    show_default=True,
+    help="Seconds between evaluations of the DLQ and backlog alarms (CloudWatch's stand-in).",
+)
 def command(
-    *, port: int | None, outbox: Path | None, verbose: bool, reconcile_every: float
+    *,
+    port: int | None,
+    outbox: Path | None,
+    verbose: bool,
+    reconcile_every: float,
+    alarms_every: float,
 ) -> None:
     """Run the emulator, the stack and a worker on this machine (Ctrl-C stops them)."""
     running = LocalState.load()
@@ -73,25 +88,53 @@ def command(
     except EmulatorError as exc:
         raise click.ClickException(str(exc)) from None
     schedule: ReconcileSchedule | None = None
+    alarms: LocalAlarms | None = None
     problem: str | None = None
     try:
         assert stack.settings is not None  # set by stack.start() above  # nosec B101
         assert stack.worker is not None  # set by stack.start() above  # nosec B101
         schedule = ReconcileSchedule(stack.clients, stack.settings, reconcile_every, log=_say)
         schedule.start()
+        alarms = _alarms(stack, alarms_every)
         click.echo(f"AWS_ENDPOINT_URL={stack.endpoint}")
         click.echo(f"bucket:  s3://{stack.settings.bucket}/incoming/")
         click.echo(f"outbox:  {config.outbox_dir.resolve()}")
         click.echo(f"worker:  pid {stack.worker.pid}, log {stack.worker_log}")
         click.echo(f"emulator: pid {stack.emulator.pid}, log {config.state_dir / 'emulator.log'}")
         click.echo(f"reconcile: every {reconcile_every:g} s (alerts: `orderpipe alerts`)")
+        if alarms is not None:
+            click.echo(f"alarms:  DLQs not empty, ingest backlog; checked every {alarms_every:g} s")
         click.echo("orderpipe local is ready: try `orderpipe upload FILE --wait` (Ctrl-C stops)")
         problem = stack.wait(stop)
         _say(f"{problem}; stopping" if problem else "stopping")
     finally:
+        if alarms is not None:
+            alarms.stop()
         if schedule is not None:
             schedule.stop()
         stack.stop()
     if problem:
         raise click.ClickException(f"{problem}: the local stack is gone, start it again")
     _say("stopped")
+
+
+def _alarms(stack: EmbeddedStack, every_s: float) -> LocalAlarms | None:
+    """The template's queue alarms, evaluated here and published to the alerts topic."""
+    settings, clients = stack.settings, stack.clients
+    if settings is None or clients is None or not settings.alerts_topic_arn:
+        return None
+    try:
+        names = local_names(settings)
+    except AlertsError:
+        return None
+    env = settings.alerts_topic_arn.rsplit(":", 1)[-1][len("orderpipe-") : -len("-alerts")]
+    alarms = LocalAlarms(
+        clients.sqs,
+        clients.sns,
+        settings.alerts_topic_arn,
+        template_alarms(clients.sqs, names, env),
+        every_s=every_s,
+        log=_say,
+    )
+    alarms.start()
+    return alarms

@@ -2,9 +2,12 @@
 
 The worker long-polls the ingest and notify queues, builds Lambda-shaped SQS batch events and
 calls the very handler functions AWS would call. It honours partial batch failures: only the
-messages the handler reports as failed stay on the queue, so the queue's visibility timeout and
-its redrive to the DLQ after five receives work exactly as on AWS. While a handler runs, the
-visibility of its in-flight messages is extended, so a long file is not redelivered half-way.
+messages the handler reports as failed stay on the queue, and it leaves their visibility as the
+handler set it (the retry backoff of core/pipeline/retry.py, scaled by ``LOCAL_TIMINGS``), so
+retries and the redrive to the DLQ after five receives work exactly as on AWS. While a handler
+runs, the visibility of its in-flight messages is extended, so a long file is not redelivered
+half-way (a beat landing between the handler's backoff and its return would restore the queue
+timeout; with a beat every 4 s and that gap in milliseconds, it is rare and only delays).
 
 Used three ways: ``orderpipe worker`` (``Worker.run``), the child process of ``orderpipe local``,
 and in-process from tests (``drain``: process until both queues are idle).
@@ -491,11 +494,12 @@ def drain(
 ) -> DrainReport:
     """Run the real handlers in this process until both queues are idle.
 
-    ``retry_after_s`` makes a failed message visible again after that many seconds instead of
-    the queue's visibility timeout (0: at once), so a poison message reaches the DLQ in seconds
-    in tests. ``handler_timeout_s`` is what the handlers' context says they have (a Lambda's
-    timeout; nothing stops a handler that overruns it). Raises TimeoutError when the queues are
-    still busy after ``timeout_s``, unless ``raise_on_timeout`` is false.
+    ``retry_after_s`` makes a failed message visible again after that many seconds, overriding
+    the handler's backoff (0: at once), so a poison message reaches the DLQ at once in tests;
+    None keeps the backoff, as on AWS. ``handler_timeout_s`` is what the handlers' context says
+    they have (a Lambda's timeout; nothing stops a handler that overruns it). Raises
+    TimeoutError when the queues are still busy after ``timeout_s``, unless
+    ``raise_on_timeout`` is false.
     """
     with handler_environment(clients, settings):
         worker = Worker(

@@ -511,14 +511,15 @@ class DeadLetterQueue:
 def reached_dlq_estimate(
     letter: DeadLetter, last_failure_at: str | None, visibility_s: int
 ) -> str | None:
-    """SQS keeps no move time: the last failure plus the visibility timeout is when it moved.
+    """SQS keeps no move time: the last recorded failure is when it moved, within seconds.
 
-    The message became visible again one visibility timeout after its last failed attempt, and
-    the next receive moved it. Without a recorded failure, the first receive plus one timeout per
-    allowed receive is the best estimate.
+    A message that fails on its last receive is made visible again at once (core/pipeline/
+    retry.py), so the next receive moves it. Without a recorded failure (the function crashed
+    or timed out), the first receive plus one visibility timeout per allowed receive is the
+    best estimate.
     """
     if last_failure_at:
-        return iso_now(parse_iso(last_failure_at) + timedelta(seconds=visibility_s))
+        return iso_now(parse_iso(last_failure_at))
     first = letter.first_received_at
     if first is None:
         return None

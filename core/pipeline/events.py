@@ -7,6 +7,18 @@ An SQS message body is one of:
   version already finished runs again (once per replay id).
 Anything else is an ``EventShapeError``: that message fails alone and, after its retries, lands
 in the DLQ where a person can look at it.
+
+Keys: S3 URL-encodes the key in an event the way ``quote_plus`` does (``+`` for a space,
+``%XX`` for every other byte that is not a letter, digit or ``/_.-~``: ``+`` itself arrives as
+``%2B``). The emulators differ only in what they leave alone (moto also escapes ``/``,
+LocalStack writes ``%20`` for a space), so ``unquote_plus`` reads all three back to the exact
+key, any UTF-8 up to S3's 1,024 bytes. A raw key never goes into an HTTP header or S3 user
+metadata, which take ASCII only: ``header_safe`` percent-encodes it for those.
+
+The record fields are read through Powertools' ``S3Event`` data class. Hand-written here, since
+it does not do them: the test event and ``orderpipe_replay`` (not S3 fields), the strict shape
+checks that turn a stranger's message into one clear error, and key decoding (Powertools'
+``S3Object.key`` returns the key still URL-encoded).
 """
 
 from __future__ import annotations
@@ -15,7 +27,10 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote_plus, unquote_plus
+from urllib.parse import quote, quote_plus, unquote_plus
+
+from aws_lambda_powertools.utilities.data_classes import S3Event
+from aws_lambda_powertools.utilities.data_classes.s3_event import S3EventRecord
 
 REPLAY_FIELD = "orderpipe_replay"
 TEST_EVENT = "s3:TestEvent"
@@ -83,28 +98,44 @@ def iso_ms(moment: datetime) -> str:
     )
 
 
-def _record(raw: Any, replay: Replay | None) -> FileRef | None:
-    if not isinstance(raw, dict):
+def encode_key(key: str) -> str:
+    """A key as S3 writes it in an event notification (what ``decode_key`` reads back)."""
+    return quote_plus(key, safe="/")
+
+
+def decode_key(encoded: str) -> str:
+    """An event's key as S3 (``+`` for a space), moto (``%2F``) or LocalStack (``%20``) wrote it."""
+    return unquote_plus(encoded, errors="strict")
+
+
+def header_safe(key: str) -> str:
+    """A key for an HTTP header or S3 user metadata (ASCII only): percent-encoded UTF-8."""
+    return quote(key, safe="/")
+
+
+def _record(record: S3EventRecord, replay: Replay | None) -> FileRef | None:
+    if not isinstance(record.raw_event, dict):
         raise EventShapeError("an S3 record is not an object")
-    if raw.get("eventSource") != "aws:s3":
-        raise EventShapeError(f"not an S3 record: eventSource={raw.get('eventSource')!r}")
-    if not str(raw.get("eventName", "")).startswith("ObjectCreated"):
+    if record.get("eventSource") != "aws:s3":
+        raise EventShapeError(f"not an S3 record: eventSource={record.get('eventSource')!r}")
+    if not str(record.get("eventName", "")).startswith("ObjectCreated"):
         return None  # removals, restores and the like name no new file to ingest
     try:
-        s3 = raw["s3"]
-        obj = s3["object"]
+        obj = record.s3.get_object
         return FileRef(
-            bucket=str(s3["bucket"]["name"]),
-            key=unquote_plus(str(obj["key"])),
-            version=_version(obj.get("versionId")),
-            etag=str(obj.get("eTag") or obj.get("etag") or "").strip('"'),
+            bucket=str(record.s3.bucket.name),
+            key=decode_key(str(obj.key)),
+            version=_version(obj.version_id),
+            etag=str(obj.etag or obj.get("etag") or "").strip('"'),
             size=int(obj.get("size") or 0),
-            event_time=normalise_time(str(raw["eventTime"])),
+            event_time=normalise_time(str(record.event_time)),
             sequencer=str(obj.get("sequencer") or ""),
             replay=replay,
         )
     except (KeyError, TypeError) as exc:
         raise EventShapeError(f"S3 record lacks {exc}") from None
+    except UnicodeDecodeError:
+        raise EventShapeError("S3 record's key is not URL-encoded UTF-8") from None
 
 
 def _version(raw: Any) -> str:
@@ -135,14 +166,15 @@ def parse_body(body: str) -> list[FileRef]:
     if not isinstance(records, list) or not records:
         raise EventShapeError("message body has no S3 Records")
     replay = _replay(doc.get(REPLAY_FIELD))
-    return [ref for ref in (_record(r, replay) for r in records) if ref is not None]
+    refs = (_record(record, replay) for record in S3Event(doc).records)
+    return [ref for ref in refs if ref is not None]
 
 
 def event_body(refs: list[FileRef], *, replay: Replay | None = None) -> str:
     """An S3 notification body naming ``refs`` — the exact shape S3 sends (for replay, tests)."""
     records = []
     for ref in refs:
-        obj: dict[str, Any] = {"key": quote_plus(ref.key, safe="/"), "size": ref.size}
+        obj: dict[str, Any] = {"key": encode_key(ref.key), "size": ref.size}
         if ref.etag:
             obj["eTag"] = ref.etag
         if ref.version:

@@ -9,6 +9,7 @@ what they should and nothing is left PROCESSING.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -22,13 +23,18 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from boto3.s3.transfer import TransferConfig
+from click.testing import CliRunner
 
 from core import bootstrap
 from core.aws.clients import Clients
-from core.aws.stack import StackNames
+from core.aws.stack import LOCAL_TIMINGS, StackNames
+from core.cli import cli
 from core.local.embedded import EmbeddedConfig, EmbeddedStack
 from core.local.worker import Worker, drain, handler_environment
-from core.pipeline.ingest import rejects_key_for
+from core.pipeline.events import header_safe, parse_body
+from core.pipeline.ingest import MULTIPART_THRESHOLD, rejects_key_for
+from core.pipeline.ledger import DynamoLedger
 from tests.integration.pipeline_kit import (
     OrderFile,
     Pipeline,
@@ -604,6 +610,102 @@ def test_sqs_delete_reply_lost(pipe: Pipeline, scenario: Scenario) -> None:
     scenario.passed()
 
 
+# -- retry timing: failed messages come back after the (scaled) backoff -------------------------
+
+
+def run_as_deployed(pipe: Pipeline, plan: FaultPlan | None = None) -> Any:
+    """Drain without overriding a failed message's visibility: the handler's backoff decides."""
+    with contextlib.ExitStack() as stack:
+        if plan is not None:
+            stack.enter_context(handler_faults(plan))
+        return drain(pipe.stack.clients, pipe.stack.settings, DRAIN_S)
+
+
+def test_a_transient_failure_comes_back_after_the_backoff_not_the_visibility(
+    pipe: Pipeline, scenario: Scenario
+) -> None:
+    schedule = LOCAL_TIMINGS.retry_schedule_s
+    visibility = LOCAL_TIMINGS.ingest_visibility_s
+    scenario.describe(
+        "backoff timing: transient failure",
+        "GetObject's body is cut by a connection reset on a file's first two attempts "
+        f"(local schedule {'/'.join(map(str, schedule))} s, queue visibility {visibility} s)",
+        "the message comes back after 1 s, then 2 s (its backoff), not after the queue's "
+        "visibility timeout; the third attempt stores the file once",
+    )
+    good = order_file("incoming/backoff-transient.csv", "BT-", 40, invalid=1)
+    pipe.upload(good)
+    plan = FaultPlan.parse("s3.GetObject=stream-reset:1:2")
+    report = run_as_deployed(pipe, plan)
+
+    pipe.assert_end_state(newest(good), expect_files(pipe, good))
+    assert plan.counts() == {"s3.GetObject:stream-reset": 2}
+    assert attempts(pipe) == {pipe.file_id(good): 3}
+    waited = schedule[0] + schedule[1]
+    # With the queue's visibility it would be 2 x 12 s; with the backoff it is 1 + 2 s.
+    assert waited <= report.seconds < visibility, report.seconds
+    assert all(b.error is None for b in report.batches)  # failed records, never Lambda errors
+    scenario.measure(faults=plan.counts(), attempts=3, seconds_to_outcome=round(report.seconds, 1))
+    scenario.passed()
+
+
+@pytest.mark.slow  # the local schedule's four waits: 1 + 2 + 4 + 8 s
+def test_a_persistent_failure_reaches_the_dlq_after_the_whole_schedule(
+    pipe: Pipeline, scenario: Scenario
+) -> None:
+    schedule = LOCAL_TIMINGS.retry_schedule_s
+    scenario.describe(
+        "backoff timing: persistent failure",
+        "a file's only version is deleted after its event was sent; failed messages keep the "
+        f"handler's backoff (local schedule {'/'.join(map(str, schedule))} s; AWS 30 s/2/8/30 min)",
+        "5 attempts spaced by the schedule, then the DLQ at once (AWS: about 41 min); the "
+        "ledger says FAILED and why",
+    )
+    gone = order_file("incoming/backoff-gone.csv", "BG-", 10)
+    pipe.upload(gone)
+    versions = pipe.s3.list_object_versions(Bucket=pipe.bucket, Prefix=gone.key)["Versions"]
+    for v in versions:
+        pipe.s3.delete_object(Bucket=pipe.bucket, Key=gone.key, VersionId=v["VersionId"])
+    report = run_as_deployed(pipe)
+
+    pipe.assert_end_state({}, {pipe.file_id(gone): "FAILED"}, ingest_dlq=1)
+    entry = pipe.ledger()[pipe.file_id(gone)]
+    assert int(entry["attempts"]) == 5
+    assert "gone" in str(entry["last_error"])
+    waited = sum(schedule)
+    # Four waits, then straight to the DLQ: not 5 x the queue's 12 s visibility.
+    assert waited <= report.seconds < waited + LOCAL_TIMINGS.ingest_visibility_s, report.seconds
+    scenario.measure(attempts=5, seconds_to_dlq=round(report.seconds, 1))
+    scenario.passed()
+
+
+def test_a_busy_file_is_retried_without_a_lambda_error(pipe: Pipeline, scenario: Scenario) -> None:
+    scenario.describe(
+        "busy file without error",
+        "a file's event arrives while another attempt holds the file (a live claim whose "
+        "lease ends 3 s later)",
+        "each receive reports the message in batchItemFailures (no Lambda error, so no "
+        "ingest-errors alarm), it comes back after its backoff, and once the lease ends the "
+        "file is taken over and stored once",
+    )
+    good = order_file("incoming/busy.csv", "BZ-", 30, invalid=1)
+    pipe.upload(good)
+    (body,) = pipe.take_events()
+    (ref,) = parse_body(body)
+    holder = DynamoLedger(pipe.ddb, pipe.stack.settings.files_table)
+    assert holder.claim(ref, lease_s=3).owned  # the other attempt, which then dies
+    pipe.deliver(body)
+    report = run_as_deployed(pipe)
+
+    pipe.assert_end_state(newest(good), expect_files(pipe, good))
+    ingest_batches = [b for b in report.batches if b.queue == "ingest"]
+    assert all(b.error is None for b in report.batches)
+    deferred = sum(b.failed for b in ingest_batches)
+    assert deferred >= 1  # it was busy at least once, and that was no error
+    scenario.measure(busy_receives=deferred, lambda_errors=0, seconds=round(report.seconds, 1))
+    scenario.passed()
+
+
 # -- a file too big for one run ----------------------------------------------------------------
 
 BIG_FILE_TIMEOUT_S = 3
@@ -685,3 +787,118 @@ def test_a_big_file_resumes_over_several_runs_and_writes_each_order_once(
 def _order_id(request: Any) -> str:
     body = json.loads(request) if isinstance(request, str) else request
     return str(body["PutRequest"]["Item"]["Order_Id"]["S"])
+
+
+# -- any key S3 accepts ------------------------------------------------------------------------
+# The key has a space, an en dash, a "+", accents, brackets and an emoji; it must reach the
+# ledger, rejects/..., the email, status, replay and dlq exactly as it was written.
+
+NON_ASCII_KEY = "incoming/Q4 orders – Zürich+Genève (final) 📦.csv"
+COPY_KEY = "incoming/كشف الطلبات ٢ – copie de Genève+Zürich #2 ?v=1 📦.csv"
+GONE_KEY = "incoming/שלום 'gone' %41 📦.csv"
+ORDERS_HEADER = "Order_Id,Customer_Id,Order_Date,Order_Status,Order_Total"
+GOOD_ROWS = 5
+
+
+def big_order_file(path: Path) -> int:
+    """A CSV over the multipart threshold: 5 good orders, then rows with a bad date."""
+    lines = [ORDERS_HEADER] + [f"K{i},C{i},1/2/23,Pending,{i}.50" for i in range(GOOD_ROWS)]
+    bad = 0
+    size = sum(len(line) + 1 for line in lines)
+    while size <= MULTIPART_THRESHOLD + 512 * 1024:
+        line = f"BAD{bad:07d},Customer-{bad:07d},not-a-date,Pending,1"
+        lines.append(line)
+        size += len(line) + 1
+        bad += 1
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return bad
+
+
+def run_cli_json(stack: Any, tmp_path: Path, *args: str) -> list[dict[str, Any]]:
+    env = {**stack.settings.to_env(), "AWS_ENDPOINT_URL": stack.endpoint}
+    env["ORDERPIPE_STATE_DIR"] = str(tmp_path / "no-local-state")
+    result = CliRunner().invoke(cli, [*args, "--json"], env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.output.splitlines() if line.strip()]
+
+
+@pytest.mark.slow  # a 9 MB file, its copy and a replay of it: about 10 s
+def test_a_non_ascii_key_uploaded_multipart_and_copied_goes_through_unchanged(
+    stack: Any, tmp_path: Path, scenario: Scenario
+) -> None:
+    scenario.describe(
+        "non-ASCII and multipart keys",
+        f"a 9 MB file named {NON_ASCII_KEY!r} uploaded with upload_file (multipart: two S3 "
+        "events on the emulator), then copied server-side (ObjectCreated:Copy) to a "
+        "right-to-left name with '#', '?' and '+'; a third such key deleted before ingest",
+        "one outcome per key; the ledger, rejects/ (key percent-encoded in its metadata), the "
+        "email, status, replay and dlq list all name each key exactly",
+    )
+    pipe = Pipeline(stack)
+    s3, bucket = stack.clients.s3, stack.names.bucket
+    source = tmp_path / "orders.csv"
+    invalid = big_order_file(source)
+    assert source.stat().st_size > MULTIPART_THRESHOLD
+
+    # TransferConfig's defaults: multipart past 8 MB, here 2 parts.
+    s3.upload_file(str(source), bucket, NON_ASCII_KEY, Config=TransferConfig())
+    assert s3.head_object(Bucket=bucket, Key=NON_ASCII_KEY)["ETag"].strip('"').endswith("-2")
+    # moto gives a copy of a multipart object the wrong CRC32 (any GetObject of it then fails
+    # botocore's checksum check) unless the copy names its algorithm; S3 computes it right.
+    s3.copy_object(
+        Bucket=bucket,
+        Key=COPY_KEY,
+        CopySource={"Bucket": bucket, "Key": NON_ASCII_KEY},
+        ChecksumAlgorithm="CRC32",
+    )
+    drain(stack.clients, stack.settings, 180)
+
+    # One outcome per key, whatever number of events the upload produced.
+    ledger = pipe.ledger()
+    assert sorted(e["object_key"] for e in ledger.values()) == sorted([NON_ASCII_KEY, COPY_KEY])
+    for entry in ledger.values():
+        assert entry["status"] == "PARTIAL", entry.get("last_error")
+        assert (int(entry["valid"]), int(entry["invalid"])) == (GOOD_ROWS, invalid)
+        assert int(entry["attempts"]) == 1
+    assert len(pipe.orders()) == GOOD_ROWS
+
+    # rejects/… under the same name; the key in user metadata only percent-encoded.
+    for key in (NON_ASCII_KEY, COPY_KEY):
+        head = s3.head_object(Bucket=bucket, Key=rejects_key_for(key))
+        assert head["Metadata"]["source-key"] == header_safe(key)
+        assert head["ContentLength"] > MULTIPART_THRESHOLD  # stored by a multipart upload too
+
+    # One email per file, naming the key exactly.
+    mails = [_plain_text(m) for m in pipe.emails()]
+    for key in (NON_ASCII_KEY, COPY_KEY):
+        assert sum(f"s3://{bucket}/{key}" in text for text in mails) == 1, key
+
+    # status, replay and dlq name it exactly too.
+    (shown,) = run_cli_json(stack, tmp_path, "status", NON_ASCII_KEY)
+    assert (shown["key"], shown["status"]) == (NON_ASCII_KEY, "PARTIAL")
+    replayed = run_cli_json(stack, tmp_path, "replay", COPY_KEY, "--reason", "key check")
+    assert [r["key"] for r in replayed] == [COPY_KEY]
+    drain(stack.clients, stack.settings, 180)
+    (again,) = run_cli_json(stack, tmp_path, "status", COPY_KEY)
+    assert (again["key"], again["status"]) == (COPY_KEY, "PARTIAL")
+    assert int(again["attempts"]) >= 2
+
+    gone_body = f"{ORDERS_HEADER}\nG1,C1,1/2/23,Pending,1\n".encode()
+    s3.put_object(Bucket=bucket, Key=GONE_KEY, Body=gone_body)
+    for v in s3.list_object_versions(Bucket=bucket, Prefix=GONE_KEY)["Versions"]:
+        s3.delete_object(Bucket=bucket, Key=GONE_KEY, VersionId=v["VersionId"])
+    drain(stack.clients, stack.settings, 60, retry_after_s=0)
+    (letter,) = run_cli_json(stack, tmp_path, "dlq", "list")
+    assert letter["keys"] == [GONE_KEY]
+    assert letter["ledger_status"] == ["FAILED"]
+    assert letter["last_error"]
+    scenario.measure(file_mb=round(source.stat().st_size / 2**20, 1), invalid_rows=invalid)
+    scenario.passed()
+
+
+def _plain_text(message: Any) -> str:
+    for part in message.walk():
+        if part.get_content_type() == "text/plain":
+            payload = part.get_payload(decode=True)
+            return str(payload.decode(part.get_content_charset() or "utf-8"))
+    return ""

@@ -236,6 +236,53 @@ def test_a_failed_reconcile_run_produces_an_alert(stack, tmp_path) -> None:
     assert json_lines(run_cli(stack, tmp_path, "alerts", "--json")) == []
 
 
+def test_local_alarms_publish_each_state_change_once_and_alerts_shows_them(stack, tmp_path) -> None:
+    from core.local.queue_alarms import LocalAlarms, template_alarms
+
+    env = stack.names.ingest_queue.removeprefix("orderpipe-").removesuffix("-ingest")
+    stack.clients.sqs.purge_queue(QueueUrl=stack.settings.ingest_queue_url)  # s3:TestEvent
+    ticks = iter([0.0, 5.0, 100.0])
+    alarms = LocalAlarms(
+        stack.clients.sqs,
+        stack.clients.sns,
+        stack.settings.alerts_topic_arn,
+        template_alarms(stack.clients.sqs, stack.names, env, backlog_s=60),
+        clock=lambda: next(ticks, 300.0),
+    )
+    assert alarms.evaluate_once() == []  # a new stack: every alarm OK, nothing published
+
+    dlq = queue_url(stack, stack.names.ingest_dlq)
+    stack.clients.sqs.send_message(QueueUrl=dlq, MessageBody="poison")
+    stack.clients.sqs.send_message(QueueUrl=stack.settings.ingest_queue_url, MessageBody="{}")
+    first = alarms.evaluate_once()  # the DLQ alarm fires; the backlog is 0 s old
+    assert [(n["AlarmName"], n["NewStateValue"]) for n in first] == [
+        (f"orderpipe-{env}-ingest-dlq-not-empty", "ALARM")
+    ]
+    assert alarms.evaluate_once() == []  # still ALARM: not published again
+    late = alarms.evaluate_once()  # the ingest queue has held a message for 100 s > 60 s
+    assert [(n["AlarmName"], n["NewStateValue"]) for n in late] == [
+        (f"orderpipe-{env}-ingest-backlog", "ALARM")
+    ]
+
+    shown = json_lines(run_cli(stack, tmp_path, "alerts", "--json"))
+    assert [a["kind"] for a in shown] == ["alarm", "alarm"]
+    assert shown[0]["summary"].startswith(f"alarm orderpipe-{env}-ingest-dlq-not-empty is ALARM")
+
+    run_cli(stack, tmp_path, "dlq", "purge", "--yes")
+    sqs = stack.clients.sqs
+    for message in sqs.receive_message(QueueUrl=stack.settings.ingest_queue_url).get(
+        "Messages", []
+    ):
+        sqs.delete_message(
+            QueueUrl=stack.settings.ingest_queue_url, ReceiptHandle=message["ReceiptHandle"]
+        )
+    back = alarms.evaluate_once()
+    assert sorted((n["AlarmName"], n["OldStateValue"], n["NewStateValue"]) for n in back) == [
+        (f"orderpipe-{env}-ingest-backlog", "ALARM", "OK"),
+        (f"orderpipe-{env}-ingest-dlq-not-empty", "ALARM", "OK"),
+    ]
+
+
 def _state(stack: Any) -> dict[str, Any]:
     names = stack.names
     queues = (

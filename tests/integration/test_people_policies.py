@@ -75,7 +75,7 @@ def bucket(moto_endpoint: str) -> str:
     admin = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
     admin.create_bucket(Bucket=name)
     admin.put_object(Bucket=name, Key="incoming/old.csv", Body=b"a\n")
-    admin.put_object(Bucket=name, Key="rejects/old.csv.csv", Body=b"line\n")
+    admin.put_object(Bucket=name, Key="rejects/old.csv", Body=b"line\n")
     return name
 
 
@@ -126,7 +126,7 @@ def test_an_uploader_puts_under_incoming_and_can_do_nothing_else(
         assert denied(s3.list_objects_v2, Bucket=bucket, Prefix="incoming/")
         assert denied(s3.delete_object, Bucket=bucket, Key="incoming/old.csv")
         assert denied(s3.put_object, Bucket=bucket, Key="rejects/x.csv", Body=b"x")
-        assert denied(s3.get_object, Bucket=bucket, Key="rejects/old.csv.csv")
+        assert denied(s3.get_object, Bucket=bucket, Key="rejects/old.csv")
     finally:
         set_auth(moto_endpoint, "inf")
     admin = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
@@ -141,10 +141,10 @@ def test_a_viewer_reads_rejects_and_lists_incoming_but_cannot_write(
     s3 = person(moto_endpoint, "ViewerPolicy", bucket)
     set_auth(moto_endpoint, "0")
     try:
-        assert s3.get_object(Bucket=bucket, Key="rejects/old.csv.csv")["Body"].read() == b"line\n"
+        assert s3.get_object(Bucket=bucket, Key="rejects/old.csv")["Body"].read() == b"line\n"
         listed = s3.list_objects_v2(Bucket=bucket, Prefix="incoming/")
         assert [o["Key"] for o in listed["Contents"]] == ["incoming/old.csv"]
         assert denied(s3.put_object, Bucket=bucket, Key="incoming/x.csv", Body=b"x")
-        assert denied(s3.delete_object, Bucket=bucket, Key="rejects/old.csv.csv")
+        assert denied(s3.delete_object, Bucket=bucket, Key="rejects/old.csv")
     finally:
         set_auth(moto_endpoint, "inf")

@@ -11,11 +11,12 @@ from click.testing import CliRunner
 
 from core.cli import cli
 from core.local.local_state import ENV_STATE_DIR
+from core.pipeline.ingest import rejects_key_for
 
 pytestmark = pytest.mark.integration
 
 KEY = "incoming/Zürich orders (final).csv"
-REJECTS = "rejects/Zürich orders (final).csv.csv"
+REJECTS = rejects_key_for(KEY)  # where ingest writes them
 BODY = b"line,Order_Id,reasons\n5,A-5,Order_Total.format\n"
 
 

@@ -16,6 +16,7 @@ COMMANDS = [
     ["replay"],
     ["reconcile"],
     ["alerts"],
+    ["rejects"],
 ]
 
 
@@ -34,6 +35,7 @@ def test_help(args: list[str]) -> None:
         (["replay", "--since", "yesterday"], "not a duration"),
         (["replay", "--status", "LOST"], "unknown status 'LOST'"),
         (["reconcile", "--grace", "-5m"], "not a duration"),
+        (["rejects", "a.csv", "--link", "0"], "0 is not in the range 1<=x<=168"),
     ],
 )
 def test_bad_options_are_usage_errors(args: list[str], message: str) -> None:

@@ -21,7 +21,7 @@ import importlib.abc, json, sys
 
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("polars", "pyarrow", "pandas", "fastexcel", "numpy"):
+        if name.split(".")[0] in ("polars", "pyarrow", "pandas", "python_calamine", "numpy"):
             raise ImportError("blocked for the Glue test: " + name)
         return None
 

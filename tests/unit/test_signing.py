@@ -22,6 +22,7 @@ from core.aws.signing import (
     presign_get,
 )
 from core.pipeline.email_report import LINK_EXPIRY_S, compose
+from core.pipeline.ingest import rejects_key_for
 from core.pipeline.notice import FileNotice
 from core.pipeline.notify import S3RejectsStore
 
@@ -95,7 +96,7 @@ def test_the_stated_expiry_is_never_later_than_any_signers_or_the_request(
 
 def test_a_presigned_url_is_signed_by_the_credentials_whose_expiry_it_reports() -> None:
     expires = datetime.now(UTC) + timedelta(hours=2)
-    url, until = presign_get(s3_client(refreshable(expires)), BUCKET, "rejects/a.csv.csv", 604800)
+    url, until = presign_get(s3_client(refreshable(expires)), BUCKET, "rejects/a.csv", 604800)
     assert "X-Amz-Credential=AKID%2F" in url
     assert "X-Amz-Security-Token=t" in url
     assert until == expires
@@ -112,7 +113,7 @@ def notice(key: str) -> FileNotice:
         valid=1,
         invalid=2,
         reasons={"total_not_number": 2},
-        rejects_key=f"rejects/{key[len('incoming/') :]}.csv",
+        rejects_key=rejects_key_for(key),
         finished_at="2026-12-04T14:59:00.000Z",
     )
 
@@ -163,7 +164,7 @@ def test_without_a_known_expiry_the_email_promises_no_date_but_says_how_to_fetch
     body = email_text(Credentials("ASIA", "secret", token="session"))
     assert "valid until" not in body
     assert "valid for a short time only" in body
-    assert f"s3://{BUCKET}/rejects/big orders (ü).csv.csv" in body
+    assert f"s3://{BUCKET}/{rejects_key_for('incoming/big orders (ü).csv')}" in body
     command = "orderpipe rejects 'incoming/big orders (ü).csv' --stack <stack>"
     assert command in body  # the text part
     assert html.escape(command) in body  # the HTML part

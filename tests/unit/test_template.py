@@ -122,7 +122,15 @@ INGEST_ENV = {
     ENV_MAX_ROWS,
     ENV_TMP_MB,
 }
-NOTIFY_ENV = {ENV_BUCKET, ENV_FILES_TABLE, ENV_SENDER, ENV_RECIPIENTS, ENV_FUNCTION_TIMEOUT}
+# Notify's own queue URL: it sets a failed message's retry delay (core/pipeline/retry.py).
+NOTIFY_ENV = {
+    ENV_BUCKET,
+    ENV_FILES_TABLE,
+    ENV_SENDER,
+    ENV_RECIPIENTS,
+    ENV_FUNCTION_TIMEOUT,
+    ENV_NOTIFY_QUEUE_URL,
+}
 
 
 def orderpipe_env(fn: dict[str, Any]) -> dict[str, Any]:
@@ -292,11 +300,41 @@ def test_every_dlq_has_an_alarm_to_the_alerts_topic() -> None:
 
 def test_ingest_backlog_errors_and_throttles_have_alarms() -> None:
     ingest = {
-        (a["Namespace"], a["MetricName"]): ref_name(a["Dimensions"][0]["Value"]) for a in alarms()
+        (a["Namespace"], a["MetricName"]): ref_name(a["Dimensions"][0]["Value"])
+        for a in alarms()
+        if isinstance(a["Dimensions"][0]["Value"], dict)
     }
     assert ingest[("AWS/SQS", "ApproximateAgeOfOldestMessage")] == "IngestQueue"
     assert ingest[("AWS/Lambda", "Errors")] == "IngestFunction"
     assert ingest[("AWS/Lambda", "Throttles")] == "IngestFunction"
+
+
+def test_ingest_failures_alarm_watches_the_metric_the_handler_emits() -> None:
+    """A record failing is no Lambda error any more: its own metric must be what is watched."""
+    import handlers.ingest
+
+    (alarm,) = [a for a in alarms() if a["MetricName"] == "FilesFailed"]
+    emitted = handlers.ingest.metrics
+    assert alarm["Namespace"] == emitted.namespace
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": emitted.service}]
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+
+
+def test_alarm_descriptions_state_the_retry_schedule() -> None:
+    """Whoever is paged reads the schedule in the alarm: it must be the one the code runs."""
+    from core.aws.settings import DEFAULT_RETRY_SCHEDULE_S
+
+    spelled = {30: "30 s", 120: "2 min", 480: "8 min", 1800: "30 min"}
+    wanted = [spelled[s] for s in DEFAULT_RETRY_SCHEDULE_S]
+    texts = {a["MetricName"]: " ".join(a["AlarmDescription"].split()) for a in alarms()}
+    dlq_alarms = [
+        " ".join(a["AlarmDescription"].split())
+        for a in alarms()
+        if a["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    ]
+    for text in [texts["FilesFailed"], *dlq_alarms]:
+        assert ", ".join(wanted[:-1]) in text, text
+        assert wanted[-1] in text, text
 
 
 # ---- security -------------------------------------------------------------------------------
