@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
-# After adding or upgrading a dependency (pip install -U NAME in the venv): re-pin, review the diff.
+# After adding or upgrading a dependency (pip install -U NAME in the venv; pip uninstall what you
+# drop, since this pins whatever the venv holds): re-pin, review the diff.
 constraints: venv
 	{ sed -n '/^#/p' constraints.txt; \
 	  $(BIN)/python -m pip freeze --exclude-editable --disable-pip-version-check | grep -iv '^orderpipe'; \

@@ -93,6 +93,10 @@ def command(*, folder: Path | None, outbox: Path | None) -> None:
     if not ok:
         raise click.ClickException(f"the demo did not complete; worker log in {logs}")
     _say(f"done in {time.monotonic() - started:.1f} s; nothing left running.")
+    _say(
+        "to see files, rejected rows and dead letters in a browser: "
+        "`orderpipe local` in one terminal, `orderpipe console` in another"
+    )
 
 
 def _run(clients: Clients, settings: Settings, files: list[Path], outbox: Path) -> bool:

@@ -45,7 +45,7 @@ LAMBDA_UNZIPPED_LIMIT = 250 * MIB
 # so Lambda runs what the tests ran: boto3 too, which then shadows the runtime's own copy
 # (the function's code comes first on sys.path).
 LAYER_REQUIREMENTS = ("polars",)
-CODE_REQUIREMENTS = ("boto3", "fastexcel", "aws-lambda-powertools", "aws-xray-sdk")
+CODE_REQUIREMENTS = ("boto3", "python-calamine", "aws-lambda-powertools", "aws-xray-sdk")
 # Every version of every distribution, direct or not: the venv's pins (``make constraints``).
 CONSTRAINTS_FILE = "constraints.txt"
 # Project code for the two functions (ingest, notify): what they run and nothing else, so no

@@ -57,3 +57,4 @@ def test_demo_shows_every_outcome_the_orders_and_the_email(tmp_path: Path) -> No
     assert endpoint is not None, done.stderr
     assert not answers(endpoint.group(1))
     assert "nothing left running" in done.stderr
+    assert "`orderpipe console`" in done.stderr  # the demo points at the web console

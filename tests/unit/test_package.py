@@ -35,7 +35,12 @@ def fake_wheelhouse(root: Path) -> Path:
     house = root / "wheels"
     house.mkdir()
     write_wheel(house, "polars", "9.0.0", {"polars/__init__.py": b"X = 1\n" * 5000})
-    write_wheel(house, "fastexcel", "9.0.0", {"fastexcel/__init__.py": b"", "fastexcel/a.pyi": b""})
+    write_wheel(
+        house,
+        "python-calamine",
+        "9.0.0",
+        {"python_calamine/__init__.py": b"", "python_calamine/a.pyi": b""},
+    )
     write_wheel(
         house,
         "aws-lambda-powertools",
@@ -329,3 +334,24 @@ def test_real_build_fits_lambda_and_its_stripped_polars_still_runs(tmp_path: Pat
     where, total = json.loads(done.stdout)
     assert where.startswith(str(unpacked))
     assert total == 6
+    # The function's code brings its own botocore, and that copy is the one that imports.
+    code_dir = tmp_path / "code"
+    with zipfile.ZipFile(options.out_dir / "function.zip") as archive:
+        archive.extractall(code_dir)
+    sdk_probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import boto3, botocore, json; "
+        "print(json.dumps([botocore.__file__, botocore.__version__, boto3.__version__]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", sdk_probe, str(code_dir)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    where, botocore_version, boto3_version = json.loads(done.stdout)
+    assert where.startswith(str(code_dir))
+    assert (botocore_version, boto3_version) == (
+        metadata.version("botocore"),
+        metadata.version("boto3"),
+    )

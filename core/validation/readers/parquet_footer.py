@@ -1,5 +1,8 @@
 """How much data a Parquet file says it holds, read from its footer without pyarrow.
 
+Hand-written because polars does not expose row-group sizes before decoding, and pyarrow (which
+does) would not fit the Lambda artifact beside polars.
+
 The footer is a Thrift (compact protocol) ``FileMetaData``; each row group records
 ``total_byte_size``, the uncompressed size of its column data. Summing them tells a small file
 that inflates to gigabytes from an honest one before any page is decoded. Only what that needs

@@ -1,5 +1,8 @@
 """Delimited text (UTF-8, LF or CRLF) into bounded frames, parsed by polars.
 
+Hand-written around polars because no CSV library reports each bad row's source line and field
+count exactly while staying columnar.
+
 The buffer is cut into byte ranges that end on a record boundary (a newline outside quotes:
 quote parity is a C-speed ``count``), and polars parses each range, with no Python pass over
 the rows:
