@@ -124,14 +124,14 @@ def queued_seconds(entry: LedgerEntry) -> float | None:
 
 
 def rows_per_second(entry: LedgerEntry, now: datetime | None = None) -> float | None:
-    judged = getattr(entry, "rows_judged", 0) or 0
-    if not entry.started_at or not judged:
+    """Rows written (or, before the first write, judged) per second since the attempt began."""
+    done = (getattr(entry, "rows_written", 0) or 0) or (getattr(entry, "rows_judged", 0) or 0)
+    if not entry.started_at or not done:
         return None
     now = now or datetime.now(UTC)
-    elapsed = (
-        now - datetime.fromisoformat(entry.started_at.replace("Z", "+00:00"))
-    ).total_seconds()
-    return judged / elapsed if elapsed > 0 else None
+    started = datetime.fromisoformat(entry.started_at.replace("Z", "+00:00"))
+    elapsed = (now - started).total_seconds()
+    return done / elapsed if elapsed > 0 else None
 
 
 def entry_json(entry: LedgerEntry) -> dict[str, Any]:

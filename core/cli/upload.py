@@ -137,14 +137,17 @@ class WaitProgress:
     def update(self, index: int, entry: LedgerEntry | None) -> None:
         state, judged = _progress_state(entry)
         if self.live:
-            final = entry is not None and is_final(entry)
-            done = entry.rows if final and entry is not None else judged
-            self.bar.update(
-                self.tasks[index],
-                state=state,
-                completed=done,
-                total=done if final else None,
-            )
+            # The bar is the writing: rows written of the rows judged so far.
+            written = (getattr(entry, "rows_written", 0) or 0) if entry is not None else 0
+            if entry is not None and is_final(entry):
+                self.bar.update(self.tasks[index], state=state, completed=1, total=1)
+            else:
+                self.bar.update(
+                    self.tasks[index],
+                    state=state,
+                    completed=written,
+                    total=judged or None,
+                )
             return
         now = time.monotonic()
         last = self.said.get(index)
