@@ -129,10 +129,7 @@ class Hopeless:
         return self._exists[where]
 
     def reason(self, letter: DeadLetter) -> str | None:
-        shape = letter.unredrivable_reason(self.queue)
-        if shape is not None or self.queue != "ingest":
-            return shape
-        return why_unredrivable(letter, self._object_exists)
+        return why_unredrivable(letter, self.queue, self._object_exists)
 
     def __call__(self, letter: DeadLetter) -> bool:
         return self.reason(letter) is not None

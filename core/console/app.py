@@ -347,7 +347,7 @@ def build_app(
         )
 
         def exists(mention: Any) -> bool:
-            return queue == "notify" or backend.objects.exists(mention.key)
+            return backend.objects.exists(mention.key)
 
         return {
             "letter": letter,
@@ -357,7 +357,7 @@ def build_app(
             "reached": reached_dlq_estimate(
                 letter, failed_at if queue == "ingest" else None, visibility_s
             ),
-            "never": why_unredrivable(letter, exists),
+            "never": why_unredrivable(letter, queue, exists),
         }
 
     def dead_letters(request: Request) -> Response:
@@ -405,11 +405,18 @@ def build_app(
         if not everything and not ids:
             raise HTTPException(400, "select the messages to redrive, or redrive all")
         dlq = backend.dlq(queue)
+
+        def hopeless(letter: DeadLetter) -> bool:  # left in the DLQ, as `orderpipe dlq redrive`
+            exists = lambda f: backend.objects.exists(f.key)  # noqa: E731
+            return why_unredrivable(letter, queue, exists) is not None
+
         result = await run_in_threadpool(
-            lambda: dlq.redrive() if everything else dlq.redrive_ids(ids)
+            lambda: dlq.redrive(cannot_succeed=hopeless) if everything else dlq.redrive_ids(ids)
         )
         peeks.drop(queue)
         notice = f"moved {result.moved} message(s) back to the {queue} queue"
+        if result.left:
+            notice += f"; left {len(result.left)} that can never succeed"
         if result.failed or result.errors:
             notice += f"; {result.failed} not moved: {'; '.join(result.errors)[:300]}"
         return RedirectResponse(

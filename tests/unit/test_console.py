@@ -75,6 +75,7 @@ def test_unknown_host_headers_are_refused(fakes: Fakes) -> None:
 
 
 def test_cross_site_and_csrf_less_posts_are_refused(fakes: Fakes) -> None:
+    fakes.bucket.objects["incoming/a.csv"] = b"x"
     fakes.sqs["ingest"].put(DLQ, _event("incoming/a.csv"))
     client = client_for(fakes)
     form = {"queue": "ingest", "all": "1"}
@@ -413,7 +414,7 @@ def test_dead_letters_list_marks_what_can_never_succeed(fakes: Fakes) -> None:
     assert "3 message(s) in the ingest dead-letter queue" in page
     assert page.count('class="never"') == 2
     assert "cannot succeed: its object is gone from the bucket" in page
-    assert "cannot succeed: not an S3 event or file notice" in page
+    assert "cannot succeed: not an S3 event (nor a replay of one): ingest cannot read it" in page
     assert all(not m.hidden for m in sqs.queues[DLQ])  # listing consumed nothing
 
 
