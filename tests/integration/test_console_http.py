@@ -120,3 +120,33 @@ def test_dead_letters_listed_and_redriven_over_http(stack: Any) -> None:
         assert "1 message(s) in the ingest dead-letter queue" in moved.text
     (left,) = dlq.peek()
     assert left.body == "garbage"
+
+
+def test_the_command_serves_loopback_with_its_printed_token(stack: Any, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, ORDERPIPE_STATE_DIR=str(tmp_path), AWS_ENDPOINT_URL=stack.endpoint)
+    env.update(stack.settings.to_env())
+    command = [sys.executable, "-m", "core.cli", "console", "--no-open", "--port", "0"]
+    proc = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        found = re.search(r"(http://127\.0\.0\.1:\d+)/\?token=(\S+)", line)
+        assert found is not None, line
+        base, token = found.groups()
+        assert line.startswith("orderpipe console for environment: ")
+        bare = httpx2.get(f"{base}/files", timeout=10)
+        assert bare.status_code == 403
+        client = httpx2.Client(base_url=base, follow_redirects=True, timeout=30)
+        page = client.get(f"/?token={token}")
+        assert page.status_code == 200
+        assert "<title>Files" in page.text
+        assert str(page.url) == f"{base}/files"  # the token left the address at once
+    finally:
+        proc.terminate()
+        proc.wait(10)
