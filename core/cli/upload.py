@@ -21,7 +21,14 @@ from core import bootstrap
 from core.cli.aws_errors import aws_errors
 from core.cli.context import json_option, resolve_target, stack_options
 from core.cli.status import rows_per_second
-from core.cli.tables import Column, emit_table, one_line, reasons_text, styled_status
+from core.cli.tables import (
+    Column,
+    emit_table,
+    one_line,
+    reasons_text,
+    stdout_is_terminal,
+    styled_status,
+)
 from core.ops.upload import (
     MIB,
     FileResult,
@@ -220,12 +227,14 @@ def emit_outcomes(results: list[FileResult], title: str = "Outcomes") -> None:
     for result in results:
         data = result.to_json_dict()
         detail = data["error"] or reasons_text(data["reasons"])
+        # Refused as a file, no row was counted: a blank, not 0, for people (a pipe keeps 0).
+        whole = data["status"] == "REJECTED" and stdout_is_terminal()
         rows.append(
             [
                 data["key"],
                 styled_status(data["status"]),
-                _num(data["rows"]),
-                _num(data["invalid"]),
+                "" if whole else _num(data["rows"]),
+                "" if whole else _num(data["invalid"]),
                 one_line(detail),
                 "" if data["seconds"] is None else f"{data['seconds']:.1f}",
             ]
