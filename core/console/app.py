@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
@@ -393,7 +394,11 @@ def build_app(
             raise HTTPException(404, f"no message {message_id} in the {queue} dead-letter queue")
         row = letter_row(queue, letter, backend.dlq(queue).source_visibility_s())
         history = {f.key: backend.ledger.for_key(f.bucket, f.key) for f in letter.files()}
-        return render(request, "deadletter.html", queue=queue, row=row, history=history)
+        try:  # laid out as `orderpipe dlq show` does
+            body = json.dumps(json.loads(letter.body), indent=2, ensure_ascii=False)
+        except ValueError:
+            body = letter.body
+        return render(request, "deadletter.html", queue=queue, row=row, history=history, body=body)
 
     async def redrive(request: Request) -> Response:
         form = await action_form(request)

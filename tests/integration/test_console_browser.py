@@ -114,6 +114,12 @@ def test_upload_outcome_rows_and_redrive_in_a_browser(
         driver.save_screenshot(str(SHOTS / "file-top.png"))
         driver.set_window_size(*WIDE)
 
+        # Replay shows its dry run first and sends nothing until confirmed.
+        driver.find_element(By.LINK_TEXT, "Replay…").click()
+        assert "dry run" in driver.find_element(By.TAG_NAME, "h1").text
+        assert driver.find_elements(By.XPATH, "//button[text()='Replay now']")
+        _shoot(driver, "replay-preview")
+
         driver.find_element(By.LINK_TEXT, "Files").click()
         _wait(driver, ec.presence_of_element_located((By.LINK_TEXT, "incoming/test_data1.csv")))
         _shoot(driver, "files")
@@ -133,6 +139,10 @@ def test_upload_outcome_rows_and_redrive_in_a_browser(
         driver.find_element(By.LINK_TEXT, "Dead letters").click()
         assert "1 message(s)" in driver.find_element(By.ID, "dlq-count").text
         _shoot(driver, "deadletters")
+        driver.find_element(By.LINK_TEXT, "detail").click()
+        assert "incoming/late.csv" in driver.find_element(By.TAG_NAME, "main").text
+        _shoot(driver, "deadletter")
+        driver.back()
         driver.find_element(By.CSS_SELECTOR, 'input[name="ids"]').click()
         driver.find_element(By.ID, "redrive-selected").click()
         notice = _wait(driver, ec.presence_of_element_located((By.ID, "notice")))
