@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -527,12 +527,6 @@ def why_unredrivable(
     if not any(object_exists(f) for f in letter.files()):
         return "its object is gone from the bucket"
     return None
-
-
-def iter_files(letters: list[DeadLetter]) -> Iterator[tuple[DeadLetter, FileMention]]:
-    for letter in letters:
-        for mention in letter.files():
-            yield letter, mention
 
 
 def _error_text(exc: Exception) -> str:
