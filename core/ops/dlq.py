@@ -529,17 +529,18 @@ def reached_dlq_estimate(
 
 
 def why_unredrivable(
-    letter: DeadLetter, object_exists: Callable[[FileMention], bool]
+    letter: DeadLetter, queue: str, object_exists: Callable[[FileMention], bool]
 ) -> str | None:
-    """Why redriving this message can never succeed, or None when it may.
+    """Why redriving this message can never succeed on ``queue``, or None when it may.
 
-    A body that names no file is not an orderpipe message; an ingest event for an object that
-    is gone from the bucket will fail again on every attempt.
+    A body the queue's handler cannot read fails on every receive
+    (``DeadLetter.unredrivable_reason``); an ingest event whose object is gone from the bucket
+    fails again too. The CLI and the console both ask this.
     """
-    files = letter.files()
-    if not files:
-        return "not an S3 event or file notice"
-    if not any(object_exists(f) for f in files):
+    shape = letter.unredrivable_reason(queue)
+    if shape is not None or queue != "ingest":
+        return shape
+    if not any(object_exists(f) for f in letter.files()):
         return "its object is gone from the bucket"
     return None
 

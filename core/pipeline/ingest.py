@@ -62,6 +62,7 @@ from core.validation.csv_out import RejectsCsv
 from core.validation.engine import REASONS
 from core.validation.limits import Limits, human_bytes
 from core.validation.rules import LINE
+from core.validation.verdict import verdict_of
 
 COPY_BUFFER = 1024 * 1024
 MULTIPART_THRESHOLD = 8 * 1024 * 1024  # boto3's own default
@@ -603,7 +604,7 @@ class IngestService:
                 with self.span("write"):
                     stats = self._write(ref, claim, spill, beat, outcome=outcome, pacer=pacer)
                 verdict = _Verdict(
-                    Status.PARTIAL if outcome.invalid else Status.SUCCEEDED,
+                    Status(verdict_of(outcome)),  # the one mapping (core/validation/verdict.py)
                     rows=outcome.rows,
                     valid=outcome.valid,
                     invalid=outcome.invalid,
