@@ -85,7 +85,7 @@ def _check_every_reader(
 def test_non_ascii_keys_put_multipart_and_copied(
     pipe: CompatPipeline, tmp_path: Path, figures: Any
 ) -> None:
-    figures(scenario="any key: put, multipart (9 MB) and copy of non-ASCII keys with # ? + %")
+    figures(scenario="any key: put, multipart (10 MB) and copy of non-ASCII keys with # ? + %")
     small = order_file(PUT_KEY, "A-", 40, invalid=2)
     # Five good orders, then bad rows up to past boto3's 8 MB multipart threshold.
     big = order_file(MULTIPART_KEY, "Z-", 5, invalid=310_000, variant=3)
