@@ -212,7 +212,7 @@ class Pipeline:
         for msg in self.emails():
             text = _text_of(msg)
             for fid in file_ids:
-                bucket_key, _, tag = fid.partition("#")
+                bucket_key, _, tag = fid.rpartition("#")  # a key may hold "#"
                 if f"s3://{bucket_key} ({version_text(tag)})" in text:
                     seen[fid] += 1
         return seen
