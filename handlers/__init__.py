@@ -1,1 +1,1 @@
-"""Thin AWS entry points: each builds settings and clients, then calls into core."""
+"""Thin AWS entry points: each reads its settings, gets its service from core.bootstrap, runs it."""

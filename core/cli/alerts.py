@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from core.cli.aws_errors import aws_errors
 from core.cli.context import json_option, resolve_target, stack_options
-from core.cli.tables import cell
+from core.cli.tables import Column, emit_table, note, stdout_is_terminal
 from core.ops.alerts import AlertsError, AlertsInbox
 
 
@@ -33,13 +31,23 @@ def command(
         for alert in alerts:
             click.echo(json.dumps(alert.to_json(), separators=(",", ":")))
         return
-    console = Console(highlight=False)
     if not alerts:
-        console.print("No alerts.")
+        click.echo("No alerts.", err=True)
         return
-    table = Table(title=f"alerts ({len(alerts)})", title_justify="left")
-    for name in ("sent", "kind", "summary"):
-        table.add_column(name, overflow="fold")
-    for alert in alerts:
-        table.add_row(alert.sent_at or "", alert.kind, cell(alert.summary))
-    console.print(table)
+    terminal = stdout_is_terminal()
+    emit_table(
+        f"alerts ({len(alerts)}), oldest first",
+        ALERT_COLUMNS,
+        [
+            [
+                (a.sent_at or "")[5:19].replace("T", " ") if terminal else a.sent_at or "",
+                a.kind,
+                a.summary,
+            ]
+            for a in alerts
+        ],
+    )
+    note("Each in full: orderpipe alerts --json")
+
+
+ALERT_COLUMNS = (Column("Sent UTC"), Column("Kind"), Column("Summary", squeeze=True, min_width=20))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 
 import core
 from core import bootstrap
@@ -29,6 +30,7 @@ from core.local.local_state import state_dir
 from core.ops.upload import FileResult, plan, wait_for_outcomes
 from core.pipeline.ingest import rejects_key_for
 from core.pipeline.ledger import DynamoLedger, Status
+from core.validation.visible import visible
 
 FIXTURES = Path(core.__file__).resolve().parent.parent / "fixtures"
 SEED_SAMPLES = ("test_data1.csv", "test_data2.csv")  # the order files the project started from
@@ -93,6 +95,10 @@ def command(*, folder: Path | None, outbox: Path | None) -> None:
     if not ok:
         raise click.ClickException(f"the demo did not complete; worker log in {logs}")
     _say(f"done in {time.monotonic() - started:.1f} s; nothing left running.")
+    _say(
+        "to see files, rejected rows and dead letters in a browser: "
+        "`orderpipe local` in one terminal, `orderpipe console` in another"
+    )
 
 
 def _run(clients: Clients, settings: Settings, files: list[Path], outbox: Path) -> bool:
@@ -117,7 +123,8 @@ def _run(clients: Clients, settings: Settings, files: list[Path], outbox: Path) 
             console.print(f"  {key}", soft_wrap=True)
     console.print(f"emails: [bold]{len(emails)}[/] in {outbox}")
     for path in emails:
-        console.print(f"  {path.name}  [dim]{_subject(path)}[/]")
+        # Whole, never wrapped mid-subject: a long line is the terminal's to wrap.
+        console.print(f"  {path.name}  [dim]{escape(visible(_subject(path)))}[/]", soft_wrap=True)
     finished = all(r.entry is not None and r.entry.finished for r in results)
     return finished and (bool(emails) or not _needs_email(results))
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import textwrap
 from collections.abc import Callable
 from typing import Any
 
@@ -127,10 +129,7 @@ class Hopeless:
         return self._exists[where]
 
     def reason(self, letter: DeadLetter) -> str | None:
-        shape = letter.unredrivable_reason(self.queue)
-        if shape is not None or self.queue != "ingest":
-            return shape
-        return why_unredrivable(letter, self._object_exists)
+        return why_unredrivable(letter, self.queue, self._object_exists)
 
     def __call__(self, letter: DeadLetter) -> bool:
         return self.reason(letter) is not None
@@ -287,8 +286,13 @@ def show_command(
 def _show(
     letter: DeadLetter, row: dict[str, Any], history: dict[str, list[dict[str, Any]]], queue: str
 ) -> None:
+    width = shutil.get_terminal_size((100, 24)).columns if stdout_is_terminal() else 0
+
     def fact(name: str, value: str) -> None:
-        click.echo(f"  {name + ':':<10}{visible(value)}")
+        line = f"  {name + ':':<10}{visible(value)}"
+        if width and len(line) > width:  # a terminal: wrap under the value, never cut
+            line = textwrap.fill(line, width - 1, subsequent_indent=" " * 12)
+        click.echo(line)
 
     click.echo(f"{letter.message_id} in the {queue} dead-letter queue")
     files = letter.files()
@@ -315,7 +319,8 @@ def _show(
     reason = row["never"]
     if reason is not None:
         purge = f"orderpipe dlq purge {letter.message_id[:8]}"
-        fact("redrive", f"leaves it here, it can never succeed ({reason}); `{purge}` deletes it")
+        why = "" if reason == row["last_error"] else f" ({reason})"
+        fact("redrive", f"leaves it here, it can never succeed{why}; `{purge}` deletes it")
         return
     finished = [
         (key, e["status"])

@@ -29,7 +29,7 @@ from core.cli.tables import (
 )
 from core.ops.event_messages import s3_version
 from core.pipeline.ledger import ALL_STATUSES, DynamoLedger, LedgerEntry, Status
-from core.validation.verdict import word
+from core.validation.verdict import verdict_code, word
 from core.validation.visible import visible
 
 
@@ -124,21 +124,21 @@ def queued_seconds(entry: LedgerEntry) -> float | None:
 
 
 def rows_per_second(entry: LedgerEntry, now: datetime | None = None) -> float | None:
-    judged = getattr(entry, "rows_judged", 0) or 0
-    if not entry.started_at or not judged:
+    """Rows written (or, before the first write, judged) per second since the attempt began."""
+    done = (getattr(entry, "rows_written", 0) or 0) or (getattr(entry, "rows_judged", 0) or 0)
+    if not entry.started_at or not done:
         return None
     now = now or datetime.now(UTC)
-    elapsed = (
-        now - datetime.fromisoformat(entry.started_at.replace("Z", "+00:00"))
-    ).total_seconds()
-    return judged / elapsed if elapsed > 0 else None
+    started = datetime.fromisoformat(entry.started_at.replace("Z", "+00:00"))
+    elapsed = (now - started).total_seconds()
+    return done / elapsed if elapsed > 0 else None
 
 
 def entry_json(entry: LedgerEntry) -> dict[str, Any]:
     return {
         "key": entry.object_key,
         "status": str(entry.status),
-        "outcome": word(str(entry.status)),
+        "outcome": verdict_code(str(entry.status)),
         "rows": entry.rows,
         "valid": entry.valid,
         "invalid": entry.invalid,
@@ -184,6 +184,7 @@ def ledger_rows(entries: list[LedgerEntry], terminal: bool) -> list[list[str | T
     rows: list[list[str | Text]] = []
     for entry in entries:
         processing = entry.status == Status.PROCESSING
+        whole = entry.status == Status.REJECTED  # refused as a file: no row was counted
         if processing:
             detail = _progress_text(entry)
             count = getattr(entry, "rows_judged", 0) or 0
@@ -197,8 +198,10 @@ def ledger_rows(entries: list[LedgerEntry], terminal: bool) -> list[list[str | T
                 entry.received_at[5:16].replace("T", " ") if terminal else entry.received_at,
                 entry.object_key.removeprefix(INCOMING_PREFIX) if terminal else entry.object_key,
                 styled_status(str(entry.status)),
-                f"{count:,}" if terminal else str(count),
-                "" if processing else (f"{entry.invalid:,}" if terminal else str(entry.invalid)),
+                "" if whole and terminal else (f"{count:,}" if terminal else str(count)),
+                ""
+                if processing or (whole and terminal)
+                else (f"{entry.invalid:,}" if terminal else str(entry.invalid)),
                 one_line(detail),
                 _fmt(queued_seconds(entry)),
                 _fmt(entry.seconds()),

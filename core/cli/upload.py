@@ -21,7 +21,14 @@ from core import bootstrap
 from core.cli.aws_errors import aws_errors
 from core.cli.context import json_option, resolve_target, stack_options
 from core.cli.status import rows_per_second
-from core.cli.tables import Column, emit_table, one_line, reasons_text, styled_status
+from core.cli.tables import (
+    Column,
+    emit_table,
+    one_line,
+    reasons_text,
+    stdout_is_terminal,
+    styled_status,
+)
 from core.ops.upload import (
     MIB,
     FileResult,
@@ -33,7 +40,7 @@ from core.ops.upload import (
     wait_for_outcomes,
 )
 from core.pipeline.ledger import LedgerEntry
-from core.validation.verdict import word
+from core.validation.verdict import verdict_code, word
 
 PROGRESS_FILES = 4  # a bar for this many files or more...
 PROGRESS_BYTES = 8 * MIB  # ...or this much data
@@ -137,14 +144,17 @@ class WaitProgress:
     def update(self, index: int, entry: LedgerEntry | None) -> None:
         state, judged = _progress_state(entry)
         if self.live:
-            final = entry is not None and is_final(entry)
-            done = entry.rows if final and entry is not None else judged
-            self.bar.update(
-                self.tasks[index],
-                state=state,
-                completed=done,
-                total=done if final else None,
-            )
+            # The bar is the writing: rows written of the rows judged so far.
+            written = (getattr(entry, "rows_written", 0) or 0) if entry is not None else 0
+            if entry is not None and is_final(entry):
+                self.bar.update(self.tasks[index], state=state, completed=1, total=1)
+            else:
+                self.bar.update(
+                    self.tasks[index],
+                    state=state,
+                    completed=written,
+                    total=judged or None,
+                )
             return
         now = time.monotonic()
         last = self.said.get(index)
@@ -198,7 +208,7 @@ def _report_upload(uploaded: Uploaded, as_json: bool, err: Console) -> None:
 
 def _json_line(result: FileResult) -> str:
     body = result.to_json_dict()
-    body["outcome"] = word(body["status"])
+    body["outcome"] = verdict_code(body["status"])
     return json.dumps(body, separators=(",", ":"))
 
 
@@ -217,12 +227,14 @@ def emit_outcomes(results: list[FileResult], title: str = "Outcomes") -> None:
     for result in results:
         data = result.to_json_dict()
         detail = data["error"] or reasons_text(data["reasons"])
+        # Refused as a file, no row was counted: a blank, not 0, for people (a pipe keeps 0).
+        whole = data["status"] == "REJECTED" and stdout_is_terminal()
         rows.append(
             [
                 data["key"],
                 styled_status(data["status"]),
-                _num(data["rows"]),
-                _num(data["invalid"]),
+                "" if whole else _num(data["rows"]),
+                "" if whole else _num(data["invalid"]),
                 one_line(detail),
                 "" if data["seconds"] is None else f"{data['seconds']:.1f}",
             ]

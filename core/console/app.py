@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
+import shutil
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +18,7 @@ from urllib.parse import urlencode
 
 from botocore.exceptions import BotoCoreError, ClientError
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup, escape
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -35,27 +40,34 @@ from core.ops.event_messages import parse_iso
 from core.ops.replay import ReplayError, Selection
 from core.ops.upload import UploadError, is_final, plan
 from core.pipeline.ledger import ALL_STATUSES, LedgerEntry
+from core.validation.visible import visible
 
 log = logging.getLogger("orderpipe.console")
-PEEK_TTL_S = 5.0  # a DLQ peek hides messages briefly: reuse one for a few seconds
+PEEK_TTL_S = 15.0  # a DLQ peek hides messages briefly: reuse one (any action drops it)
 DLQ_PAGE = 50
+HEALTH_PEEK = 100  # SQS keeps no order: the oldest of the first 100 seen stands for the queue
 REJECTS_PAGE = 50
 STATIC = Path(__file__).parent / "static"
 
 
 @dataclass
 class _Peeks:
-    """The last peek of each DLQ, reused for a few seconds and dropped after any action."""
+    """The last peek of each DLQ, reused for a few seconds and dropped after any action.
 
-    held: dict[str, tuple[float, list[DeadLetter]]] = field(default_factory=dict)
+    SQS has no offsets: page N of a DLQ needs the first (N + 1) × 50 messages received. A peek
+    of more than was asked for before serves every smaller page.
+    """
 
-    def get(self, backend: Backend, queue: str) -> list[DeadLetter]:
-        now = time.monotonic()
+    held: dict[str, tuple[float, int, list[DeadLetter]]] = field(default_factory=dict)
+
+    def get(self, backend: Backend, queue: str, want: int) -> list[DeadLetter]:
         hit = self.held.get(queue)
-        if hit is not None and now - hit[0] < PEEK_TTL_S:
-            return hit[1]
-        letters = backend.dlq(queue).peek(1000)
-        self.held[queue] = (now, letters)
+        if hit is not None and time.monotonic() - hit[0] < PEEK_TTL_S:
+            asked, letters = hit[1], hit[2]
+            if asked >= want or len(letters) < asked:  # enough, or all there is
+                return letters
+        letters = backend.dlq(queue).peek(want)
+        self.held[queue] = (time.monotonic(), want, letters)  # fresh from when it ended
         return letters
 
     def drop(self, queue: str) -> None:
@@ -79,6 +91,23 @@ def _age(iso: str | None) -> str:
     return f"{max(seconds, 0):.0f}s"
 
 
+def _shown(value: Any) -> Any:
+    """Every text a page prints, with what would act (controls, bidi overrides) made visible;
+    autoescaping then takes care of markup."""
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return visible(value)
+    return value
+
+
+def _multiline(text: str) -> Markup:
+    """Text whose line ends are its layout (an e-mail body): each line made visible."""
+    return Markup("\n").join(escape(visible(line)) for line in text.splitlines())
+
+
+def _download_name(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(key).name) or "rejects.csv"
+
+
 def _reasons_text(reasons: dict[str, int]) -> str:
     return ", ".join(f"{code} ×{n:,}" for code, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
 
@@ -97,7 +126,9 @@ def build_app(
         autoescape=select_autoescape(default=True, default_for_string=True),
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=_shown,
     )
+    env.filters["multiline"] = _multiline
     env.filters["time"] = _fmt_time
     env.filters["age"] = _age
     env.filters["reasons"] = _reasons_text
@@ -112,6 +143,8 @@ def build_app(
         urlencode=urlencode,
     )
     peeks = _Peeks()
+    pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="console")  # boto3 clients are
+    # thread-safe; per-row lookups and the health page's sources run side by side
 
     def render(request: Request, name: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:
         html = env.get_template(name).render(path=request.url.path, **ctx)
@@ -163,7 +196,7 @@ def build_app(
             except (ClientError, BotoCoreError) as exc:
                 rejects_problem = f"cannot read the rejects CSV: {readable(exc)}"
         raw = backend.raw_item(entry.file_id) or {}
-        email = find_email(backend.outbox, str(raw.get("notify_message_id") or "") or None)
+        email = find_email(backend.outbox, entry)
         reasons = sorted(entry.reasons.items(), key=lambda kv: (-kv[1], kv[0]))
         return render(
             request,
@@ -186,7 +219,7 @@ def build_app(
         key = rejects_key_for(entry.object_key)
         lines = backend.objects.lines(key)
         first_chunk = next(lines, b"")  # fail here, as a page, if the object is missing
-        name = Path(key).name.replace('"', "")
+        name = _download_name(key)
 
         def body() -> Any:
             yield first_chunk
@@ -200,8 +233,7 @@ def build_app(
 
     def email_frame(request: Request) -> Response:
         entry = entry_or_404(request)
-        raw = backend.raw_item(entry.file_id) or {}
-        email = find_email(backend.outbox, str(raw.get("notify_message_id") or "") or None)
+        email = find_email(backend.outbox, entry)
         if email is None or email.html is None:
             raise HTTPException(404, "no e-mail recorded for this file")
         response = HTMLResponse(email.html)
@@ -281,7 +313,8 @@ def build_app(
                 if not name or name.startswith("."):
                     raise HTTPException(400, f"not a file name: {upload.filename!r}")
                 path = Path(tmp) / name
-                path.write_bytes(await upload.read())
+                with path.open("wb") as out:  # the part is spooled to disk: copy, never load
+                    await run_in_threadpool(shutil.copyfileobj, upload.file, out, 1 << 20)
                 paths.append(path)
             try:
                 pairs = plan(paths, prefix)
@@ -304,19 +337,18 @@ def build_app(
     def letter_row(queue: str, letter: DeadLetter, visibility_s: int) -> dict[str, Any]:
         files = letter.files()
         entries = [backend.ledger.get(f.file_id) for f in files]
-        field_name = "notify_error" if queue == "notify" else "last_error"
-        errors = []
-        for f in files:
-            raw = backend.raw_item(f.file_id) or {}
-            if raw.get(field_name):
-                errors.append(str(raw[field_name]))
+        if queue == "notify":  # notify keeps its own error on the item, outside LedgerEntry
+            raws = [backend.raw_item(f.file_id) or {} for f in files]
+            errors = [str(r["notify_error"]) for r in raws if r.get("notify_error")]
+        else:
+            errors = [e.last_error for e in entries if e is not None and e.last_error]
         failed_at = max(
             (e.updated_at for e in entries if e is not None and e.status == "FAILED"),
             default=None,
         )
 
         def exists(mention: Any) -> bool:
-            return queue == "notify" or backend.objects.exists(mention.key)
+            return backend.objects.exists(mention.key)
 
         return {
             "letter": letter,
@@ -326,7 +358,7 @@ def build_app(
             "reached": reached_dlq_estimate(
                 letter, failed_at if queue == "ingest" else None, visibility_s
             ),
-            "never": why_unredrivable(letter, exists),
+            "never": why_unredrivable(letter, queue, exists),
         }
 
     def dead_letters(request: Request) -> Response:
@@ -335,30 +367,38 @@ def build_app(
             page = max(int(request.query_params.get("page", "0")), 0)
         except ValueError:
             page = 0
-        letters = peeks.get(backend, queue)
+        letters = peeks.get(backend, queue, (page + 1) * DLQ_PAGE + 1)
         dlq = backend.dlq(queue)
         visibility = dlq.source_visibility_s()
         shown = letters[page * DLQ_PAGE : (page + 1) * DLQ_PAGE]
+        more = len(letters) > (page + 1) * DLQ_PAGE
         return render(
             request,
             "deadletters.html",
             queue=queue,
-            total=len(letters),
+            total=dlq.depth() if more else len(letters),
             page=page,
-            more=len(letters) > (page + 1) * DLQ_PAGE,
-            rows=[letter_row(queue, m, visibility) for m in shown],
+            more=more,
+            rows=list(pool.map(lambda m: letter_row(queue, m, visibility), shown)),
             notice=request.query_params.get("notice"),
         )
 
     def dead_letter(request: Request) -> Response:
         queue = queue_of(request)
         message_id = request.query_params.get("id", "")
-        letter = next((m for m in peeks.get(backend, queue) if m.message_id == message_id), None)
+        letters = peeks.get(backend, queue, DLQ_PAGE + 1)  # the page it was picked from, cached
+        letter = next((m for m in letters if m.message_id == message_id), None)
+        if letter is None:
+            letter = backend.dlq(queue).find(message_id)
         if letter is None:
             raise HTTPException(404, f"no message {message_id} in the {queue} dead-letter queue")
         row = letter_row(queue, letter, backend.dlq(queue).source_visibility_s())
         history = {f.key: backend.ledger.for_key(f.bucket, f.key) for f in letter.files()}
-        return render(request, "deadletter.html", queue=queue, row=row, history=history)
+        try:  # laid out as `orderpipe dlq show` does
+            body = json.dumps(json.loads(letter.body), indent=2, ensure_ascii=False)
+        except ValueError:
+            body = letter.body
+        return render(request, "deadletter.html", queue=queue, row=row, history=history, body=body)
 
     async def redrive(request: Request) -> Response:
         form = await action_form(request)
@@ -370,11 +410,18 @@ def build_app(
         if not everything and not ids:
             raise HTTPException(400, "select the messages to redrive, or redrive all")
         dlq = backend.dlq(queue)
+
+        def hopeless(letter: DeadLetter) -> bool:  # left in the DLQ, as `orderpipe dlq redrive`
+            exists = lambda f: backend.objects.exists(f.key)  # noqa: E731
+            return why_unredrivable(letter, queue, exists) is not None
+
         result = await run_in_threadpool(
-            lambda: dlq.redrive() if everything else dlq.redrive_ids(ids)
+            lambda: dlq.redrive(cannot_succeed=hopeless) if everything else dlq.redrive_ids(ids)
         )
         peeks.drop(queue)
         notice = f"moved {result.moved} message(s) back to the {queue} queue"
+        if result.left:
+            notice += f"; left {len(result.left)} that can never succeed"
         if result.failed or result.errors:
             notice += f"; {result.failed} not moved: {'; '.join(result.errors)[:300]}"
         return RedirectResponse(
@@ -405,20 +452,31 @@ def build_app(
     # ---- Health -------------------------------------------------------------------------
 
     def health(request: Request) -> Response:
-        dlqs = []
-        for queue in QUEUE_NAMES:
-            letters = peeks.get(backend, queue)
+        def dlq_card(queue: str) -> dict[str, Any]:
+            count = backend.dlq(queue).depth()
+            letters = peeks.get(backend, queue, HEALTH_PEEK) if count else []
             oldest = min((m.sent_at for m in letters if m.sent_at), default=None)
-            dlqs.append({"queue": queue, "count": len(letters), "oldest": oldest})
-        alerts, alerts_note = alerts_or_reason(backend.alerts)
+            return {
+                "queue": queue,
+                "count": count,
+                "oldest": oldest,
+                "all_seen": count <= len(letters),
+            }
+
+        # Each source answers on its own (an empty queue's peek waits a second): ask at once.
+        depths = pool.submit(backend.queue_depths)
+        dlqs = [pool.submit(dlq_card, q) for q in QUEUE_NAMES]
+        alerts = pool.submit(alerts_or_reason, backend.alerts)
+        reconcile = pool.submit(backend.last_reconcile)
+        recent, alerts_note = alerts.result()
         return render(
             request,
             "health.html",
-            depths=backend.queue_depths(),
-            dlqs=dlqs,
-            alerts=alerts[-20:][::-1],
+            depths=depths.result(),
+            dlqs=[d.result() for d in dlqs],
+            alerts=recent[-20:][::-1],
             alerts_note=alerts_note,
-            reconcile=backend.last_reconcile(),
+            reconcile=reconcile.result(),
         )
 
     # ---- errors -------------------------------------------------------------------------
@@ -431,7 +489,7 @@ def build_app(
         elif isinstance(exc, (DlqError, AlertsError, UploadError, ReplayError, ValueError)):
             status, message = 400, readable(exc)
         else:
-            log.exception("console error on %s", request.url.path)
+            log.error("console error on %s", request.url.path, exc_info=exc)
             status, message = 500, "something went wrong inside the console; see its terminal"
         if request.headers.get("hx-request"):
             return HTMLResponse(f'<p class="problem">{_escape(message)}</p>', status_code=200)
@@ -472,6 +530,4 @@ def build_app(
 
 
 def _escape(text: str) -> str:
-    from markupsafe import escape
-
-    return str(escape(text))
+    return str(escape(visible(text)))

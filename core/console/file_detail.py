@@ -6,11 +6,13 @@ import codecs
 import csv
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 from pathlib import Path
 
+from core.ops.event_messages import iso_now, parse_iso
 from core.pipeline.ingest import rejects_key_for
 from core.pipeline.ledger import LedgerEntry
 from core.validation.engine import REASONS
@@ -64,28 +66,43 @@ class Email:
     html: str | None
 
 
-def find_email(outbox: Path | None, message_id: str | None) -> Email | None:
-    """The e-mail as sent, from the local outbox, by the Message-ID the ledger recorded."""
-    if outbox is None or not message_id or not outbox.is_dir():
+def find_email(outbox: Path | None, entry: LedgerEntry) -> Email | None:
+    """The e-mail as sent for this file version, from the local outbox (None elsewhere).
+
+    The ledger keeps SES's message id, which the saved copy does not carry; the copy names
+    each file as ``s3://bucket/key (version V)``. Only copies written between the file's
+    outcome and a minute after its notice are opened.
+    """
+    if outbox is None or not entry.notified_at or not outbox.is_dir():
         return None
+    start = _stamp(entry.finished_at or entry.notified_at)
+    end = _stamp(iso_now(parse_iso(entry.notified_at) + timedelta(minutes=1)))
+    source = f"s3://{entry.bucket}/{entry.object_key} (version {entry.version})"
     parser = BytesParser(policy=policy.default)
     for path in sorted(outbox.glob("*.eml"), reverse=True):
-        with path.open("rb") as stream:
-            headers = parser.parse(stream, headersonly=True)
-        if str(headers.get("Message-ID", "")).strip() != message_id.strip():
+        if not start <= path.name[: len(start)] <= end:
             continue
         with path.open("rb") as stream:
             message = parser.parse(stream)
-        assert isinstance(message, EmailMessage)  # the default policy builds these  # nosec B101
+        if not isinstance(message, EmailMessage):
+            continue
         text_part = message.get_body(preferencelist=("plain",))
+        text = text_part.get_content() if isinstance(text_part, EmailMessage) else ""
+        if source not in " ".join(text.split()):
+            continue
         html_part = message.get_body(preferencelist=("html",))
         return Email(
             subject=str(message.get("Subject", "")),
             sent_to=str(message.get("To", "")),
-            text=text_part.get_content() if isinstance(text_part, EmailMessage) else "",
+            text=text,
             html=html_part.get_content() if isinstance(html_part, EmailMessage) else None,
         )
     return None
+
+
+def _stamp(iso: str) -> str:
+    """An ISO time in the outbox's file-name form (``20261204T151707``), to the second."""
+    return parse_iso(iso).strftime("%Y%m%dT%H%M%S")
 
 
 def timeline(entry: LedgerEntry) -> list[tuple[str, str]]:
@@ -98,4 +115,4 @@ def timeline(entry: LedgerEntry) -> list[tuple[str, str]]:
         (entry.notified_at or "", "e-mail sent"),
         *((r.at, f"replay requested: {r.reason}") for r in entry.replay_log),
     ]
-    return sorted((at, what) for at, what in events if at)
+    return sorted(((at, what) for at, what in events if at), key=lambda e: e[0])

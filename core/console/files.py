@@ -11,6 +11,7 @@ from core.ops.replay import incoming_key, parse_duration
 from core.pipeline.ledger import ALL_STATUSES, LedgerEntry, Status
 
 PAGE_SIZE = 50
+TIE_SLACK = 10  # entries sharing the last shown one's update time, read again
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,8 @@ class Filters:
     status: str = ""
     key: str = ""
     since: str = ""  # a duration: 30m, 2h, 7d
-    page: int = 0
+    after: str = ""  # where the previous page ended: "<updated_at>|<file_id>"
+    page: int = 0  # only for the page number shown
 
     @classmethod
     def parse(cls, params: dict[str, str]) -> Filters:
@@ -29,16 +31,28 @@ class Filters:
         since = params.get("since", "").strip()
         if since:
             parse_duration(since)
+        after = params.get("after", "")
+        if after and "|" not in after:
+            after = ""
         try:
-            page = max(int(params.get("page", "0") or 0), 0)
+            page = max(int(params.get("page", "0") or 0), 0) if after else 0
         except ValueError:
             page = 0
-        return cls(status, params.get("key", "").strip(), since, page)
+        return cls(status, params.get("key", "").strip(), since, after, page)
 
     def query(self, **changes: object) -> dict[str, str]:
-        values = {"status": self.status, "key": self.key, "since": self.since, "page": self.page}
+        values = {
+            "status": self.status,
+            "key": self.key,
+            "since": self.since,
+            "after": self.after,
+            "page": self.page,
+        }
         values.update(changes)
         return {k: str(v) for k, v in values.items() if v not in ("", 0, None)}
+
+    def next_page(self, last: LedgerEntry) -> dict[str, str]:
+        return self.query(after=f"{last.updated_at}|{last.file_id}", page=self.page + 1)
 
 
 def ledger_page(
@@ -49,13 +63,22 @@ def ledger_page(
     size: int = PAGE_SIZE,
     now: datetime | None = None,
 ) -> tuple[list[LedgerEntry], bool]:
-    """One page of entries and whether another follows."""
-    start = filters.page * size
+    """One page of entries, newest update first, and whether another follows.
+
+    A page starts where the previous one ended (``after``), so each page reads about as much
+    as it shows, however deep. Entries updated in the same millisecond as the last one shown
+    are read again and skipped, hence a little more than one page is asked for.
+    """
+    until, after = None, None
+    if filters.after:
+        until, _, last_id = filters.after.partition("|")
+        after = (until, last_id)
     since = (
         iso_now((now or datetime.now(UTC)) - parse_duration(filters.since))
         if filters.since
         else None
     )
+    want = size + 1 + TIE_SLACK
     if filters.key:
         entries = [
             e
@@ -64,13 +87,17 @@ def ledger_page(
             and (since is None or e.updated_at >= since)
         ]
     elif filters.status:
-        entries = ledger.by_status(Status(filters.status), since)
+        entries = ledger.by_status(Status(filters.status), since, limit=want, until=until)
     elif since is not None:
-        entries = [e for s in ALL_STATUSES for e in ledger.by_status(s, since)]
+        entries = [
+            e for s in ALL_STATUSES for e in ledger.by_status(s, since, limit=want, until=until)
+        ]
     else:
-        entries = ledger.recent(start + size + 1)
+        entries = ledger.recent(want, until=until)
     entries = sorted(entries, key=lambda e: (e.updated_at, e.file_id), reverse=True)
-    return entries[start : start + size], len(entries) > start + size
+    if after is not None:
+        entries = [e for e in entries if (e.updated_at, e.file_id) < after]
+    return entries[:size], len(entries) > size
 
 
 def progress(entry: LedgerEntry) -> tuple[int | None, int | None]:

@@ -238,6 +238,13 @@ def _fold_words(name: str, value: str, linesep: str, limit: int = 78) -> str:
 MAIL_POLICY: EmailPolicy = _MailPolicy(linesep="\r\n")
 
 
+def _finished(iso: str | None) -> str:
+    """``2026-12-04T15:53:26.363Z`` as ``2026-12-04 15:53:26 UTC``, the footer's own style."""
+    if not iso:
+        return "unknown"
+    return iso[:19].replace("T", " ") + " UTC" if iso.endswith("Z") else iso
+
+
 def version_text(version: str) -> str:
     """A ledger version as people read it: the S3 version id, or that there is none."""
     if version.startswith("etag:"):
@@ -485,7 +492,7 @@ def _text_body(sections: Sequence[Section], now: datetime, vocab: _Vocabulary) -
         lines += [
             "",
             f"Source: s3://{n.bucket}/{visible(n.key)} ({version_text(n.version)})",
-            f"Finished: {n.finished_at or 'unknown'}",
+            f"Finished: {_finished(n.finished_at)}",
             "",
         ]
     lines += _text_footer(now)
@@ -510,10 +517,6 @@ def _text_table(sample: Sequence[SampleRow], vocab: _Vocabulary) -> list[str]:
 
     rule = ["-" * w for w in widths[:-1]] + ["-" * min(widths[-1], 30)]
     return [fmt(header).rstrip(), fmt(rule).rstrip(), *(fmt(r).rstrip() for r in rows)]
-
-
-def _reasons(row: SampleRow) -> str:
-    return ", ".join(row.reasons)
 
 
 def _sample_caption(n: FileNotice) -> str:
@@ -575,12 +578,13 @@ def _html_summary(sections: Sequence[Section]) -> str:
     rows = []
     for index, s in enumerate(sections, 1):
         n = s.notice
+        whole = n.status == "REJECTED"  # no row was counted: the file itself was refused
         rows.append(
             f"<tr>{_TD}<a href='#f{index}'>{e(visible(n.key))}</a></td>"
             f"{_TD}{_badge(n.status)}</td>"
-            f"{_NUM}{n.rows:,}</td>{_NUM}{n.valid:,}</td>"
-            f"{_NUM}{n.invalid:,}</td>"
-            f"{_TD}{_html_rejects(s.rejects)}</td></tr>"
+            f"{_NUM}{'–' if whole else f'{n.rows:,}'}</td>{_NUM}{n.valid:,}</td>"
+            f"{_NUM}{'the file' if whole else f'{n.invalid:,}'}</td>"
+            f"{_TD}{'see why below' if whole else _html_rejects(s.rejects)}</td></tr>"
         )
     return f"{_TABLE}<tr>{head}</tr>{''.join(rows)}</table>"
 
@@ -635,7 +639,7 @@ def _html_section(index: int, section: Section, vocab: _Vocabulary) -> str:
     out.append(
         f"<p style='font-size:12px;color:#6b7280;margin:4px 0'>"
         f"s3://{e(n.bucket)}/{e(visible(n.key))} &middot; {e(version_text(n.version))} &middot; "
-        f"finished {e(n.finished_at or 'unknown')}</p>"
+        f"finished {e(_finished(n.finished_at))}</p>"
     )
     return "".join(out)
 

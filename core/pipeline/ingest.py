@@ -32,7 +32,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,6 +62,7 @@ from core.validation.csv_out import RejectsCsv
 from core.validation.engine import REASONS
 from core.validation.limits import Limits, human_bytes
 from core.validation.rules import LINE
+from core.validation.verdict import verdict_of
 
 COPY_BUFFER = 1024 * 1024
 MULTIPART_THRESHOLD = 8 * 1024 * 1024  # boto3's own default
@@ -364,14 +365,6 @@ class ChunkSpill:
         if self._rejects_file is not None:
             self._rejects_file.close()
 
-    @property
-    def valid_rows(self) -> int:
-        return sum(self._valid_rows)
-
-    def valid_frames(self) -> Iterator[pl.DataFrame]:
-        for path in self._valid:
-            yield pl.read_ipc(path)
-
     def cursor(self, skip: int = 0) -> RowCursor:
         """The valid rows in file order, the first ``skip`` left out (already stored)."""
         return RowCursor(self._valid, self._valid_rows, skip)
@@ -603,7 +596,7 @@ class IngestService:
                 with self.span("write"):
                     stats = self._write(ref, claim, spill, beat, outcome=outcome, pacer=pacer)
                 verdict = _Verdict(
-                    Status.PARTIAL if outcome.invalid else Status.SUCCEEDED,
+                    Status(verdict_of(outcome)),  # the one mapping (core/validation/verdict.py)
                     rows=outcome.rows,
                     valid=outcome.valid,
                     invalid=outcome.invalid,

@@ -694,40 +694,51 @@ class DynamoLedger:
         items = (item for page in pages for item in page.get("Items", []))
         yield from (from_item(item) for item in itertools.islice(items, limit))
 
-    def by_status(self, status: Status | str, since: str | None = None) -> list[LedgerEntry]:
-        """Entries in one status, newest update first; ``since`` is an ISO time, inclusive."""
+    def by_status(
+        self,
+        status: Status | str,
+        since: str | None = None,
+        limit: int | None = None,
+        until: str | None = None,
+    ) -> list[LedgerEntry]:
+        """Entries in one status, newest update first; ``since`` and ``until`` are ISO times,
+        both inclusive.
+
+        ``limit`` stops after that many, and ``until`` starts a page where the last one ended:
+        a paged list reads only what it shows, however deep the page.
+        """
         condition = "#s = :s"
         values: dict[str, Any] = {":s": {"S": str(Status(status))}}
         names = {"#s": "status"}
-        if since:
-            condition += " AND #u >= :since"
-            values[":since"] = {"S": since}
+        if since or until:
             names["#u"] = "updated_at"
+        if since and until:
+            condition += " AND #u BETWEEN :since AND :until"
+        elif since:
+            condition += " AND #u >= :since"
+        elif until:
+            condition += " AND #u <= :until"
+        if since:
+            values[":since"] = {"S": since}
+        if until:
+            values[":until"] = {"S": until}
+        page = {"Limit": limit} if limit else {}
         return list(
             self._query(
+                limit,
                 IndexName=FILES_STATUS_INDEX,
                 KeyConditionExpression=condition,
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
                 ScanIndexForward=False,
+                **page,
             )
         )
 
-    def recent(self, limit: int = 50) -> list[LedgerEntry]:
-        """The latest-updated entries across all statuses, newest first (one query each)."""
-        merged: list[LedgerEntry] = []
-        for status in ALL_STATUSES:
-            merged.extend(
-                self._query(
-                    limit,
-                    Limit=limit,
-                    IndexName=FILES_STATUS_INDEX,
-                    KeyConditionExpression="#s = :s",
-                    ExpressionAttributeNames={"#s": "status"},
-                    ExpressionAttributeValues={":s": {"S": str(status)}},
-                    ScanIndexForward=False,
-                )
-            )
+    def recent(self, limit: int = 50, until: str | None = None) -> list[LedgerEntry]:
+        """The latest-updated entries across all statuses, newest first (one query each);
+        ``until`` (inclusive) continues from where an earlier page ended."""
+        merged = [e for s in ALL_STATUSES for e in self.by_status(s, limit=limit, until=until)]
         merged.sort(key=lambda e: (e.updated_at, e.file_id), reverse=True)
         return merged[:limit]
 

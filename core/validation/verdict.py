@@ -7,9 +7,9 @@ The pipeline records SUCCEEDED / PARTIAL / REJECTED in the ledger (core/pipeline
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, Protocol
 
-from core.validation.outcome import Outcome
+from core.validation.outcome import ACCEPTED
 
 SUCCEEDED: Final = "SUCCEEDED"
 PARTIAL: Final = "PARTIAL"
@@ -33,13 +33,31 @@ MEANINGS: Final[dict[str, str]] = {
 }
 
 
+VERDICTS: Final = (SUCCEEDED, PARTIAL, REJECTED)
+
+
+def verdict_code(status: str) -> str | None:
+    """A ledger status as ``--json``'s ``outcome``: the verdict, or None before there is one."""
+    code = str(status).upper()
+    return code if code in VERDICTS else None
+
+
 def word(status: str) -> str:
     """The person's word for a ledger status or verdict (unknown codes pass through)."""
     return WORDS.get(str(status).upper(), str(status).lower())
 
 
-def verdict_of(outcome: Outcome) -> str:
+class Judged(Protocol):
+    """What a verdict is read from: a validation Outcome, or anything shaped like one."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def invalid(self) -> int: ...
+
+
+def verdict_of(outcome: Judged) -> str:
     """SUCCEEDED, PARTIAL or REJECTED: what the pipeline records for this outcome."""
-    if not outcome.accepted:
+    if outcome.status != ACCEPTED:
         return REJECTED
     return PARTIAL if outcome.invalid else SUCCEEDED

@@ -12,6 +12,8 @@ from __future__ import annotations
 import email
 import json
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,11 +28,15 @@ from core import bootstrap
 from core.aws.clients import Clients
 from core.aws.settings import Settings
 from core.aws.stack import StackNames, create_local_stack
+from core.local.local_state import ENV_STATE_DIR
+from core.local.worker import drain
 from tests.integration.pipeline_kit import OrderFile, Pipeline
 
 ENV_LOCALSTACK = "ORDERPIPE_COMPAT_LOCALSTACK"  # LocalStack's endpoint (S3, SQS, SNS, ...)
 ENV_DYNAMODB = "ORDERPIPE_COMPAT_DYNAMODB"  # moto's endpoint, for DynamoDB only
 ENV_RESULTS = "ORDERPIPE_COMPAT_RESULTS"  # where each scenario appends its JSON line
+ENV_AWS_CLI = "ORDERPIPE_COMPAT_AWS_CLI"  # the `aws` CLI LocalStack's venv brings, if any
+DRAIN_S = 120  # a ceiling: drain returns once both queues are idle
 HERE = Path(__file__).resolve().parent
 
 
@@ -158,3 +164,23 @@ def figures(request: pytest.FixtureRequest) -> Any:
         request.node.user_properties.extend(values.items())
 
     return record
+
+
+def run(pipe: CompatPipeline, settings: Settings | None = None) -> float:
+    """The real handlers until both queues are idle, failed messages retried at once."""
+    started = time.monotonic()
+    drain(pipe.stack.clients, settings or pipe.stack.settings, DRAIN_S, retry_after_s=0)
+    return round(time.monotonic() - started, 2)
+
+
+def orderpipe(pipe: CompatPipeline, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI as a person runs it, pointed at the stack by its environment."""
+    env = {**os.environ, **pipe.stack.settings.to_env(), ENV_STATE_DIR: str(tmp_path / "state")}
+    return subprocess.run(
+        [sys.executable, "-m", "core.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

@@ -29,6 +29,15 @@ by endpoint: `AWS_ENDPOINT_URL` names LocalStack and `AWS_ENDPOINT_URL_DYNAMODB`
 (`core.aws.clients` ranks a service's own variable above the general one, as boto3 does). The
 real handlers run in the local worker, which calls them as Lambda's SQS event source does.
 
+It also runs, on an SQS and S3 written by other people than moto's, what the pipeline promises
+for any key (non-ASCII keys with `#`, `?`, `+` and `%`, put, uploaded in parts, copied, and
+uploaded by the `aws` CLI), for retries (a failed message comes back after the handler's
+backoff, set with `ChangeMessageVisibility` by receive count, not after the queue's visibility
+timeout; after five receives it is in the DLQ with the ledger saying why; the local schedule is
+1/2/4/8 s, AWS's 30 s/2/8/30 min) and for a busy file (two ingest processes, one message each
+as on AWS, race on two versions of one key: the loser reports a batch item failure, no handler
+error, and each version ends with one outcome).
+
 **Run it:** `make compat`. It is not part of `make test` or CI. It needs Python 3.12 or newer
 for LocalStack (found on `PATH` or under `~/.pyenv/versions`, or set `COMPAT_PYTHON=...`) and
 builds `.venv-compat` from `tests/compat/requirements.txt` and `constraints.txt` on first use
@@ -54,14 +63,25 @@ What LocalStack does differently, seen in these runs, and how orderpipe takes it
 - **SES accepts mail to unverified recipients** (the sandbox is not enforced); sends are read
   back at `GET /_aws/ses`.
 - **A multipart upload yields one `ObjectCreated:CompleteMultipartUpload` event**, as on AWS
-  (moto sends two).
+  (moto sends two). A server-side copy yields one `ObjectCreated:Copy` with the copy's version.
+- **Non-ASCII keys are spelled `quote`-style in events** (UTF-8 bytes as `%XX`, `%20` for a
+  space, `%2B` for `+`, `%23`, `%3F`, `%25`): none of the any-key scenario's keys is spelled as
+  AWS spells it (`quote_plus`), and `unquote_plus` reads every one back to the exact key. The
+  `aws` CLI's upload (`aws s3 cp`) of such a key is stored and evented like boto3's.
+- **`ChangeMessageVisibility` on a received message wins over the queue's visibility timeout**,
+  and a message made visible at once on its fifth receive is moved to the DLQ by the next
+  receive, as AWS documents for `maxReceiveCount`. LocalStack makes expired in-flight messages
+  visible on a 1 s tick, so each measured gap is the backoff plus up to 1 s, plus the worker's
+  0.2 s idle poll and the handler's own time (the scenarios assert backoff <= gap < the queue's
+  12 s visibility timeout).
 
 What cannot run on LocalStack here, and why:
 
 - **DynamoDB**: LocalStack downloads a JDK and DynamoDB Local at first use and fails offline;
   the tables stay on moto.
 - **Lambda**: LocalStack runs functions in Docker, which this kind of host lacks; the handlers
-  run in the local worker instead, so Lambda's own retry and concurrency are not exercised.
+  run in the local worker instead, so Lambda's own retry and concurrency are not exercised
+  (the busy-file scenario stands two worker processes in for two function instances).
 - **Glue**: the API is not in LocalStack's free edition; the alerts scenario publishes the
   Glue Job State Change event itself, through the template's own rule and topic.
 - CloudWatch alarms firing into the topic are not exercised.

@@ -5,6 +5,9 @@
 #
 #   APP_VENV     orderpipe's venv (default .venv): runs moto, the tests and the report
 #   COMPAT_VENV  LocalStack's venv (default .venv-compat), made by `make compat`
+#
+# Arguments go to pytest (`bash tests/compat/run.sh -k backoff`); such a partial run leaves
+# docs/reliability.md alone.
 set -euo pipefail
 set -m # job control: each background server gets its own process group, with its pid as id
 cd "$(dirname "$0")/../.."
@@ -105,12 +108,17 @@ set +e
 ORDERPIPE_COMPAT_LOCALSTACK="http://127.0.0.1:$LS_PORT" \
 ORDERPIPE_COMPAT_DYNAMODB="http://127.0.0.1:$MOTO_PORT" \
 ORDERPIPE_COMPAT_RESULTS="$RESULTS" \
-    "$APP_VENV/bin/pytest" -q -p no:cacheprovider tests/compat
+ORDERPIPE_COMPAT_AWS_CLI="$(cd "$COMPAT_VENV" && pwd)/bin/aws" \
+    "$APP_VENV/bin/pytest" -q -p no:cacheprovider tests/compat "$@"
 rc=$?
 set -e
 wall=$(( $(date +%s) - started ))
 
 cleanup
+if [ $# -gt 0 ]; then
+    echo "compat: partial run (pytest $*); docs/reliability.md left as it was"
+    exit $rc
+fi
 "$PY" tests/compat/report.py --results "$RESULTS" --wall "$wall" \
     --localstack "$("$COMPAT_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("localstack-core"))')"
 exit $rc

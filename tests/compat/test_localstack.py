@@ -8,9 +8,6 @@ and SES on LocalStack and DynamoDB on moto, and checks the whole end state
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,37 +15,12 @@ from typing import Any
 import pytest
 from boto3.s3.transfer import TransferConfig
 
-from core.aws.settings import Settings
-from core.local.local_state import ENV_STATE_DIR
-from core.local.worker import drain
 from core.ops.alerts import GLUE_STATE_CHANGE
 from core.release.template import load_template
-from tests.compat.conftest import CompatPipeline
+from tests.compat.conftest import CompatPipeline, orderpipe, run
 from tests.integration.pipeline_kit import newest, order_file
 
 pytestmark = pytest.mark.integration
-
-DRAIN_S = 120  # a ceiling: drain returns once both queues are idle
-
-
-def run(pipe: CompatPipeline, settings: Settings | None = None) -> float:
-    """The real handlers until both queues are idle, failed messages retried at once."""
-    started = time.monotonic()
-    drain(pipe.stack.clients, settings or pipe.stack.settings, DRAIN_S, retry_after_s=0)
-    return round(time.monotonic() - started, 2)
-
-
-def orderpipe(pipe: CompatPipeline, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """The CLI as a person runs it, pointed at the stack by its environment."""
-    env = {**os.environ, **pipe.stack.settings.to_env(), ENV_STATE_DIR: str(tmp_path / "state")}
-    return subprocess.run(
-        [sys.executable, "-m", "core.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_pipeline_end_to_end(pipe: CompatPipeline, figures: Any) -> None:

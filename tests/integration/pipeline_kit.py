@@ -24,6 +24,7 @@ from typing import Any
 from urllib.request import urlopen
 
 from core import bootstrap
+from core.pipeline.email_report import version_text
 from core.pipeline.ledger import LOCK_PREFIX
 from tests.support.faults import FaultPlan, installed
 
@@ -205,14 +206,14 @@ class Pipeline:
         ]
 
     def notifications(self) -> Counter[str]:
-        """How many emails name each file id (by its s3://bucket/key (version ...) line)."""
+        """How many emails name each file id (by its ``Source: s3://bucket/key (...)`` line)."""
         seen: Counter[str] = Counter()
         file_ids = list(self.ledger())
         for msg in self.emails():
             text = _text_of(msg)
             for fid in file_ids:
-                bucket_key, _, tag = fid.partition("#")
-                if f"s3://{bucket_key} (version {tag})" in text:
+                bucket_key, _, tag = fid.rpartition("#")  # a key may hold "#"
+                if f"s3://{bucket_key} ({version_text(tag)})" in text:
                     seen[fid] += 1
         return seen
 

@@ -23,14 +23,17 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from boto3.s3.transfer import TransferConfig
+from click.testing import CliRunner
 
 from core import bootstrap
 from core.aws.clients import Clients
 from core.aws.stack import LOCAL_TIMINGS, StackNames
+from core.cli import cli
 from core.local.embedded import EmbeddedConfig, EmbeddedStack
 from core.local.worker import Worker, drain, handler_environment
-from core.pipeline.events import parse_body
-from core.pipeline.ingest import rejects_key_for
+from core.pipeline.events import header_safe, parse_body
+from core.pipeline.ingest import MULTIPART_THRESHOLD, rejects_key_for
 from core.pipeline.ledger import DynamoLedger
 from tests.integration.pipeline_kit import (
     OrderFile,
@@ -784,3 +787,118 @@ def test_a_big_file_resumes_over_several_runs_and_writes_each_order_once(
 def _order_id(request: Any) -> str:
     body = json.loads(request) if isinstance(request, str) else request
     return str(body["PutRequest"]["Item"]["Order_Id"]["S"])
+
+
+# -- any key S3 accepts ------------------------------------------------------------------------
+# The key has a space, an en dash, a "+", accents, brackets and an emoji; it must reach the
+# ledger, rejects/..., the email, status, replay and dlq exactly as it was written.
+
+NON_ASCII_KEY = "incoming/Q4 orders – Zürich+Genève (final) 📦.csv"
+COPY_KEY = "incoming/كشف الطلبات ٢ – copie de Genève+Zürich #2 ?v=1 📦.csv"
+GONE_KEY = "incoming/שלום 'gone' %41 📦.csv"
+ORDERS_HEADER = "Order_Id,Customer_Id,Order_Date,Order_Status,Order_Total"
+GOOD_ROWS = 5
+
+
+def big_order_file(path: Path) -> int:
+    """A CSV over the multipart threshold: 5 good orders, then rows with a bad date."""
+    lines = [ORDERS_HEADER] + [f"K{i},C{i},1/2/23,Pending,{i}.50" for i in range(GOOD_ROWS)]
+    bad = 0
+    size = sum(len(line) + 1 for line in lines)
+    while size <= MULTIPART_THRESHOLD + 512 * 1024:
+        line = f"BAD{bad:07d},Customer-{bad:07d},not-a-date,Pending,1"
+        lines.append(line)
+        size += len(line) + 1
+        bad += 1
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return bad
+
+
+def run_cli_json(stack: Any, tmp_path: Path, *args: str) -> list[dict[str, Any]]:
+    env = {**stack.settings.to_env(), "AWS_ENDPOINT_URL": stack.endpoint}
+    env["ORDERPIPE_STATE_DIR"] = str(tmp_path / "no-local-state")
+    result = CliRunner().invoke(cli, [*args, "--json"], env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.output.splitlines() if line.strip()]
+
+
+@pytest.mark.slow  # a 9 MB file, its copy and a replay of it: about 10 s
+def test_a_non_ascii_key_uploaded_multipart_and_copied_goes_through_unchanged(
+    stack: Any, tmp_path: Path, scenario: Scenario
+) -> None:
+    scenario.describe(
+        "non-ASCII and multipart keys",
+        f"a 9 MB file named {NON_ASCII_KEY!r} uploaded with upload_file (multipart: two S3 "
+        "events on the emulator), then copied server-side (ObjectCreated:Copy) to a "
+        "right-to-left name with '#', '?' and '+'; a third such key deleted before ingest",
+        "one outcome per key; the ledger, rejects/ (key percent-encoded in its metadata), the "
+        "email, status, replay and dlq list all name each key exactly",
+    )
+    pipe = Pipeline(stack)
+    s3, bucket = stack.clients.s3, stack.names.bucket
+    source = tmp_path / "orders.csv"
+    invalid = big_order_file(source)
+    assert source.stat().st_size > MULTIPART_THRESHOLD
+
+    # TransferConfig's defaults: multipart past 8 MB, here 2 parts.
+    s3.upload_file(str(source), bucket, NON_ASCII_KEY, Config=TransferConfig())
+    assert s3.head_object(Bucket=bucket, Key=NON_ASCII_KEY)["ETag"].strip('"').endswith("-2")
+    # moto gives a copy of a multipart object the wrong CRC32 (any GetObject of it then fails
+    # botocore's checksum check) unless the copy names its algorithm; S3 computes it right.
+    s3.copy_object(
+        Bucket=bucket,
+        Key=COPY_KEY,
+        CopySource={"Bucket": bucket, "Key": NON_ASCII_KEY},
+        ChecksumAlgorithm="CRC32",
+    )
+    drain(stack.clients, stack.settings, 180)
+
+    # One outcome per key, whatever number of events the upload produced.
+    ledger = pipe.ledger()
+    assert sorted(e["object_key"] for e in ledger.values()) == sorted([NON_ASCII_KEY, COPY_KEY])
+    for entry in ledger.values():
+        assert entry["status"] == "PARTIAL", entry.get("last_error")
+        assert (int(entry["valid"]), int(entry["invalid"])) == (GOOD_ROWS, invalid)
+        assert int(entry["attempts"]) == 1
+    assert len(pipe.orders()) == GOOD_ROWS
+
+    # rejects/… under the same name; the key in user metadata only percent-encoded.
+    for key in (NON_ASCII_KEY, COPY_KEY):
+        head = s3.head_object(Bucket=bucket, Key=rejects_key_for(key))
+        assert head["Metadata"]["source-key"] == header_safe(key)
+        assert head["ContentLength"] > MULTIPART_THRESHOLD  # stored by a multipart upload too
+
+    # One email per file, naming the key exactly.
+    mails = [_plain_text(m) for m in pipe.emails()]
+    for key in (NON_ASCII_KEY, COPY_KEY):
+        assert sum(f"s3://{bucket}/{key}" in text for text in mails) == 1, key
+
+    # status, replay and dlq name it exactly too.
+    (shown,) = run_cli_json(stack, tmp_path, "status", NON_ASCII_KEY)
+    assert (shown["key"], shown["status"]) == (NON_ASCII_KEY, "PARTIAL")
+    replayed = run_cli_json(stack, tmp_path, "replay", COPY_KEY, "--reason", "key check")
+    assert [r["key"] for r in replayed] == [COPY_KEY]
+    drain(stack.clients, stack.settings, 180)
+    (again,) = run_cli_json(stack, tmp_path, "status", COPY_KEY)
+    assert (again["key"], again["status"]) == (COPY_KEY, "PARTIAL")
+    assert int(again["attempts"]) >= 2
+
+    gone_body = f"{ORDERS_HEADER}\nG1,C1,1/2/23,Pending,1\n".encode()
+    s3.put_object(Bucket=bucket, Key=GONE_KEY, Body=gone_body)
+    for v in s3.list_object_versions(Bucket=bucket, Prefix=GONE_KEY)["Versions"]:
+        s3.delete_object(Bucket=bucket, Key=GONE_KEY, VersionId=v["VersionId"])
+    drain(stack.clients, stack.settings, 60, retry_after_s=0)
+    (letter,) = run_cli_json(stack, tmp_path, "dlq", "list")
+    assert letter["keys"] == [GONE_KEY]
+    assert letter["ledger_status"] == ["FAILED"]
+    assert letter["last_error"]
+    scenario.measure(file_mb=round(source.stat().st_size / 2**20, 1), invalid_rows=invalid)
+    scenario.passed()
+
+
+def _plain_text(message: Any) -> str:
+    for part in message.walk():
+        if part.get_content_type() == "text/plain":
+            payload = part.get_payload(decode=True)
+            return str(payload.decode(part.get_content_charset() or "utf-8"))
+    return ""

@@ -59,19 +59,28 @@ class FakeLedger:
     def _newest(self, entries: list[LedgerEntry]) -> list[LedgerEntry]:
         return sorted(entries, key=lambda e: (e.updated_at, e.file_id), reverse=True)
 
-    def recent(self, limit: int = 50) -> list[LedgerEntry]:
-        self.calls.append(f"recent {limit}")
-        return self._newest(list(self.entries.values()))[:limit]
+    def recent(self, limit: int = 50, until: str | None = None) -> list[LedgerEntry]:
+        self.calls.append(f"recent {limit} {until}")
+        entries = [e for e in self.entries.values() if until is None or e.updated_at <= until]
+        return self._newest(entries)[:limit]
 
-    def by_status(self, status: Status | str, since: str | None = None) -> list[LedgerEntry]:
-        self.calls.append(f"by_status {status} {since}")
+    def by_status(
+        self,
+        status: Status | str,
+        since: str | None = None,
+        limit: int | None = None,
+        until: str | None = None,
+    ) -> list[LedgerEntry]:
+        self.calls.append(f"by_status {status} {since} {limit} {until}")
         return self._newest(
             [
                 e
                 for e in self.entries.values()
-                if e.status == status and (since is None or e.updated_at >= since)
+                if e.status == status
+                and (since is None or e.updated_at >= since)
+                and (until is None or e.updated_at <= until)
             ]
-        )
+        )[:limit]
 
     def for_key(self, bucket: str, key: str) -> list[LedgerEntry]:
         self.calls.append(f"for_key {key}")

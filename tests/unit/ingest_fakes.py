@@ -188,21 +188,29 @@ class InMemoryLedger:
     def get(self, file_id: str) -> LedgerEntry | None:
         return self.items.get(file_id)
 
-    def recent(self, limit: int = 50) -> list[LedgerEntry]:
+    def recent(self, limit: int = 50, until: str | None = None) -> list[LedgerEntry]:
         ordered = sorted(self.items.values(), key=lambda e: (e.updated_at, e.file_id), reverse=True)
-        return ordered[:limit]
+        return [e for e in ordered if until is None or e.updated_at <= until][:limit]
 
     def for_key(self, bucket: str, key: str) -> list[LedgerEntry]:
         found = [e for e in self.items.values() if e.bucket == bucket and e.object_key == key]
         return sorted(found, key=lambda e: e.received_at, reverse=True)
 
-    def by_status(self, status: Status | str, since: str | None = None) -> list[LedgerEntry]:
+    def by_status(
+        self,
+        status: Status | str,
+        since: str | None = None,
+        limit: int | None = None,
+        until: str | None = None,
+    ) -> list[LedgerEntry]:
         found = [
             e
             for e in self.items.values()
-            if e.status == Status(status) and (since is None or e.updated_at >= since)
+            if e.status == Status(status)
+            and (since is None or e.updated_at >= since)
+            and (until is None or e.updated_at <= until)
         ]
-        return sorted(found, key=lambda e: e.updated_at, reverse=True)
+        return sorted(found, key=lambda e: e.updated_at, reverse=True)[:limit]
 
 
 @dataclass

@@ -38,16 +38,40 @@ def test_queued_counts_from_the_upload_then_from_the_last_replay() -> None:
 def test_a_file_being_processed_reports_rows_and_rate() -> None:
     running = entry(status=Status.PROCESSING, rows_judged=30_000, rows_written=12_000)
     now = datetime(2026, 12, 4, 10, 0, 12, tzinfo=UTC)
-    assert rows_per_second(running, now) == 3_000
+    assert rows_per_second(running, now) == 1_200  # written rows per second
+    judging = entry(status=Status.PROCESSING, rows_judged=30_000)
+    assert rows_per_second(judging, now) == 3_000  # before the first write: judged
     data = entry_json(running)
-    assert (data["rows_judged"], data["rows_written"], data["outcome"]) == (
-        30_000,
-        12_000,
-        "processing",
-    )
+    assert (data["rows_judged"], data["rows_written"], data["outcome"]) == (30_000, 12_000, None)
+    assert entry_json(entry(status=Status.PARTIAL))["outcome"] == "PARTIAL"
 
 
 def test_the_version_is_the_s3_version_id_or_none_never_an_etag() -> None:
     assert (entry_json(entry())["version"], entry_json(entry())["etag"]) == (None, "e1")
     versioned = entry(version="3HL4kqtJlcpXroDTDmJ", file_id="b/incoming/a.csv#3HL4kqtJlcpXroDTDmJ")
     assert entry_json(versioned)["version"] == "3HL4kqtJlcpXroDTDmJ"
+
+
+def test_upload_wait_in_a_pipe_prints_plain_progress_lines_only_for_slow_files(capsys) -> None:
+    import io
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from core.cli.upload import WaitProgress
+    from core.ops.upload import Uploaded
+
+    upload = Uploaded(Path("a.csv"), "b", "incoming/a.csv", "", "e1", 10, 0.0)
+    err = Console(file=io.StringIO(), force_terminal=False)
+    running = entry(status=Status.PROCESSING, rows_judged=50_000, rows_written=20_000)
+    with WaitProgress(err, [upload]) as progress:
+        progress.update(0, running)  # seconds after the upload: nothing to say yet
+        assert capsys.readouterr().err == ""
+        progress.started -= WaitProgress.PLAIN_EVERY_S  # as if the file had run that long
+        progress.update(0, running)
+        progress.update(0, running)  # the same moment again: no second line
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("incoming/a.csv: processing: 50,000 rows judged, 20,000 written, ")
+    assert lines[0].endswith(" rows/s")
+    assert err.file.getvalue() == ""  # no bar, no escape codes in a pipe

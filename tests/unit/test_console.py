@@ -15,7 +15,10 @@ from core.console.app import build_app
 from core.console.security import NotLoopback, Secrets, check_bind_host
 from core.ops.alerts import Alert
 from core.ops.event_messages import ObjectVersion, s3_event_body
+from core.pipeline.ingest import rejects_key_for
 from core.pipeline.ledger import LedgerEntry, Status
+from core.validation.visible import visible
+from tests.hostile_strings import HOSTILE, Hostile, acting_in
 from tests.unit.console_fakes import B, Fakes, make_fakes
 from tests.unit.test_dlq import DLQ
 
@@ -72,6 +75,7 @@ def test_unknown_host_headers_are_refused(fakes: Fakes) -> None:
 
 
 def test_cross_site_and_csrf_less_posts_are_refused(fakes: Fakes) -> None:
+    fakes.bucket.objects["incoming/a.csv"] = b"x"
     fakes.sqs["ingest"].put(DLQ, _event("incoming/a.csv"))
     client = client_for(fakes)
     form = {"queue": "ingest", "all": "1"}
@@ -128,7 +132,7 @@ def test_files_newest_first_with_filters_and_pages(fakes: Fakes) -> None:
     client = client_for(fakes)
 
     first = _keys_in(client.get("/files").text)
-    second = _keys_in(client.get("/files?page=1").text)
+    second = _keys_in(client.get(_older(client.get("/files").text)).text)
     rejected = _keys_in(client.get("/files?status=rejected").text)
     by_key = _keys_in(client.get("/files?key=f07.csv").text)
 
@@ -140,6 +144,32 @@ def test_files_newest_first_with_filters_and_pages(fakes: Fakes) -> None:
     assert rejected == ["incoming/bad.csv"]
     assert by_key == ["incoming/f07.csv"]
     assert "missing_required ×2" in client.get("/files?status=REJECTED").text
+
+
+def _older(html: str) -> str:
+    link = re.search(r'<a href="(/files\?[^"]+)">older →</a>', html)
+    assert link is not None, "no older page"
+    return link.group(1).replace("&amp;", "&")
+
+
+def test_deep_pages_read_only_what_they_show_and_lose_no_tie(fakes: Fakes) -> None:
+    same = "2026-12-04T09:30:00.000Z"  # 30 files updated in one millisecond, across a page end
+    for n in range(130):
+        fakes.ledger.add(f"incoming/g{n:03}.csv", Status.SUCCEEDED, n,
+                         **({"updated_at": same} if 40 <= n < 70 else {}))  # fmt: skip
+    client = client_for(fakes)
+    seen: list[str] = []
+    url = "/files?status=SUCCEEDED"
+    while True:
+        fakes.ledger.calls.clear()
+        html = client.get(url).text
+        seen += _keys_in(html)
+        assert all(c.endswith(f" {50 + 1 + 10} " + c.split()[-1]) for c in fakes.ledger.calls)
+        if "older →" not in html:
+            break
+        url = _older(html)
+    assert len(seen) == 130
+    assert len(set(seen)) == 130  # every file once, ties included
 
 
 def test_files_since_filter_uses_update_time(fakes: Fakes) -> None:
@@ -173,29 +203,35 @@ def test_processing_files_show_progress_when_the_ledger_has_it(fakes: Fakes) -> 
     assert "<progress></progress> <small>working</small>" in html  # no counts: no guess
 
 
-HOSTILE = [
-    "<script>alert(1)</script>.csv",
-    '"><img src=x onerror=alert(1)>.csv',
-    "{{7*7}}{% raw %}.csv",
-    "javascript:alert(1).csv",
-]
-
-
-@pytest.mark.parametrize("name", HOSTILE)
-def test_hostile_keys_and_values_are_escaped(fakes: Fakes, name: str) -> None:
-    key = f"incoming/{name}"
-    entry = fakes.ledger.add(key, Status.REJECTED, 1, rows=1, invalid=1, reasons={name: 1},
-                             error=name)  # fmt: skip
-    fakes.bucket.objects["rejects/" + name + ".csv"] = (
-        f"line,order_id,reasons\n2,{json.dumps(name)},{json.dumps(name)}\n".encode()
+@pytest.mark.parametrize("hostile", HOSTILE, ids=[h.name for h in HOSTILE])
+def test_hostile_keys_and_values_show_as_text(fakes: Fakes, hostile: Hostile) -> None:
+    text = hostile.text
+    key = f"incoming/{text}.csv"
+    entry = fakes.ledger.add(
+        key, Status.REJECTED, 1, rows=1, invalid=1, reasons={text: 1}, error=text
+    )
+    quoted = '"' + text.replace('"', '""') + '"'
+    fakes.bucket.objects[rejects_key_for(key)] = (
+        f"line,order_id,reasons\n2,{quoted},{quoted}\n".encode()
     )
     client = client_for(fakes)
     pages = [client.get("/files").text, client.get("/file", params={"id": entry.file_id}).text]
     for page in pages:
-        assert str(escape(name)) in page
-        if str(escape(name)) != name:
-            assert name not in page
-    assert "49" not in pages[1].split("<main>")[1]  # the template text was shown, not run
+        assert acting_in(page, allowed="\n") == []
+        assert str(escape(visible(hostile.shown))) in page
+        assert "<script>" not in page
+        assert "<img" not in page
+    assert "49" not in pages[1].split("<main>")[1] or "49" in text  # template text never runs
+    download = client.get("/file/rejects.csv", params={"id": entry.file_id})
+    assert download.status_code == 200
+    assert acting_in(download.headers["content-disposition"]) == []
+
+
+def test_template_syntax_in_a_key_is_shown_not_run(fakes: Fakes) -> None:
+    entry = fakes.ledger.add("incoming/{{7*7}}{% raw %}.csv", Status.SUCCEEDED, 1)
+    page = client_for(fakes).get("/file", params={"id": entry.file_id}).text
+    assert "{{7*7}}{% raw %}" in page
+    assert ">49" not in page
 
 
 # ---- a file --------------------------------------------------------------------------------
@@ -219,7 +255,7 @@ def _partial(fakes: Fakes) -> LedgerEntry:
         finished_at="2026-12-04T09:00:09.000Z",
         notified_at="2026-12-04T09:00:12.000Z",
     )
-    fakes.bucket.objects["rejects/orders.csv.csv"] = REJECTS
+    fakes.bucket.objects[rejects_key_for("incoming/orders.csv")] = REJECTS
     return entry
 
 
@@ -242,7 +278,7 @@ def test_file_page_shows_outcome_reasons_rejects_and_timeline(fakes: Fakes) -> N
     assert re.findall(r'<tr><td class="n">(\d+)</td>', last) == [
         str(n + 2) for n in range(100, 120)
     ] + ["999"]
-    assert "multi\nline" in last
+    assert "multi\\nline" in last  # the line end inside a value, made visible
     assert "next →" not in last
 
 
@@ -251,12 +287,13 @@ def test_rejects_csv_downloads_whole(fakes: Fakes) -> None:
     answer = client_for(fakes).get("/file/rejects.csv", params={"id": entry.file_id})
     assert answer.status_code == 200
     assert answer.content == REJECTS
-    assert 'filename="orders.csv.csv"' in answer.headers["content-disposition"]
+    name = rejects_key_for("incoming/orders.csv").rsplit("/", 1)[1]
+    assert f'filename="{name}"' in answer.headers["content-disposition"]
 
 
 def test_missing_rejects_csv_is_a_readable_message(fakes: Fakes) -> None:
     entry = _partial(fakes)
-    del fakes.bucket.objects["rejects/orders.csv.csv"]
+    del fakes.bucket.objects[rejects_key_for("incoming/orders.csv")]
     client = client_for(fakes)
     page = client.get("/file", params={"id": entry.file_id})
     assert page.status_code == 200
@@ -267,23 +304,27 @@ def test_missing_rejects_csv_is_a_readable_message(fakes: Fakes) -> None:
     assert "Traceback" not in download.text
 
 
-def test_the_email_as_sent_is_found_by_message_id(fakes: Fakes, tmp_path: Path) -> None:
+def test_the_email_as_sent_is_found_in_the_outbox(fakes: Fakes, tmp_path: Path) -> None:
     from email.message import EmailMessage
 
     entry = _partial(fakes)
     outbox = tmp_path / "outbox"
     outbox.mkdir()
-    for n, mid in enumerate(["<other@x>", "<mine@x>"]):
+    mine = f"s3://{B}/incoming/orders.csv (version v5)"
+    other = f"s3://{B}/incoming/other.csv (version v5)"
+    for name, subject, source in [
+        ("20261204T090010000000Z-a.eml", "someone else's", other),
+        ("20261204T090011000000Z-b.eml", "ours", mine),
+        ("20261204T120000000000Z-c.eml", "ours, but far too late", mine),
+    ]:  # fmt: skip
         msg = EmailMessage()
-        msg["Subject"], msg["To"], msg["Message-ID"] = f"subject {n}", "ops@example.com", mid
-        msg.set_content("plain text")
-        msg.add_alternative("<p style='color:red'>the <b>html</b> body</p>", subtype="html")
-        (outbox / f"{n}.eml").write_bytes(msg.as_bytes())
-    fakes.backend.raw_item = lambda _id: {"notify_message_id": "<mine@x>"}
+        msg["Subject"], msg["To"] = subject, "ops@example.com"
+        msg.set_content(f"Source: {source}\n")
+        msg.add_alternative(f"<p style='color:red'>the <b>html</b> {source}</p>", subtype="html")
+        (outbox / name).write_bytes(msg.as_bytes())
     client = client_for(fakes)
     page = client.get("/file", params={"id": entry.file_id}).text
-    assert "subject 1" in page
-    assert "subject 0" not in page
+    assert "<strong>ours</strong>" in page
     assert '<iframe class="email" sandbox' in page
     frame = client.get("/file/email", params={"id": entry.file_id})
     assert "<b>html</b>" in frame.text
@@ -373,8 +414,24 @@ def test_dead_letters_list_marks_what_can_never_succeed(fakes: Fakes) -> None:
     assert "3 message(s) in the ingest dead-letter queue" in page
     assert page.count('class="never"') == 2
     assert "cannot succeed: its object is gone from the bucket" in page
-    assert "cannot succeed: not an S3 event or file notice" in page
+    assert "cannot succeed: not an S3 event (nor a replay of one): ingest cannot read it" in page
     assert all(not m.hidden for m in sqs.queues[DLQ])  # listing consumed nothing
+
+
+def test_dead_letters_are_paged_and_a_page_receives_only_what_it_shows(fakes: Fakes) -> None:
+    sqs = fakes.sqs["ingest"]
+    for n in range(120):
+        sqs.put(DLQ, _event(f"incoming/d{n:03}.csv"))
+    client = client_for(fakes)
+    first = client.get("/dlq?queue=ingest").text
+    assert "120 message(s) in the ingest dead-letter queue" in first
+    assert first.count('name="ids"') == 50
+    assert "next →" in first
+    assert sum(m.receives > 0 for m in sqs.queues[DLQ]) == 51  # not the whole queue
+    last = client.get("/dlq?queue=ingest&page=2").text
+    assert last.count('name="ids"') == 20
+    assert "next →" not in last
+    assert all(not m.hidden for m in sqs.queues[DLQ])
 
 
 def test_redrive_selected_moves_only_those(fakes: Fakes) -> None:
@@ -454,7 +511,7 @@ def test_health_shows_queues_dead_letters_alerts_and_reconcile(fakes: Fakes) -> 
 
 
 def test_an_aws_failure_is_a_readable_line_without_secrets(fakes: Fakes) -> None:
-    def broken(limit: int = 50) -> list[LedgerEntry]:
+    def broken(limit: int = 50, until: str | None = None) -> list[LedgerEntry]:
         raise EndpointConnectionError(
             endpoint_url="http://user:hunter2@127.0.0.1:9/path?X-Amz-Signature=abc"
         )
@@ -482,7 +539,7 @@ def test_an_access_denied_is_shown_as_aws_said_it(fakes: Fakes) -> None:
 
 
 def test_a_bug_is_a_plain_500_without_a_traceback(fakes: Fakes) -> None:
-    def bug(limit: int = 50) -> list[LedgerEntry]:
+    def bug(limit: int = 50, until: str | None = None) -> list[LedgerEntry]:
         raise KeyError("secret-internal-detail")
 
     fakes.ledger.recent = bug  # type: ignore[method-assign]

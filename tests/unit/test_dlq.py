@@ -311,8 +311,12 @@ def test_why_unredrivable() -> None:
     def letter(text: str) -> DeadLetter:
         return DeadLetter("m", "h", text, {}, {})
 
-    assert why_unredrivable(letter("hello"), lambda f: True) == "not an S3 event or file notice"
-    assert why_unredrivable(letter(body("k")), lambda f: False) == (
+    garbage = why_unredrivable(letter("hello"), "ingest", lambda f: True)
+    assert garbage == "not an S3 event (nor a replay of one): ingest cannot read it"
+    assert why_unredrivable(letter(body("k")), "ingest", lambda f: False) == (
         "its object is gone from the bucket"
     )
-    assert why_unredrivable(letter(body("k")), lambda f: True) is None
+    assert why_unredrivable(letter(body("k")), "ingest", lambda f: True) is None
+    assert why_unredrivable(letter(body("k")), "notify", lambda f: False) == (
+        "not a file notice: notify cannot read it"
+    )

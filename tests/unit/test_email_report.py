@@ -457,3 +457,13 @@ def test_the_footer_says_when_there_is_no_version_and_spaces_around_values_show(
         assert "version etag:" not in body
     assert '" A-3 "' in text
     assert "&#9251;</span>A-3<span class='sp'" in html
+
+
+def test_a_file_rejected_whole_is_not_summarised_as_zero_rows_and_times_read_plainly() -> None:
+    whole = notice("incoming/c.xlsx", status="REJECTED", rows=0, invalid=0, reasons={},
+                   sample=[], rejects=False, error="the file is empty")  # fmt: skip
+    message = compose([whole], MemoryStore({}), sender="s@x.test", recipients=["r@x.test"])
+    text, html = bodies(parse(message.data))
+    assert "<td class='n' align='right'>the file</td><td>see why below</td>" in html
+    assert "Finished: 2026-11-25 09:29:59 UTC" in text
+    assert "finished 2026-11-25 09:29:59 UTC" in html

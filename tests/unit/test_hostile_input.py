@@ -335,6 +335,13 @@ def test_limits_follow_the_deployment_settings() -> None:
         read_all(b"x" * (3 * MB + 1), "orders.csv", limits)
 
 
+def test_local_validation_accepts_what_the_pipeline_accepts() -> None:
+    from core.aws.settings import Settings
+    from core.pipeline.ingest import limits_from_settings
+
+    assert limits_from_settings(Settings()) == Limits()
+
+
 def test_parquet_that_inflates_beyond_the_limit_is_refused_before_decoding() -> None:
     values = [chr(65 + i) * (8 * MB) for i in range(16)]  # 128 MB of distinct values
     frame = pl.DataFrame({"Order_Id": values}).with_columns(

@@ -7,6 +7,7 @@ list of files ``orderpipe package`` ships.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -35,6 +36,7 @@ bootstrap.notifier(settings, clients)
 """
 
 
+@functools.cache
 def _imported() -> list[str]:
     """Every module the two handlers import, as ``-X importtime`` reports them."""
     env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1", "POWERTOOLS_TRACE_DISABLED": "1"}

@@ -193,6 +193,7 @@ def test_queries_return_typed_entries_newest_first(env, request: pytest.FixtureR
     assert [e.file_id for e in recent] == [stuck.entry.file_id, ids[2], ids[1]]
     assert all(isinstance(e, LedgerEntry) for e in recent)
     assert [e.file_id for e in ledger.by_status(Status.SUCCEEDED)] == [ids[2], ids[0]]
+    assert [e.file_id for e in ledger.by_status(Status.SUCCEEDED, limit=1)] == [ids[2]]
     assert [e.file_id for e in ledger.by_status("SUCCEEDED", since="2026-05-01T12:00:02.000Z")] == [
         ids[2]
     ]

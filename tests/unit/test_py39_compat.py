@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -37,6 +38,7 @@ print(json.dumps(loaded))
 """
 
 
+@functools.cache  # one probe process serves every test here
 def _closure() -> list[str]:
     done = subprocess.run(
         [sys.executable, "-c", PROBE], cwd=ROOT, capture_output=True, text=True, check=False

@@ -1,0 +1,25 @@
+"""One vocabulary: each ledger status has one word, and validate reaches the pipeline's verdict."""
+
+from __future__ import annotations
+
+from core.pipeline.ledger import Status
+from core.validation.outcome import Outcome
+from core.validation.verdict import WORDS, verdict_of, word
+
+
+def test_every_ledger_status_has_a_word_and_no_two_share_one() -> None:
+    assert {str(s) for s in Status} <= set(WORDS)
+    assert len(set(WORDS.values())) == len(WORDS)
+    assert [word(s) for s in ("SUCCEEDED", "PARTIAL", "REJECTED")] == [
+        "accepted",
+        "partly accepted",
+        "rejected",
+    ]
+    assert word("partial") == "partly accepted"  # any case
+
+
+def test_the_verdict_is_what_ingest_records() -> None:
+    assert verdict_of(Outcome("f", "accepted", rows=3, valid=3)) == "SUCCEEDED"
+    assert verdict_of(Outcome("f", "accepted", rows=3, valid=1, invalid=2)) == "PARTIAL"
+    assert verdict_of(Outcome("f", "accepted", rows=0)) == "SUCCEEDED"
+    assert verdict_of(Outcome.rejected("f", "the file is empty")) == "REJECTED"
