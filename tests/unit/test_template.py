@@ -689,7 +689,7 @@ def function_role_cases() -> list[tuple[str, Any, tuple[Any, ...], dict[str, str
             "NotifyRole",
             Entry(("handlers.notify", "core.pipeline.notify"), ()),
             (bootstrap.notifier(SETTINGS, clients),),
-            {},
+            {"sqs": "NotifyQueue"},
         ),
         (
             "ReconcileRole",
