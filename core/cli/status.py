@@ -29,7 +29,7 @@ from core.cli.tables import (
 )
 from core.ops.event_messages import s3_version
 from core.pipeline.ledger import ALL_STATUSES, DynamoLedger, LedgerEntry, Status
-from core.validation.verdict import word
+from core.validation.verdict import verdict_code, word
 from core.validation.visible import visible
 
 
@@ -138,7 +138,7 @@ def entry_json(entry: LedgerEntry) -> dict[str, Any]:
     return {
         "key": entry.object_key,
         "status": str(entry.status),
-        "outcome": word(str(entry.status)),
+        "outcome": verdict_code(str(entry.status)),
         "rows": entry.rows,
         "valid": entry.valid,
         "invalid": entry.invalid,

@@ -40,7 +40,7 @@ from core.ops.upload import (
     wait_for_outcomes,
 )
 from core.pipeline.ledger import LedgerEntry
-from core.validation.verdict import word
+from core.validation.verdict import verdict_code, word
 
 PROGRESS_FILES = 4  # a bar for this many files or more...
 PROGRESS_BYTES = 8 * MIB  # ...or this much data
@@ -208,7 +208,7 @@ def _report_upload(uploaded: Uploaded, as_json: bool, err: Console) -> None:
 
 def _json_line(result: FileResult) -> str:
     body = result.to_json_dict()
-    body["outcome"] = word(body["status"])
+    body["outcome"] = verdict_code(body["status"])
     return json.dumps(body, separators=(",", ":"))
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -387,26 +387,9 @@ class DeadLetterQueue:
                         result.left += [m.message_id for m in doomed]
                     if not batch:
                         continue
-                sent = self._sqs.send_message_batch(
-                    QueueUrl=self.source_url,
-                    Entries=[
-                        {
-                            "Id": str(n),
-                            "MessageBody": m.body,
-                            **(
-                                {"MessageAttributes": _send_attributes(m.message_attributes)}
-                                if m.message_attributes
-                                else {}
-                            ),
-                        }
-                        for n, m in enumerate(batch)
-                    ],
-                )
-                ok = {int(s["Id"]) for s in sent.get("Successful", [])}
-                for failure in sent.get("Failed", []):
-                    result.errors.append(str(failure.get("Message") or failure.get("Code")))
-                moved = [m for n, m in enumerate(batch) if n in ok]
-                kept = [m for n, m in enumerate(batch) if n not in ok]
+                moved = self._send_to_source(batch, result)
+                sent_ids = {m.message_id for m in moved}
+                kept = [m for m in batch if m.message_id not in sent_ids]
                 # Only what reached the source queue leaves the DLQ; the rest becomes visible again.
                 if moved:
                     self._delete(moved)
@@ -424,6 +407,31 @@ class DeadLetterQueue:
         finally:
             self._release(stay)
         return result
+
+    def _send_to_source(self, letters: list[DeadLetter], result: RedriveResult) -> list[DeadLetter]:
+        """Send copies to the source queue (attributes kept); return those SQS accepted.
+
+        Refusals are noted in ``result.errors``; the caller decides what becomes of them.
+        """
+        sent = self._sqs.send_message_batch(
+            QueueUrl=self.source_url,
+            Entries=[
+                {
+                    "Id": str(n),
+                    "MessageBody": m.body,
+                    **(
+                        {"MessageAttributes": _send_attributes(m.message_attributes)}
+                        if m.message_attributes
+                        else {}
+                    ),
+                }
+                for n, m in enumerate(letters)
+            ],
+        )
+        for failure in sent.get("Failed", []):
+            result.errors.append(str(failure.get("Message") or failure.get("Code")))
+        ok = {int(s["Id"]) for s in sent.get("Successful", [])}
+        return [m for n, m in enumerate(letters) if n in ok]
 
     def _delete(self, letters: list[DeadLetter]) -> None:
         self._sqs.delete_message_batch(
@@ -453,34 +461,10 @@ class DeadLetterQueue:
                 chosen = [m for m in fresh if m.message_id in message_ids]
                 if not chosen:
                     continue
-                sent = self._sqs.send_message_batch(
-                    QueueUrl=self.source_url,
-                    Entries=[
-                        {
-                            "Id": str(n),
-                            "MessageBody": m.body,
-                            **(
-                                {"MessageAttributes": _send_attributes(m.message_attributes)}
-                                if m.message_attributes
-                                else {}
-                            ),
-                        }
-                        for n, m in enumerate(chosen)
-                    ],
-                )
-                ok = {int(s["Id"]) for s in sent.get("Successful", [])}
-                for failure in sent.get("Failed", []):
-                    result.errors.append(str(failure.get("Message") or failure.get("Code")))
-                moved = [m for n, m in enumerate(chosen) if n in ok]
+                moved = self._send_to_source(chosen, result)
                 result.failed += len(chosen) - len(moved)
                 if moved:
-                    self._sqs.delete_message_batch(
-                        QueueUrl=self.url,
-                        Entries=[
-                            {"Id": str(n), "ReceiptHandle": m.receipt_handle}
-                            for n, m in enumerate(moved)
-                        ],
-                    )
+                    self._delete(moved)
                     gone = {m.message_id for m in moved}
                     held = [m for m in held if m.message_id not in gone]
                     result.moved += len(moved)
@@ -543,12 +527,6 @@ def why_unredrivable(
     if not any(object_exists(f) for f in letter.files()):
         return "its object is gone from the bucket"
     return None
-
-
-def iter_files(letters: list[DeadLetter]) -> Iterator[tuple[DeadLetter, FileMention]]:
-    for letter in letters:
-        for mention in letter.files():
-            yield letter, mention
 
 
 def _error_text(exc: Exception) -> str:

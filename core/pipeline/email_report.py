@@ -519,10 +519,6 @@ def _text_table(sample: Sequence[SampleRow], vocab: _Vocabulary) -> list[str]:
     return [fmt(header).rstrip(), fmt(rule).rstrip(), *(fmt(r).rstrip() for r in rows)]
 
 
-def _reasons(row: SampleRow) -> str:
-    return ", ".join(row.reasons)
-
-
 def _sample_caption(n: FileNotice) -> str:
     shown = len(n.sample)
     if shown < n.invalid:

@@ -32,7 +32,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -364,14 +364,6 @@ class ChunkSpill:
     def close(self) -> None:
         if self._rejects_file is not None:
             self._rejects_file.close()
-
-    @property
-    def valid_rows(self) -> int:
-        return sum(self._valid_rows)
-
-    def valid_frames(self) -> Iterator[pl.DataFrame]:
-        for path in self._valid:
-            yield pl.read_ipc(path)
 
     def cursor(self, skip: int = 0) -> RowCursor:
         """The valid rows in file order, the first ``skip`` left out (already stored)."""

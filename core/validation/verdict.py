@@ -33,6 +33,15 @@ MEANINGS: Final[dict[str, str]] = {
 }
 
 
+VERDICTS: Final = (SUCCEEDED, PARTIAL, REJECTED)
+
+
+def verdict_code(status: str) -> str | None:
+    """A ledger status as ``--json``'s ``outcome``: the verdict, or None before there is one."""
+    code = str(status).upper()
+    return code if code in VERDICTS else None
+
+
 def word(status: str) -> str:
     """The person's word for a ledger status or verdict (unknown codes pass through)."""
     return WORDS.get(str(status).upper(), str(status).lower())

@@ -186,7 +186,9 @@ def test_create_then_update_then_no_change(deploy_env: dict[str, Any]) -> None:
         cli, ["status", "--stack", env["stack"], "--endpoint-url", env["endpoint"], "--json"]
     )
     assert status.exit_code == 0, status.output
-    assert status.output == ""  # an empty ledger, read from the stack's files table
+    # An empty ledger, read from the stack's files table: no JSON lines, a word on stderr.
+    assert status.stdout == ""
+    assert "no files in the ledger yet" in status.stderr
 
     # An update: one changed parameter, everything else kept from the stack.
     updated = run(env, "-p", "LogRetentionDays=60")
