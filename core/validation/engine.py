@@ -17,8 +17,10 @@ here: the Lambda hands in an S3 body, the CLI a path.
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import BinaryIO, Final
+from typing import BinaryIO, Final, Generic, TypeVar, cast
 
 import polars as pl
 
@@ -46,13 +48,16 @@ from core.validation.rules import (
 )
 from core.validation.schema import UNIQUE, Schema, default_schema
 
-DEFAULT_CHUNK_ROWS = 256_000
+DEFAULT_CHUNK_ROWS = 32_000
 _DISTINCT_SAMPLE = 4096  # rows that tell whether a column repeats its values
 # A chunk is already bounded: the in-memory engine runs a plan's expressions side by side and
 # keeps each column in one piece; the streaming engine would cut them into morsels again.
 _ENGINE: Final = "in-memory"
 REASONS = "reasons"
 _INVALID = "__invalid__"
+
+T = TypeVar("T")
+U = TypeVar("U")
 
 Source = bytes | BinaryIO | os.PathLike[str]
 ChunkCallback = Callable[[ChunkResult], None]
@@ -113,11 +118,73 @@ def validate_chunks(
 ) -> Outcome:
     """Judge already-read chunks (``line``, the schema columns as text, ``field_count_ok``)."""
     judge = ChunkJudge(schema)
-    for chunk in chunks:
-        result = judge.judge(chunk)
-        if on_chunk is not None:
-            on_chunk(result)
+    with _Ahead(chunks, judge.prepare) as prepared:
+        for frame in prepared:
+            result = judge.judge_prepared(frame)
+            if on_chunk is not None:
+                on_chunk(result)
     return judge.outcome(name)
+
+
+class _Ahead(Generic[T, U]):
+    """``prepare(item)`` for each item, run one item ahead on a second thread.
+
+    polars lets go of the GIL while it computes, so reading and preparing the next chunk runs
+    beside the judging of this one: with chunks small enough that one operation rarely fills
+    both cores, that is what keeps both busy. The next item is prepared only once this one
+    was taken, so two chunks at most are in memory. An error on the second thread is raised
+    here, where its item would have come; leaving early (an error while judging) stops the
+    thread and closes the items before returning.
+    """
+
+    _DONE: Final = object()
+
+    def __init__(self, items: Iterable[T], prepare: Callable[[T], U]) -> None:
+        self._items, self._prepare = items, prepare
+        self._ready: queue.SimpleQueue[tuple[object, BaseException | None]] = queue.SimpleQueue()
+        self._taken = threading.Semaphore(1)  # the second thread's turn to prepare one
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, name="orderpipe-read", daemon=True)
+
+    def __enter__(self) -> Iterator[U]:
+        self._thread.start()
+        return self._consume()
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _produce(self) -> None:
+        items = iter(self._items)
+        try:
+            while self._turn():
+                item = next(items, self._DONE)
+                if item is self._DONE:
+                    self._ready.put((self._DONE, None))
+                    return
+                self._ready.put((self._prepare(cast(T, item)), None))
+        except BaseException as exc:  # handed to the consuming thread, raised there
+            self._ready.put((None, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    def _turn(self) -> bool:
+        while not self._stop.is_set():
+            if self._taken.acquire(timeout=0.05):
+                return True
+        return False
+
+    def _consume(self) -> Iterator[U]:
+        while True:
+            item, error = self._ready.get()
+            self._taken.release()
+            if error is not None:
+                raise error
+            if item is self._DONE:
+                return
+            yield cast(U, item)
 
 
 def _staged(frame: pl.LazyFrame, stages: list[list[pl.Expr]]) -> pl.LazyFrame:
@@ -126,27 +193,47 @@ def _staged(frame: pl.LazyFrame, stages: list[list[pl.Expr]]) -> pl.LazyFrame:
     return frame
 
 
-def _derive(values: pl.Series, name: str, stages: list[list[pl.Expr]]) -> pl.Series:
-    """``parsed_col(name)`` for every row, computed once per distinct value when values repeat.
+class _Derived:
+    """One column's ``parsed_col`` for every row, computed once per distinct value when values
+    repeat, and remembered from chunk to chunk.
 
     Dates and statuses repeat (a file spans some days and holds three statuses), and parsing
     a date takes a dozen string and integer passes: on the distinct values and mapped back, a
-    million rows cost a few hash lookups each. A column of mostly distinct values (totals)
+    million rows cost a few hash lookups each, and a chunk parses only the values no earlier
+    chunk held (after the first chunks, none). A column of mostly distinct values (totals)
     is parsed directly, where mapping back would only add work; its first rows tell which.
     """
-    head = values.head(_DISTINCT_SAMPLE)
-    distinct = None
-    if 2 * head.n_unique() <= len(head):
+
+    _REMEMBERED = 65_536  # distinct values kept from chunk to chunk, at most
+
+    def __init__(self, name: str, stages: list[list[pl.Expr]]) -> None:
+        self._name = parsed_col(name)
+        self._stages = stages
+        self._known: pl.DataFrame | None = None  # value, parsed value
+
+    def __call__(self, values: pl.Series) -> pl.Series:
+        head = values.head(_DISTINCT_SAMPLE)
+        if 2 * head.n_unique() > len(head):
+            return self._parsed(values)
         distinct = values.unique()
         if 2 * len(distinct) > len(values):
-            distinct = None
-    source = values if distinct is None else distinct
-    plan = _staged(source.to_frame().lazy(), stages).select(parsed_col(name))
-    parsed = plan.collect(engine=_ENGINE)
-    if distinct is None:
-        return parsed.to_series()
-    mapped = values.replace_strict(distinct, parsed.to_series(), default=None)
-    return mapped.alias(parsed_col(name))
+            return self._parsed(values)
+        known = self._known
+        if known is not None and len(known) + len(distinct) > self._REMEMBERED:
+            known = None  # a column of ever new values: forget rather than grow
+        if known is None:
+            known = pl.DataFrame([distinct, self._parsed(distinct)])
+        else:
+            new = distinct.filter(~distinct.is_in(known.to_series(0).implode()))
+            if not new.is_empty():
+                known = pl.concat([known, pl.DataFrame([new, self._parsed(new)])])
+        self._known = known
+        mapped = values.replace_strict(known.to_series(0), known.to_series(1), default=None)
+        return mapped.alias(self._name)
+
+    def _parsed(self, values: pl.Series) -> pl.Series:
+        plan = _staged(values.to_frame().lazy(), self._stages).select(self._name)
+        return plan.collect(engine=_ENGINE).to_series()
 
 
 def _ascending(values: pl.Series) -> bool:
@@ -154,26 +241,39 @@ def _ascending(values: pl.Series) -> bool:
     return len(values) < 2 or bool((values.slice(1) > values.slice(0, len(values) - 1)).all())
 
 
+class _Run:
+    """Sorted distinct values with the line of each one's first occurrence, and their range."""
+
+    __slots__ = ("high", "lines", "low", "values")
+
+    def __init__(self, values: pl.Series, lines: pl.Series) -> None:
+        self.values, self.lines = values, lines
+        self.low, self.high = values[0], values[-1]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
 class SeenValues:
     """Which values of a unique column already appeared earlier in the file, exactly, and the
     line of each one's first occurrence.
 
-    Each chunk's values are sorted once, with their lines (equal values in line order).
-    Repeats within the chunk are neighbours in that order (and are rare, so only their rows are
-    looked at again). For earlier chunks, one sorted copy of each is kept with its lines, and a
-    new chunk is compared with an earlier one only within the earlier chunk's range of values:
-    order ids mostly grow through a file, so few values qualify and each is found by binary
-    search; when many do (ids in random order), one vectorised hash probe per earlier chunk.
-    Memory: one sorted copy of the ids, about 16-30 bytes each (a string view plus any text
-    beyond 12 bytes) and 4 for the line, so about 170 MB for 5M ids.
+    Each chunk's values are sorted once, with their rows and lines (equal values in line
+    order), so every repeat within the chunk follows its first occurrence. What earlier chunks
+    held is kept as a few sorted runs of distinct values, each with the line of its first
+    occurrence; no value is in two runs. The chunk's distinct values are binary-searched in
+    each run, only within the run's range of values (order ids mostly grow through a file, so
+    few qualify), and the values met for the first time become a new run. Runs are merged as
+    they pile up, so each is at least twice the size of the next and a file of ``n`` chunks
+    keeps about log2(n) of them: the cost of a chunk does not grow with the number of earlier
+    chunks, so small chunks cost nothing extra. Runs whose ranges do not overlap (growing ids)
+    are merged by appending, without comparing a value.
+    Memory: one sorted copy of the distinct ids, about 16-30 bytes each (a string view plus any
+    text beyond 12 bytes) and 4 for the line, so about 100 MB for 5M ids.
     """
 
-    # Binary search pays while the candidates are a small share of the earlier chunk.
-    _SEARCH_SHARE = 8
-
     def __init__(self) -> None:
-        # each (sorted non-null values, the line of each); equal values in line order
-        self._earlier: list[tuple[pl.Series, pl.Series]] = []
+        self._runs: list[_Run] = []  # largest first
 
     def repeats(self, values: pl.Series) -> pl.Series:
         """Flag each value that appeared before it in the file; then remember the chunk."""
@@ -183,86 +283,96 @@ class SeenValues:
     def judge(self, values: pl.Series, lines: pl.Series) -> tuple[pl.Series, pl.Series]:
         """``(repeat flags, first lines)``: per row, whether its value appeared earlier in the
         file and, for a repeat, the line of the value's first occurrence (else null)."""
-        ordered, ordered_lines = values, lines
-        if values.has_nulls():
-            present = values.is_not_null()
-            ordered, ordered_lines = values.filter(present), lines.filter(present)
-        if _ascending(ordered):
-            ordered = ordered.set_sorted()
+        rows = len(values)
+        frame = pl.DataFrame(
+            [
+                pl.int_range(0, rows, dtype=pl.UInt32, eager=True).alias("row"),
+                values.alias("v"),
+                lines.cast(pl.Int64).alias("line"),
+            ]
+        )
+        moved = values.has_nulls()
+        if moved:
+            frame = frame.filter(pl.col("v").is_not_null())
+        if not _ascending(frame.get_column("v")):
+            # Stable: equal values stay in line order (and faster than sorting on the lines too)
+            frame = frame.sort("v", maintain_order=True)
+            moved = True
+        value = pl.col("v")
+        opens = value.ne_missing(value.shift(1))  # the value's first row in this chunk
+        frame = frame.with_columns(
+            opens.alias("opens"),
+            pl.when(opens).then(pl.col("line")).forward_fill().alias("first"),
+        )
+        distinct = frame.filter(pl.col("opens"))
+        met = self._met_earlier(distinct.get_column("v").set_sorted())
+        found = met.null_count() < len(met)
+        if found:
+            # A value met in an earlier chunk: every row of it repeats that first line.
+            group = frame.get_column("opens").cast(pl.UInt32).cum_sum() - 1
+            frame = frame.with_columns(met.gather(group).alias("met"))
+            first = pl.coalesce("met", pl.when(~pl.col("opens")).then(pl.col("first")))
+            distinct = distinct.filter(met.is_null())
         else:
-            # By value then line: equal values in line order (and faster than a stable sort)
-            frame = pl.DataFrame([ordered.alias("v"), ordered_lines.alias("line")])
-            frame = frame.sort(["v", "line"])
-            ordered = frame.to_series(0).alias(values.name).set_sorted()
-            ordered_lines = frame.to_series(1)
-        flags, first = self._repeats_in_chunk(values, lines, ordered)
-        found_values, found_lines = self._found_earlier(ordered)
-        if not found_values.is_empty():
-            earlier = values.is_in(found_values.implode()).fill_null(False)
-            at = earlier.arg_true()
-            earliest = values.gather(at).replace_strict(
-                found_values, found_lines, default=None, return_dtype=pl.Int64
+            first = pl.when(~pl.col("opens")).then(pl.col("first"))
+        first_lines = frame.select(first.alias(values.name)).to_series()
+        if moved:
+            nowhere = pl.repeat(None, rows, dtype=pl.Int64, eager=True)
+            first_lines = nowhere.scatter(frame.get_column("row"), first_lines)
+        self._remember(distinct.get_column("v"), distinct.get_column("line"))
+        return first_lines.is_not_null().alias(values.name), first_lines
+
+    def _met_earlier(self, distinct: pl.Series) -> pl.Series:
+        """Per value of ``distinct`` (sorted, each once): the line where an earlier chunk first
+        held it, or null."""
+        met = pl.repeat(None, len(distinct), dtype=pl.Int64, eager=True)
+        if distinct.is_empty():
+            return met
+        low, high = distinct[0], distinct[-1]
+        for run in self._runs:
+            if run.high < low or run.low > high:
+                continue
+            # Only the run's range of values can be in it: where it starts and ends here.
+            bounds = (
+                distinct.search_sorted(pl.Series([run.low]), side="left"),
+                (distinct.search_sorted(pl.Series([run.high]), side="right")),
             )
-            flags = flags | earlier
-            first = first.scatter(at, earliest)
-        if not ordered.is_empty():
-            # Lines fit 32 bits (a file's line count is below its byte limit): half the memory
-            self._earlier.append((ordered, ordered_lines.cast(pl.UInt32)))
-        return flags.alias(values.name), first
-
-    @staticmethod
-    def _repeats_in_chunk(
-        values: pl.Series, lines: pl.Series, ordered: pl.Series
-    ) -> tuple[pl.Series, pl.Series]:
-        none = pl.repeat(False, len(values), dtype=pl.Boolean, eager=True)
-        no_line = pl.repeat(None, len(values), dtype=pl.Int64, eager=True)
-        twice = ordered.filter(ordered == ordered.shift(1)).unique()
-        if twice.is_empty():
-            return none, no_line
-        rows = values.is_in(twice.implode()).fill_null(False)
-        positions = rows.arg_true()
-        frame = pl.DataFrame([values.filter(rows).alias("v"), lines.filter(rows).alias("l")])
-        marked = frame.select(
-            (~pl.col("v").is_first_distinct()).alias("later"),
-            pl.col("l").first().over("v").cast(pl.Int64).alias("first"),
-        )
-        later = marked.to_series(0)
-        return (
-            none.scatter(positions.filter(later), True),
-            no_line.scatter(positions.filter(later), marked.to_series(1).filter(later)),
-        )
-
-    def _found_earlier(self, ordered: pl.Series) -> tuple[pl.Series, pl.Series]:
-        """The values of ``ordered`` met in earlier chunks, each once, with its first line."""
-        none = ordered.clear(), pl.Series("line", [], dtype=pl.Int64)
-        if not self._earlier or ordered.is_empty():
-            return none
-        # Where each earlier chunk's range of values starts and ends in this one: two
-        # vectorised searches for all earlier chunks, not two calls per chunk.
-        firsts = pl.Series([earlier[0] for earlier, _ in self._earlier], dtype=ordered.dtype)
-        lasts = pl.Series([earlier[-1] for earlier, _ in self._earlier], dtype=ordered.dtype)
-        starts = ordered.search_sorted(firsts, side="left").to_list()
-        ends = ordered.search_sorted(lasts, side="right").to_list()
-        found: list[pl.DataFrame] = []
-        for (earlier, lines), start, end in zip(self._earlier, starts, ends, strict=True):
+            start, end = int(bounds[0][0]), int(bounds[1][0])
             if end <= start:
                 continue
-            candidates = ordered.slice(start, end - start)
-            if len(candidates) * self._SEARCH_SHARE >= len(earlier):
-                candidates = candidates.filter(candidates.is_in(earlier.implode()))
-            if candidates.is_empty():
+            candidates = distinct.slice(start, end - start)
+            at = run.values.search_sorted(candidates, side="left").clip(upper_bound=len(run) - 1)
+            hit = run.values.gather(at) == candidates
+            if not hit.any():
                 continue
-            # The leftmost equal value is its first occurrence in that chunk (stable order).
-            at = earlier.search_sorted(candidates, side="left").clip(upper_bound=len(earlier) - 1)
-            hit = earlier.gather(at) == candidates
-            found.append(
-                pl.DataFrame([candidates.filter(hit).alias("v"), lines.gather(at).filter(hit)])
-            )
-        if not found:
-            return none
-        # Earlier chunks come in file order: a value's first chunk holds its first line.
-        first = pl.concat(found).unique(subset="v", keep="first", maintain_order=True)
-        return first.to_series(0).alias(ordered.name), first.to_series(1).cast(pl.Int64)
+            lines = run.lines.gather(at.filter(hit)).cast(pl.Int64)
+            met = met.scatter(hit.arg_true() + start, lines)
+        return met
+
+    def _remember(self, values: pl.Series, lines: pl.Series) -> None:
+        """Keep the chunk's new values as a run, then merge runs until each is at least twice
+        the size of the next (about log2(chunks) runs in all)."""
+        if values.is_empty():
+            return
+        # Lines fit 32 bits (a file's line count is below its byte limit): half the memory
+        runs = self._runs
+        runs.append(_Run(values.set_sorted(), lines.cast(pl.UInt32)))
+        while len(runs) > 1 and len(runs[-2]) < 2 * len(runs[-1]):
+            newer, older = runs.pop(), runs.pop()
+            runs.append(_merged(older, newer))
+
+
+def _merged(a: _Run, b: _Run) -> _Run:
+    """One sorted run from two with no value in common. When their ranges do not overlap
+    (growing ids), one follows the other: appended, no value compared."""
+    if a.high < b.low or b.high < a.low:
+        first, second = (a, b) if a.high < b.low else (b, a)
+        values = pl.concat([first.values, second.values], rechunk=False)
+        return _Run(values.set_sorted(), pl.concat([first.lines, second.lines], rechunk=False))
+    merged = pl.DataFrame([a.values.alias("v"), a.lines.alias("line")]).merge_sorted(
+        pl.DataFrame([b.values.alias("v"), b.lines.alias("line")]), key="v"
+    )
+    return _Run(merged.get_column("v").set_sorted(), merged.get_column("line"))
 
 
 class ChunkJudge:
@@ -271,7 +381,9 @@ class ChunkJudge:
     def __init__(self, schema: Schema) -> None:
         self.schema = schema
         self._trim = trimmed_values(schema)
-        self._derived = derived_values(schema)
+        self._derived = {
+            name: _Derived(name, stages) for name, stages in derived_values(schema).items()
+        }
         self._rules = row_rules(schema)
         self._normalised = normalised_values(schema)
         self._unique = [c.name for c in schema.columns if c.unique]
@@ -283,19 +395,25 @@ class ChunkJudge:
         self._sample: list[RejectedRow] = []
 
     def judge(self, chunk: pl.DataFrame) -> ChunkResult:
-        names = self.schema.column_names
+        return self.judge_prepared(self.prepare(chunk))
+
+    def prepare(self, chunk: pl.DataFrame) -> pl.DataFrame:
+        """The chunk with its trimmed and derived values. Nothing here depends on the chunks
+        before (the derived values' memory only saves work), so it may run ahead of
+        ``judge_prepared``, on another thread; but one thread at a time, in file order."""
         # One chunk per column: on a frame whose columns are cut differently (the CSV reader
         # makes several pieces, the line numbers one) every later step realigns them first.
         frame = _staged(chunk.rechunk().lazy(), self._trim).collect(engine=_ENGINE)
+        return frame.with_columns(
+            [derive(frame.get_column(value_col(name))) for name, derive in self._derived.items()]
+        )
+
+    def judge_prepared(self, frame: pl.DataFrame) -> ChunkResult:
+        """Judge a prepared chunk; chunks must come in file order."""
+        names = self.schema.column_names
         aligned = bool(frame[FIELD_COUNT_OK].all())
         for column in self._unique:
             frame = frame.with_columns(*self._repeats(frame, column, aligned=aligned))
-        frame = frame.with_columns(
-            [
-                _derive(frame.get_column(value_col(name)), name, stages)
-                for name, stages in self._derived.items()
-            ]
-        )
         judged = (
             frame.lazy()
             .with_columns(**self._rules)

@@ -283,6 +283,31 @@ def test_seen_values_finds_an_early_id_repeated_late_in_growing_ids() -> None:
     assert flagged[4][900]
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.one_of(st.none(), st.sampled_from(["1/2/23", "31/4/23", "2024-02-29", " 3/3/23", "x"])),
+        max_size=80,
+    ),
+    st.integers(1, 15),
+    st.integers(1, 6),
+)
+def test_derived_values_remembered_across_chunks_match_a_direct_parse(
+    values: list[str | None], size: int, remembered: int
+) -> None:
+    from core.validation.engine import _Derived, _staged
+    from core.validation.rules import derived_values, parsed_col, value_col
+
+    stages = derived_values(SCHEMA)["Order_Date"]
+    derive = _Derived("Order_Date", stages)
+    derive._REMEMBERED = remembered  # small: some chunks must forget and start again
+    for start in range(0, len(values), size):
+        part = pl.Series(value_col("Order_Date"), values[start : start + size], dtype=pl.String)
+        part = part.str.strip_chars()
+        direct = _staged(part.to_frame().lazy(), stages).select(parsed_col("Order_Date"))
+        assert derive(part).to_list() == direct.collect().to_series().to_list()
+
+
 def test_every_reason_fixture_has_its_exact_outcome() -> None:
     path = Path(__file__).resolve().parents[2] / "fixtures" / "rules_every_reason.csv"
     chunks: list[ChunkResult] = []
@@ -376,3 +401,50 @@ def test_a_repeat_names_the_line_of_the_first_occurrence_whatever_the_order() ->
         (22, "Order_Id.unique (first on line 12)"),
         (2992, "Order_Id.unique (first on line 9)"),
     ]
+
+
+def test_chunks_prepared_ahead_arrive_in_order_and_errors_arrive_where_they_happened() -> None:
+    from core.validation.engine import _Ahead
+
+    def items() -> Iterator[int]:
+        yield from range(5)
+        raise ValueError("corrupt block after five items")
+
+    got: list[int] = []
+
+    def consume() -> None:
+        with _Ahead(items(), lambda i: i * 10) as out:
+            got.extend(out)
+
+    with pytest.raises(ValueError, match="corrupt block"):
+        consume()
+    assert got == [0, 10, 20, 30, 40]
+
+
+def test_leaving_early_stops_the_reading_thread_and_closes_the_source() -> None:
+    import threading
+
+    from core.validation.engine import _Ahead
+
+    closed = threading.Event()
+
+    def endless() -> Iterator[int]:
+        try:
+            n = 0
+            while True:
+                yield n
+                n += 1
+        finally:
+            closed.set()
+
+    def consume() -> None:
+        with _Ahead(endless(), str) as out:
+            for item in out:
+                if item == "3":
+                    raise RuntimeError("judging failed")
+
+    before = threading.active_count()
+    with pytest.raises(RuntimeError, match="judging failed"):
+        consume()
+    assert closed.is_set()
+    assert threading.active_count() == before

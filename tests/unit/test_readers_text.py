@@ -183,6 +183,24 @@ def test_uniform_and_ragged_chunks_in_one_file() -> None:
     assert df[LINE][-1] == 10_004  # the blank line (5004) still counts
 
 
+def test_a_range_opening_on_a_too_long_row_stays_columnar(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from core.validation.readers import text
+
+    def row_by_row(*args: object) -> None:
+        raise AssertionError("fell back to the csv module")
+
+    monkeypatch.setattr(text, "_parse_with_csv_module", row_by_row)
+    header = b"Order_Id,Customer_Id,Order_Date,Order_Status,Order_Total\n"
+    long_row = b"L1,C,1/1/23,Pending,1,extra\n"
+    data = header + long_row + b"".join(b"O%d,C,1/1/23,Pending,1\n" % i for i in range(99))
+    df = read(data)
+    assert df.row(0) == (2, "L1", "C", "1/1/23", "Pending", "1", False)
+    assert df[FIELD_COUNT_OK].sum() == 99
+    assert df[LINE][-1] == 101
+
+
 def test_long_value_in_a_uniform_file_is_rejected() -> None:
     header = b"Order_Id,Customer_Id,Order_Date,Order_Status,Order_Total\n"
     data = header + b"A,B,C,D,E\n" + b"X" * 70_000 + b",B,C,D,E\n"

@@ -105,6 +105,9 @@ def check_line_lengths(buf: Buffer, start: int, limits: Limits) -> None:
                 f"line {line_no} is longer than the {human_bytes(limit)} line limit"
                 " (an order line is usually under 200 bytes)"
             )
+    # The kernel maps pages around each one touched: without this, about half the file would
+    # stay resident until the ranges reach it.
+    release(buf, released, size)
 
 
 def _plan(
@@ -243,6 +246,9 @@ def _read_fields(
         schema=dict.fromkeys(names, pl.String),
         missing_columns="insert",
         truncate_ragged_lines=ragged,
+        # Without it a range whose first row is too long is refused outright (polars sizes
+        # the row from it) and falls to the slow row-by-row read.
+        extra_columns="ignore" if ragged else "raise",
         empty_string_is_null=False,
         raise_if_empty=False,
     )
