@@ -67,6 +67,9 @@ from core.validation.verdict import verdict_of
 COPY_BUFFER = 1024 * 1024
 MULTIPART_THRESHOLD = 8 * 1024 * 1024  # boto3's own default
 MAX_KEY_BYTES = 1024  # S3's limit on a key, in UTF-8 bytes
+# S3 refuses a PUT whose user metadata (names + values, UTF-8 bytes) passes 2 KB
+# (MetadataTooLarge); moto does not check. Read as 2,000 bytes, the stricter reading.
+MAX_METADATA_BYTES = 2_000
 # A paused file's message comes back after this long: the next attempt can start at once.
 PAUSE_RETRY_S = 1
 SPILL_COMPRESSION: Final = "zstd"  # 0.03-0.42 of the CSV, against 1.7-1.9 uncompressed
@@ -906,12 +909,7 @@ class S3Objects:
     def put(self, ref: FileRef, key: str, path: Path) -> None:
         extra: dict[str, Any] = {
             "ContentType": "text/csv; charset=utf-8",
-            # S3 user metadata travels as HTTP headers and must be ASCII: a key with an accent,
-            # a bidi override or a tab would fail the upload (and the file, every retry).
-            "Metadata": {
-                "source-key": header_safe(ref.key),
-                "source-version": quote(ref.version_tag, safe="/:"),
-            },
+            "Metadata": rejects_metadata(ref),
         }
         if path.stat().st_size < MULTIPART_THRESHOLD:
             # One PutObject: the transfer manager's setup costs more than a small file's upload.
@@ -919,6 +917,20 @@ class S3Objects:
                 self._s3.put_object(Bucket=ref.bucket, Key=key, Body=body, **extra)
             return
         self._s3.upload_file(str(path), ref.bucket, key, ExtraArgs=extra)
+
+
+def rejects_metadata(ref: FileRef) -> dict[str, str]:
+    """The rejects object's user metadata: the source version, and its key when it fits.
+
+    Metadata travels as HTTP headers and must be ASCII, so the key is percent-encoded (a key
+    with an accent, a bidi override or a tab would otherwise fail the upload, every retry).
+    Encoded, a long non-ASCII key can pass S3's 2 KB of metadata: it is then left out, since
+    the ledger holds it exactly and the rejects key names it.
+    """
+    meta = {"source-version": quote(ref.version_tag, safe="/:")}
+    with_key = {**meta, "source-key": header_safe(ref.key)}
+    size = sum(len(name) + len(value) for name, value in with_key.items())
+    return with_key if size <= MAX_METADATA_BYTES else meta
 
 
 class SqsNotices:

@@ -7,11 +7,13 @@ time and one of them finds the key busy. In one process the handlers cannot run 
 
 Reads the stack from the environment (``Settings.from_env``, ``AWS_ENDPOINT_URL``,
 ``AWS_ENDPOINT_URL_DYNAMODB``), prints ``ready`` once it polls, logs each batch to stderr as the
-local worker does, and stops after the batch in flight on SIGTERM.
+local worker does, and stops after the batch in flight on SIGTERM or when the test that started
+it is gone.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -31,6 +33,14 @@ def main() -> None:
         stop.set()
 
     signal.signal(signal.SIGTERM, on_term)
+    parent = os.getppid()
+
+    def watch_parent() -> None:  # a killed test run must not leave this polling forever
+        while not stop.wait(1):
+            if os.getppid() != parent:
+                stop.set()
+
+    threading.Thread(target=watch_parent, daemon=True).start()
     worker = Worker(
         Clients(),
         Settings.from_env(),

@@ -274,8 +274,9 @@ class Entry:
     functions: tuple[Callable[..., Any], ...] = ()
 
     def all_functions(self) -> set[Callable[..., Any]]:
-        """The functions named, and every module function of a whole-module entry that calls
-        a client and is called there (e.g. ingest's ``defer`` of a busy message)."""
+        """The functions named, and every function of orderpipe's a whole-module entry holds
+        (its own or imported, e.g. notify's handler calling ``retry_failed`` with a client)
+        that calls a client and is called there."""
         names = called_names(self.modules)
         found = set(self.functions)
         for entry in self.modules:
@@ -285,7 +286,7 @@ class Entry:
             for name, func in vars(module).items():
                 if (
                     inspect.isfunction(func)
-                    and func.__module__ == entry
+                    and func.__module__.startswith(("core.", "handlers."))
                     and name in names
                     and function_calls(func)
                 ):

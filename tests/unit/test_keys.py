@@ -27,7 +27,12 @@ from core.pipeline.events import (
     header_safe,
     parse_body,
 )
-from core.pipeline.ingest import MULTIPART_THRESHOLD, S3Objects, rejects_key_for
+from core.pipeline.ingest import (
+    MULTIPART_THRESHOLD,
+    S3Objects,
+    rejects_key_for,
+    rejects_metadata,
+)
 from core.pipeline.notice import FileNotice, SampleRow
 from core.validation.visible import visible
 
@@ -155,6 +160,35 @@ def test_header_values_are_printable_ascii_and_lossless(key: str) -> None:
     assert value.isprintable()
     assert " " not in value
     assert unquote(value, errors="strict") == key
+
+
+def _metadata_bytes(meta: dict[str, str]) -> int:
+    """User metadata's size as S3 measures it: names and values, in UTF-8 bytes."""
+    return sum(len(name.encode()) + len(value.encode()) for name, value in meta.items())
+
+
+@settings(max_examples=100, deadline=None)
+@given(key=keys)
+@example(key=ISSUE_KEY)
+@example(key="incoming/" + "ü" * 507)
+def test_rejects_metadata_stays_within_s3s_2_kb(key: str) -> None:
+    # S3 refuses a PUT with more than 2 KB of user metadata (MetadataTooLarge); moto and
+    # botocore accept it, so only this bound keeps a long non-ASCII key out of the DLQ on AWS.
+    ref = FileRef(BUCKET, key, "3HL4kqtJvjVBH40Nrjfkd" * 2, "abc", 9, "2026-12-04T10:00:00.000Z")
+    meta = rejects_metadata(ref)
+    assert _metadata_bytes(meta) <= 2000
+    assert meta["source-version"] == ref.version_tag
+    if "source-key" in meta:
+        assert unquote(meta["source-key"], errors="strict") == key
+
+
+def test_rejects_metadata_keeps_a_key_that_fits_and_leaves_out_one_that_cannot() -> None:
+    short = rejects_metadata(FileRef(BUCKET, ISSUE_KEY, "v1", "abc", 9, "2026-12-04T10:00Z"))
+    assert unquote(short["source-key"]) == ISSUE_KEY
+    longest = "incoming/" + "ü" * 507  # 1,023 bytes; percent-encoded, 3,051
+    assert "source-key" not in rejects_metadata(
+        FileRef(BUCKET, longest, "v1", "abc", 9, "2026-12-04T10:00Z")
+    )
 
 
 @settings(max_examples=60, deadline=None)

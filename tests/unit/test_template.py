@@ -689,7 +689,7 @@ def function_role_cases() -> list[tuple[str, Any, tuple[Any, ...], dict[str, str
             "NotifyRole",
             Entry(("handlers.notify", "core.pipeline.notify"), ()),
             (bootstrap.notifier(SETTINGS, clients),),
-            {},
+            {"sqs": "NotifyQueue"},
         ),
         (
             "ReconcileRole",
@@ -707,6 +707,7 @@ def test_every_boto3_call_in_the_code_is_one_the_derivation_sees() -> None:
     found = {re.sub(r":\d+ ", " ", call) for call in unclassified_calls(paths)}
     assert found == {
         "core/console/app.py env.get_template",  # jinja2's, not CloudFormation's
+        "core/console/files.py self.query",  # FileFilter's page link, not DynamoDB's Query
         # An adapter's own method, not a client's (AlertsTopic.publish calls sns:Publish).
         "core/ops/reconcile.py self._alerts.publish",
     }
