@@ -32,7 +32,7 @@ from starlette.staticfiles import StaticFiles
 from core.console.backend import QUEUE_NAMES, Backend, alerts_or_reason
 from core.console.errors import readable
 from core.console.file_detail import find_email, rejects_key_for, rejects_page, timeline
-from core.console.files import Filters, ledger_page, progress
+from core.console.files import Filters, ledger_page, page_number, progress
 from core.console.security import CSRF_FIELD, Guard, Secrets, csrf_form
 from core.ops.alerts import AlertsError
 from core.ops.dlq import DeadLetter, DlqError, reached_dlq_estimate, why_unredrivable
@@ -180,10 +180,7 @@ def build_app(
 
     def file_page(request: Request) -> Response:
         entry = entry_or_404(request)
-        try:
-            rpage = max(int(request.query_params.get("rpage", "0")), 0)
-        except ValueError:
-            rpage = 0
+        rpage = page_number(request.query_params, "rpage")
         rejects = None
         rejects_problem = None
         if entry.invalid:
@@ -363,10 +360,7 @@ def build_app(
 
     def dead_letters(request: Request) -> Response:
         queue = queue_of(request)
-        try:
-            page = max(int(request.query_params.get("page", "0")), 0)
-        except ValueError:
-            page = 0
+        page = page_number(request.query_params)
         letters = peeks.get(backend, queue, (page + 1) * DLQ_PAGE + 1)
         dlq = backend.dlq(queue)
         visibility = dlq.source_visibility_s()

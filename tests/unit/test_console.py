@@ -12,6 +12,7 @@ from markupsafe import escape
 from starlette.testclient import TestClient
 
 from core.console.app import build_app
+from core.console.files import page_number
 from core.console.security import NotLoopback, Secrets, check_bind_host
 from core.ops.alerts import Alert
 from core.ops.event_messages import ObjectVersion, s3_event_body
@@ -118,6 +119,14 @@ def test_only_loopback_binds_unless_asked() -> None:
 
 
 # ---- Files ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "page"), [("3", 3), ("0", 0), ("", 0), ("-2", 0), ("x", 0), ("1.5", 0)]
+)
+def test_a_page_number_is_a_whole_number_from_zero_or_zero(raw: str, page: int) -> None:
+    assert page_number({"rpage": raw}, "rpage") == page
+    assert page_number({}) == 0
 
 
 def _keys_in(html: str) -> list[str]:
