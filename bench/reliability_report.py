@@ -21,7 +21,7 @@ DEFAULT_RESULTS = ROOT / "build" / "reliability" / "scenarios.jsonl"
 DEFAULT_LOAD = ROOT / "bench" / "out" / "load.json"
 DEFAULT_OUT = ROOT / "docs" / "reliability.md"
 FULL_ROWS = 5_000_000  # the issue's large-file figure
-CHUNK_ROWS = 256_000  # the engine's chunk: the unit a bounded worker holds at once
+CHUNK_ROWS = 32_000  # core.validation.engine.DEFAULT_CHUNK_ROWS: what a worker holds at once
 
 INTRO = """\
 # Reliability: faults, load and the end state

@@ -94,10 +94,12 @@ def _parse(path: Path) -> int:
 
 
 def _read(path: Path) -> int:
+    from core.validation.engine import DEFAULT_CHUNK_ROWS
     from core.validation.limits import Limits
     from core.validation.readers import iter_table
 
-    return sum(f.height for f in iter_table(path, path.name, COLUMNS, Limits(), 256_000))
+    chunks = iter_table(path, path.name, COLUMNS, Limits(), DEFAULT_CHUNK_ROWS)
+    return sum(f.height for f in chunks)
 
 
 def _validate(path: Path) -> int:

@@ -404,9 +404,24 @@ class ChunkJudge:
         # One chunk per column: on a frame whose columns are cut differently (the CSV reader
         # makes several pieces, the line numbers one) every later step realigns them first.
         frame = _staged(chunk.rechunk().lazy(), self._trim).collect(engine=_ENGINE)
+        frame = self._share_untrimmed(frame)
         return frame.with_columns(
             [derive(frame.get_column(value_col(name))) for name, derive in self._derived.items()]
         )
+
+    def _share_untrimmed(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """A column that trimming left as it was (the usual case) keeps one copy of its text:
+        its value column becomes the original, shared, and the trimmed copy is let go.
+        Trimming only removes bytes, so equal byte totals mean every value is unchanged."""
+        names = self.schema.column_names
+        same = frame.select(
+            (pl.col(n).str.len_bytes().sum() == pl.col(value_col(n)).str.len_bytes().sum())
+            .fill_null(True)
+            .alias(n)
+            for n in names
+        ).row(0)
+        shared = [pl.col(n).alias(value_col(n)) for n, ok in zip(names, same, strict=True) if ok]
+        return frame.with_columns(shared) if shared else frame
 
     def judge_prepared(self, frame: pl.DataFrame) -> ChunkResult:
         """Judge a prepared chunk; chunks must come in file order."""

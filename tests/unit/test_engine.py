@@ -68,6 +68,23 @@ def test_repeats_are_found_across_chunk_boundaries() -> None:
     ]
 
 
+def test_padded_values_are_trimmed_beside_columns_that_need_no_trimming() -> None:
+    lines = ["O1, C1 ,1/1/23,Pending,1", "O2,C2,2/1/23, pending ,2", "O3,C3,3/1/23,Pending, 3 "]
+    _, chunks = run_split(lines, 3)
+    valid = pl.concat([c.valid for c in chunks])
+    assert valid.select("Customer_Id", "Order_Status", "Order_Total").rows() == [
+        ("C1", "Pending", "1"),
+        ("C2", "Pending", "2"),
+        ("C3", "Pending", "3"),
+    ]
+    _, chunks = run_split(["O1, ,1/1/23,Pending,1", " O1 ,C1,1/1/23,Pending,1"], 2)
+    rejects = pl.concat([c.rejects for c in chunks])
+    assert rejects.select("line", "Customer_Id", "Order_Id", "reasons").rows() == [
+        (2, " ", "O1", "Customer_Id.required"),  # rejects keep the original text
+        (3, "C1", " O1 ", "Order_Id.unique (first on line 2)"),
+    ]
+
+
 def test_chunks_keep_source_line_numbers_and_order() -> None:
     lines = [f"O{i},C1,1/1/23,Pending,{i}" for i in range(9)]
     lines[6] = "O6,C1,1/1/23,Pending,-1"
