@@ -377,8 +377,10 @@ class DeadLetterQueue:
                 if not batch:
                     break
                 if cannot_succeed is not None:
+                    # Asked once a message: the question may cost a call (does the object exist?).
                     doomed = [m for m in batch if cannot_succeed(m)]
-                    batch = [m for m in batch if not cannot_succeed(m)]
+                    doomed_ids = {m.message_id for m in doomed}
+                    batch = [m for m in batch if m.message_id not in doomed_ids]
                     if purge_unredrivable and doomed:
                         self._delete(doomed)
                         result.purged += [m.message_id for m in doomed]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
-from core.ops.dlq import DeadLetterQueue, DlqError, reached_dlq_estimate
+from core.ops.dlq import DeadLetter, DeadLetterQueue, DlqError, reached_dlq_estimate
 from core.ops.event_messages import ObjectVersion, s3_event_body
 
 SOURCE = "https://sqs/1/ingest"
@@ -215,6 +216,27 @@ def test_copy_redrive_never_deletes_what_it_could_not_send() -> None:
     assert result.errors == ["boom"]
     assert len(sqs.queues[SOURCE]) + len(sqs.queues[DLQ]) == 3  # nothing lost
     assert all(not m.hidden for m in sqs.queues[DLQ])
+
+
+@pytest.mark.parametrize("purge", [False, True])
+def test_redrive_leaves_or_purges_what_can_never_succeed_asking_once_a_pass(purge: bool) -> None:
+    sqs = FakeSqs(native=True)  # a message that must stay takes the copy path on AWS too
+    for n in range(4):
+        sqs.put(DLQ, body(f"incoming/f{n}.csv"))
+    doomed = sqs.put(DLQ, "not an S3 event")
+    asked: Counter[str] = Counter()
+
+    def cannot_succeed(letter: DeadLetter) -> bool:  # may cost a HeadObject: ask sparingly
+        asked[letter.message_id] += 1
+        return letter.body == doomed.body
+
+    result = dlq(sqs).redrive(cannot_succeed=cannot_succeed, purge_unredrivable=purge)
+    assert (result.method, result.moved, result.failed) == ("copy", 4, 0)
+    assert len(sqs.queues[SOURCE]) == 4
+    assert (result.purged, result.left) == (([doomed.id], []) if purge else ([], [doomed.id]))
+    assert [m.body for m in sqs.queues[DLQ]] == ([] if purge else [doomed.body])
+    assert all(not m.hidden for m in sqs.queues[DLQ])
+    assert set(asked.values()) == {2}  # once while peeking, once while moving
 
 
 def test_redrive_max_moves_at_most_n() -> None:
