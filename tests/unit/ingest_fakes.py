@@ -234,6 +234,23 @@ class FakeObjects:
         self.rejects[key] = path.read_bytes()
 
 
+class FakeSqs:
+    """SQS as a handler's retry sees it: each ChangeMessageVisibility recorded; ``refuse`` makes
+    SQS refuse it (a receipt handle gone stale)."""
+
+    def __init__(self, refuse: bool = False) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.refuse = refuse
+
+    def change_message_visibility(self, **kw: Any) -> None:
+        if self.refuse:
+            raise ClientError(
+                {"Error": {"Code": "ReceiptHandleIsInvalid", "Message": "gone"}},
+                "ChangeMessageVisibility",
+            )
+        self.calls.append(kw)
+
+
 @dataclass
 class FakeNotices:
     sent: list[FileNotice] = field(default_factory=list)

@@ -37,7 +37,14 @@ from core.pipeline.ingest import (
 from core.pipeline.ledger import Decision, LeaseLost, Status
 from core.pipeline.orders_store import OrdersWriter
 from core.validation.engine import validate
-from tests.unit.ingest_fakes import FakeClock, FakeDynamo, FakeNotices, FakeObjects, InMemoryLedger
+from tests.unit.ingest_fakes import (
+    FakeClock,
+    FakeDynamo,
+    FakeNotices,
+    FakeObjects,
+    FakeSqs,
+    InMemoryLedger,
+)
 
 SETTINGS = Settings(
     bucket="b",
@@ -340,14 +347,7 @@ def test_a_file_left_little_time_by_the_files_before_it_pauses_instead_of_failin
 def test_handle_record_sends_a_paused_message_back_at_once(pipe: Pipeline) -> None:
     ref = pipe.upload("incoming/big.csv", body_of(3000, 0))
 
-    class Sqs:
-        def __init__(self) -> None:
-            self.calls: list[dict[str, Any]] = []
-
-        def change_message_visibility(self, **kw: Any) -> None:
-            self.calls.append(kw)
-
-    sqs = Sqs()
+    sqs = FakeSqs()
     with pytest.raises(FilePaused):
         handle_record(pipe.service, event_body([ref]), "r-1", sqs, 1, deadline=pipe.deadline())
     assert sqs.calls == [

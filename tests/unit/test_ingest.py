@@ -14,7 +14,14 @@ from core.pipeline.ingest import FileBusy, IngestService, handle_record, rejects
 from core.pipeline.ledger import Decision, LeaseLost, Status
 from core.pipeline.orders_store import OrdersWriter
 from core.validation.engine import validate
-from tests.unit.ingest_fakes import FakeClock, FakeDynamo, FakeNotices, FakeObjects, InMemoryLedger
+from tests.unit.ingest_fakes import (
+    FakeClock,
+    FakeDynamo,
+    FakeNotices,
+    FakeObjects,
+    FakeSqs,
+    InMemoryLedger,
+)
 
 SETTINGS = Settings(
     bucket="b",
@@ -191,14 +198,7 @@ def test_handle_record_defers_a_busy_message(pipe: Pipeline) -> None:
     ref = pipe.upload("incoming/clean.csv", CLEAN)
     pipe.ledger.claim(ref, 600)
 
-    class Sqs:
-        def __init__(self) -> None:
-            self.calls: list[dict[str, Any]] = []
-
-        def change_message_visibility(self, **kw: Any) -> None:
-            self.calls.append(kw)
-
-    sqs = Sqs()
+    sqs = FakeSqs()
     with pytest.raises(FileBusy):
         handle_record(pipe.service, event_body([ref]), "receipt-1", sqs, receive_count=3)
     assert sqs.calls == [
