@@ -35,7 +35,7 @@ from core.console.file_detail import find_email, rejects_key_for, rejects_page, 
 from core.console.files import Filters, ledger_page, page_number, progress
 from core.console.security import CSRF_FIELD, Guard, Secrets, csrf_form
 from core.ops.alerts import AlertsError
-from core.ops.dlq import DeadLetter, DlqError, reached_dlq_estimate, why_unredrivable
+from core.ops.dlq import DeadLetter, DlqError, Unredrivable, reached_dlq_estimate
 from core.ops.event_messages import parse_iso
 from core.ops.replay import ReplayError, Selection
 from core.ops.upload import UploadError, is_final, plan
@@ -344,9 +344,6 @@ def build_app(
             default=None,
         )
 
-        def exists(mention: Any) -> bool:
-            return backend.objects.exists(mention.key)
-
         return {
             "letter": letter,
             "files": files,
@@ -355,7 +352,7 @@ def build_app(
             "reached": reached_dlq_estimate(
                 letter, failed_at if queue == "ingest" else None, visibility_s
             ),
-            "never": why_unredrivable(letter, queue, exists),
+            "never": Unredrivable(queue, lambda f: backend.objects.exists(f.key)).reason(letter),
         }
 
     def dead_letters(request: Request) -> Response:
@@ -405,10 +402,8 @@ def build_app(
             raise HTTPException(400, "select the messages to redrive, or redrive all")
         dlq = backend.dlq(queue)
 
-        def hopeless(letter: DeadLetter) -> bool:  # left in the DLQ, as `orderpipe dlq redrive`
-            exists = lambda f: backend.objects.exists(f.key)  # noqa: E731
-            return why_unredrivable(letter, queue, exists) is not None
-
+        # Left in the DLQ, as `orderpipe dlq redrive` leaves them; each object looked up once.
+        hopeless = Unredrivable(queue, lambda f: backend.objects.exists(f.key))
         result = await run_in_threadpool(
             lambda: dlq.redrive(cannot_succeed=hopeless) if everything else dlq.redrive_ids(ids)
         )

@@ -531,6 +531,36 @@ def why_unredrivable(
     return None
 
 
+class Unredrivable:
+    """``why_unredrivable`` for the letters of one queue, each object looked up once.
+
+    Only a clear "not there" (``object_exists`` says False) makes a letter hopeless. An error
+    while looking does not: S3 answers 403, not 404, for a missing key to a caller without
+    ``s3:ListBucket``, and a throttled look proves nothing either; such a letter stays
+    redrivable.
+    """
+
+    def __init__(self, queue: str, object_exists: Callable[[FileMention], bool]) -> None:
+        self.queue = queue
+        self._object_exists = object_exists
+        self._seen: dict[tuple[str, str], bool] = {}
+
+    def _exists(self, mention: FileMention) -> bool:
+        where = (mention.bucket, mention.key)
+        if where not in self._seen:
+            try:
+                self._seen[where] = self._object_exists(mention)
+            except (ClientError, BotoCoreError):
+                self._seen[where] = True
+        return self._seen[where]
+
+    def reason(self, letter: DeadLetter) -> str | None:
+        return why_unredrivable(letter, self.queue, self._exists)
+
+    def __call__(self, letter: DeadLetter) -> bool:
+        return self.reason(letter) is not None
+
+
 def _error_text(exc: Exception) -> str:
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})

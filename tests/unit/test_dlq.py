@@ -342,3 +342,26 @@ def test_why_unredrivable() -> None:
     assert why_unredrivable(letter(body("k")), "notify", lambda f: False) == (
         "not a file notice: notify cannot read it"
     )
+
+
+def test_unredrivable_looks_each_object_up_once_and_treats_an_error_as_there() -> None:
+    from core.ops.dlq import FileMention, Unredrivable
+
+    looked: Counter[str] = Counter()
+
+    def exists(mention: FileMention) -> bool:
+        looked[mention.key] += 1
+        if mention.key == "incoming/denied.csv":  # S3's 403 for a missing key without ListBucket
+            raise ClientError({"Error": {"Code": "403", "Message": "Forbidden"}}, "HeadObject")
+        return mention.key != "incoming/gone.csv"
+
+    hopeless = Unredrivable("ingest", exists)
+    gone, denied, fine = (
+        DeadLetter(f"m{n}", "h", body(f"incoming/{name}.csv"), {}, {})
+        for n, name in enumerate(["gone", "denied", "fine"])
+    )
+    for _ in range(3):
+        assert hopeless.reason(gone) == "its object is gone from the bucket"
+        assert not hopeless(denied)
+        assert not hopeless(fine)
+    assert looked == {"incoming/gone.csv": 1, "incoming/denied.csv": 1, "incoming/fine.csv": 1}
