@@ -228,7 +228,7 @@ def test_notify_backs_off_only_the_failed_messages(
     sqs = FakeSqs()
 
     class Notifier:
-        def handle(self, messages: Any, time_left: Any = None) -> BatchReport:
+        def handle(self, messages: Any) -> BatchReport:
             return BatchReport(failed={"n1": "SES throttled"}, files_notified=1, emails_sent=1)
 
     clients = type("Clients", (), {"sqs": sqs})()
