@@ -53,11 +53,15 @@ class DeadLetter:
     body: str
     attributes: dict[str, str]
     message_attributes: dict[str, Any]
+    # The source queue's maxReceiveCount, when known: a moved message keeps its receive count
+    # and every peek adds one, so past this many the receives were looks, not attempts.
+    max_receives: int | None = None
 
     @property
     def receive_count(self) -> int:
-        """Receives before this peek (the peek itself counts one on SQS)."""
-        return max(int(self.attributes.get("ApproximateReceiveCount", "1")) - 1, 0)
+        """Receives by the consumer: our peeks (this one and earlier ones) not counted."""
+        seen = max(int(self.attributes.get("ApproximateReceiveCount", "1")) - 1, 0)
+        return seen if self.max_receives is None else min(seen, self.max_receives)
 
     @property
     def sent_at(self) -> str | None:
@@ -98,6 +102,14 @@ class DeadLetter:
         except ValueError:
             return []
         return [FileMention(notice.file_id, notice.bucket, notice.key, None)]
+
+
+def _whole(raw: Any) -> int | None:
+    """A redrive policy's maxReceiveCount (a number or a string), None when unreadable."""
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        return None
 
 
 def _epoch_ms(raw: str | None) -> str | None:
@@ -148,8 +160,10 @@ class DeadLetterQueue:
         dlq_url: str,
         probe_sqs: Any | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        max_receives: int | None = None,
     ) -> None:
         self._sqs = sqs
+        self.max_receives = max_receives
         self._probe = probe_sqs or sqs
         self.source_url = source_url
         self.url = dlq_url
@@ -168,9 +182,11 @@ class DeadLetterQueue:
         policy = attrs.get("RedrivePolicy")
         if not policy:
             raise DlqError(f"queue {source_url} has no dead-letter queue")
-        arn = json.loads(policy)["deadLetterTargetArn"]
+        redrive = json.loads(policy)
+        arn = redrive["deadLetterTargetArn"]
         _, _, _, _, account, name = arn.split(":", 5)
         dlq_url = sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+        kwargs.setdefault("max_receives", _whole(redrive.get("maxReceiveCount")))
         return cls(sqs, source_url=source_url, dlq_url=dlq_url, **kwargs)
 
     def _arn(self, url: str) -> str:
@@ -211,6 +227,7 @@ class DeadLetterQueue:
                 body=m.get("Body", ""),
                 attributes=dict(m.get("Attributes", {})),
                 message_attributes=dict(m.get("MessageAttributes", {})),
+                max_receives=self.max_receives,
             )
             for m in got.get("Messages", [])
         ]

@@ -74,6 +74,7 @@ class FakeSqs:
                     "Attributes": {
                         "ApproximateReceiveCount": str(m.receives),
                         "SentTimestamp": "1764072000000",
+                        "ApproximateFirstReceiveTimestamp": "1764072001000",
                     },
                     "MessageAttributes": m.attributes,
                 }
@@ -301,6 +302,31 @@ def test_reached_dlq_is_the_last_failure() -> None:
     assert (
         reached_dlq_estimate(letter, "2026-11-25T10:00:00.000Z", 12) == "2026-11-25T10:00:00.000Z"
     )
+
+
+def test_looking_at_a_dead_letter_changes_neither_its_receives_nor_its_arrival() -> None:
+    # A moved message keeps its receive count (5 here) and every peek adds one; capped at the
+    # source's maxReceiveCount, the count and the arrival estimate stay what they were.
+    sqs = FakeSqs()
+    sqs.put(DLQ, body("incoming/a.csv")).receives = 5
+    queue = DeadLetterQueue(sqs, source_url=SOURCE, dlq_url=DLQ, max_receives=5)
+    looks = [queue.peek()[0] for _ in range(3)]
+    assert [letter.receive_count for letter in looks] == [5, 5, 5]
+    estimates = {reached_dlq_estimate(letter, None, 12) for letter in looks}
+    assert estimates == {"2025-11-25T12:00:49.000Z"}  # first receive + 4 visibility timeouts
+    assert dlq(sqs).peek()[0].receive_count == 8  # without the cap, each look counted
+
+
+def test_for_source_reads_max_receives_from_the_redrive_policy() -> None:
+    class PolicySqs:
+        def get_queue_attributes(self, **_: Any) -> dict[str, Any]:
+            policy = {"deadLetterTargetArn": "arn:aws:sqs:us-east-1:1:dlq", "maxReceiveCount": "5"}
+            return {"Attributes": {"RedrivePolicy": json.dumps(policy)}}
+
+        def get_queue_url(self, **_: Any) -> dict[str, Any]:
+            return {"QueueUrl": DLQ}
+
+    assert DeadLetterQueue.for_source(PolicySqs(), SOURCE).max_receives == 5
 
 
 def test_redrive_ids_moves_only_the_chosen_and_releases_the_rest() -> None:
