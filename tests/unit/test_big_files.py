@@ -7,6 +7,7 @@ attempt's deadline runs on that clock, so how many attempts a file takes is know
 from __future__ import annotations
 
 import csv
+import errno
 import functools
 import io
 import threading
@@ -31,6 +32,7 @@ from core.pipeline.ingest import (
     OutOfRuns,
     OutOfTime,
     Pacer,
+    ScratchFull,
     handle_record,
     rejects_key_for,
 )
@@ -451,6 +453,39 @@ def test_a_file_whose_spill_does_not_fit_tmp_is_rejected_clearly(tmp_path: Path)
     assert entry is not None
     assert "does not fit in this deployment's temporary storage" in (entry.error or "")
     assert pipe.items_sent() == 0
+
+
+class _DiskFullAfter:
+    """A valid frame whose spill writes ``written`` bytes, then finds the disk full."""
+
+    height = 10
+
+    def __init__(self, written: int) -> None:
+        self.written = written
+
+    def write_ipc(self, path: Path, **_: Any) -> None:
+        path.write_bytes(b"x" * self.written)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize(
+    ("budget", "written", "verdict"),
+    [(1024 * 1024, 1024, False), (10_000, 20_000, True)],
+    ids=["something-else-filled-tmp", "the-file-passed-its-budget"],
+)
+def test_a_full_disk_is_the_files_fault_only_past_its_budget(
+    tmp_path: Path, budget: int, written: int, verdict: bool
+) -> None:
+    spill = ChunkSpill(tmp_path, budget=budget, base=500)
+
+    class Chunk:
+        valid: Any = _DiskFullAfter(written)
+        rejects = pl.DataFrame()
+
+    with pytest.raises((OSError, ScratchFull), match="No space left") as raised:
+        spill.add(Chunk())
+    # ScratchFull rejects the file for good; any other error fails the attempt, to be retried.
+    assert isinstance(raised.value, ScratchFull) is verdict
 
 
 # ---- the pacer ----------------------------------------------------------------------------
