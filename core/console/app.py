@@ -39,6 +39,7 @@ from core.ops.dlq import DeadLetter, DlqError, Unredrivable, reached_dlq_estimat
 from core.ops.event_messages import parse_iso
 from core.ops.replay import ReplayError, Selection
 from core.ops.upload import UploadError, is_final, plan
+from core.pipeline.email_report import version_text
 from core.pipeline.ledger import ALL_STATUSES, LedgerEntry
 from core.validation.verdict import word
 from core.validation.visible import visible
@@ -134,6 +135,7 @@ def build_app(
     env.filters["age"] = _age
     env.filters["reasons"] = _reasons_text
     env.filters["word"] = word  # the outcome words every command and the email use
+    env.filters["version"] = version_text  # "ETag …, no S3 version id", as the email says
     env.globals.update(
         read_only=read_only,
         csrf_field=CSRF_FIELD,

@@ -570,3 +570,19 @@ def test_the_command_refuses_a_non_loopback_address_in_one_line() -> None:
     assert answer.exit_code == 2
     assert "binds loopback only" in answer.output
     assert "Traceback" not in answer.output
+
+
+def test_file_page_says_what_its_version_is_and_names_other_versions_in_words(
+    fakes: Fakes,
+) -> None:
+    # Without an S3 version id the ledger keys a file by its ETag; say so, as the email does.
+    old = fakes.ledger.add("incoming/o.csv", Status.PARTIAL, 1, version="etag:abc123")
+    new = fakes.ledger.add("incoming/o.csv", Status.SUCCEEDED, 2)
+    client = client_for(fakes)
+    page = client.get("/file", params={"id": old.file_id}).text
+    assert "ETag abc123, no S3 version id" in page
+    assert "etag:abc123" not in page
+    newer = client.get("/file", params={"id": new.file_id}).text
+    assert '<dd class="mono">version v2</dd>' in newer
+    other = newer.split("Other versions of this key", 1)[1]
+    assert '<span class="status s-partial" title="PARTIAL">partly accepted</span>' in other
