@@ -40,6 +40,7 @@ from core.ops.event_messages import parse_iso
 from core.ops.replay import ReplayError, Selection
 from core.ops.upload import UploadError, is_final, plan
 from core.pipeline.ledger import ALL_STATUSES, LedgerEntry
+from core.validation.verdict import word
 from core.validation.visible import visible
 
 log = logging.getLogger("orderpipe.console")
@@ -132,6 +133,7 @@ def build_app(
     env.filters["time"] = _fmt_time
     env.filters["age"] = _age
     env.filters["reasons"] = _reasons_text
+    env.filters["word"] = word  # the outcome words every command and the email use
     env.globals.update(
         read_only=read_only,
         csrf_field=CSRF_FIELD,
