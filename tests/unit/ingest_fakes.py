@@ -13,6 +13,7 @@ from typing import IO, Any
 
 from botocore.exceptions import ClientError
 
+from core.aws.settings import Settings
 from core.pipeline.events import FileRef, iso_ms
 from core.pipeline.ledger import (
     Checkpoint,
@@ -27,6 +28,16 @@ from core.pipeline.ledger import (
     restarted,
 )
 from core.pipeline.notice import FileNotice
+
+# The ingest tests' deployment: queues by URL, a 60 s function.
+SETTINGS = Settings(
+    bucket="b",
+    orders_table="orders",
+    files_table="files",
+    notify_queue_url="http://queue/notify",
+    ingest_queue_url="http://queue/ingest",
+    function_timeout_s=60,
+)
 
 
 class FakeClock:

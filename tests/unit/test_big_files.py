@@ -40,6 +40,7 @@ from core.pipeline.ledger import Decision, LeaseLost, Status
 from core.pipeline.orders_store import OrdersWriter
 from core.validation.engine import validate
 from tests.unit.ingest_fakes import (
+    SETTINGS,
     FakeClock,
     FakeDynamo,
     FakeNotices,
@@ -48,14 +49,6 @@ from tests.unit.ingest_fakes import (
     InMemoryLedger,
 )
 
-SETTINGS = Settings(
-    bucket="b",
-    orders_table="orders",
-    files_table="files",
-    notify_queue_url="http://queue/notify",
-    ingest_queue_url="http://queue/ingest",
-    function_timeout_s=60,
-)
 ITEM_S = 0.001  # simulated seconds DynamoDB takes per stored item
 FUNCTION_S = 1.5  # each attempt's time: 0.5 s margin, so about 1,000 items an attempt
 

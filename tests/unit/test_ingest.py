@@ -15,6 +15,7 @@ from core.pipeline.ledger import Decision, LeaseLost, Status
 from core.pipeline.orders_store import OrdersWriter
 from core.validation.engine import validate
 from tests.unit.ingest_fakes import (
+    SETTINGS,
     FakeClock,
     FakeDynamo,
     FakeNotices,
@@ -23,14 +24,6 @@ from tests.unit.ingest_fakes import (
     InMemoryLedger,
 )
 
-SETTINGS = Settings(
-    bucket="b",
-    orders_table="orders",
-    files_table="files",
-    notify_queue_url="http://queue/notify",
-    ingest_queue_url="http://queue/ingest",
-    function_timeout_s=60,
-)
 CLEAN = b"Ord1,C1,19/04/23,Pending,1999\nOrd2,C2,11/05/23,Completed,10.50\n"
 MIXED = b"Ord1,C1,19/04/23,Pending,1999\nOrd2,,11/05/23,Completed,10\n,C3,01/01/23,End,5\n"
 
