@@ -16,7 +16,14 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.utils import CLIENT_NAME_TO_HYPHENIZED_SERVICE_ID_OVERRIDES, SERVICE_NAME_ALIASES
+
+try:
+    from botocore.utils import (
+        CLIENT_NAME_TO_HYPHENIZED_SERVICE_ID_OVERRIDES,
+        SERVICE_NAME_ALIASES,
+    )
+except ImportError:  # botocore before 1.31, such as a Glue Python shell job's preloaded one
+    CLIENT_NAME_TO_HYPHENIZED_SERVICE_ID_OVERRIDES, SERVICE_NAME_ALIASES = {}, {}
 
 from core.aws import dynamo_json
 

@@ -32,14 +32,16 @@ from starlette.staticfiles import StaticFiles
 from core.console.backend import QUEUE_NAMES, Backend, alerts_or_reason
 from core.console.errors import readable
 from core.console.file_detail import find_email, rejects_key_for, rejects_page, timeline
-from core.console.files import Filters, ledger_page, progress
+from core.console.files import Filters, ledger_page, page_number, progress
 from core.console.security import CSRF_FIELD, Guard, Secrets, csrf_form
 from core.ops.alerts import AlertsError
-from core.ops.dlq import DeadLetter, DlqError, reached_dlq_estimate, why_unredrivable
+from core.ops.dlq import DeadLetter, DlqError, Unredrivable, reached_dlq_estimate
 from core.ops.event_messages import parse_iso
 from core.ops.replay import ReplayError, Selection
 from core.ops.upload import UploadError, is_final, plan
+from core.pipeline.email_report import version_text
 from core.pipeline.ledger import ALL_STATUSES, LedgerEntry
+from core.validation.verdict import word
 from core.validation.visible import visible
 
 log = logging.getLogger("orderpipe.console")
@@ -132,6 +134,8 @@ def build_app(
     env.filters["time"] = _fmt_time
     env.filters["age"] = _age
     env.filters["reasons"] = _reasons_text
+    env.filters["word"] = word  # the outcome words every command and the email use
+    env.filters["version"] = version_text  # "ETag …, no S3 version id", as the email says
     env.globals.update(
         read_only=read_only,
         csrf_field=CSRF_FIELD,
@@ -180,10 +184,7 @@ def build_app(
 
     def file_page(request: Request) -> Response:
         entry = entry_or_404(request)
-        try:
-            rpage = max(int(request.query_params.get("rpage", "0")), 0)
-        except ValueError:
-            rpage = 0
+        rpage = page_number(request.query_params, "rpage")
         rejects = None
         rejects_problem = None
         if entry.invalid:
@@ -347,9 +348,6 @@ def build_app(
             default=None,
         )
 
-        def exists(mention: Any) -> bool:
-            return backend.objects.exists(mention.key)
-
         return {
             "letter": letter,
             "files": files,
@@ -358,15 +356,12 @@ def build_app(
             "reached": reached_dlq_estimate(
                 letter, failed_at if queue == "ingest" else None, visibility_s
             ),
-            "never": why_unredrivable(letter, queue, exists),
+            "never": Unredrivable(queue, lambda f: backend.objects.exists(f.key)).reason(letter),
         }
 
     def dead_letters(request: Request) -> Response:
         queue = queue_of(request)
-        try:
-            page = max(int(request.query_params.get("page", "0")), 0)
-        except ValueError:
-            page = 0
+        page = page_number(request.query_params)
         letters = peeks.get(backend, queue, (page + 1) * DLQ_PAGE + 1)
         dlq = backend.dlq(queue)
         visibility = dlq.source_visibility_s()
@@ -411,10 +406,8 @@ def build_app(
             raise HTTPException(400, "select the messages to redrive, or redrive all")
         dlq = backend.dlq(queue)
 
-        def hopeless(letter: DeadLetter) -> bool:  # left in the DLQ, as `orderpipe dlq redrive`
-            exists = lambda f: backend.objects.exists(f.key)  # noqa: E731
-            return why_unredrivable(letter, queue, exists) is not None
-
+        # Left in the DLQ, as `orderpipe dlq redrive` leaves them; each object looked up once.
+        hopeless = Unredrivable(queue, lambda f: backend.objects.exists(f.key))
         result = await run_in_threadpool(
             lambda: dlq.redrive(cannot_succeed=hopeless) if everything else dlq.redrive_ids(ids)
         )

@@ -17,6 +17,7 @@ from core.pipeline.ingest import rejects_key_for
 from core.pipeline.ledger import LedgerEntry
 from core.validation.engine import REASONS
 from core.validation.rules import LINE
+from core.validation.verdict import word
 
 __all__ = ["RejectsPage", "find_email", "rejects_key_for", "rejects_page", "timeline"]
 
@@ -111,7 +112,7 @@ def timeline(entry: LedgerEntry) -> list[tuple[str, str]]:
         (entry.event_time, "uploaded (S3 event time)"),
         (entry.received_at, "received by the pipeline"),
         (entry.started_at, f"attempt {entry.attempts or 1} started"),
-        (entry.finished_at or "", f"finished: {entry.status}"),
+        (entry.finished_at or "", f"finished: {word(entry.status)}"),
         (entry.notified_at or "", "e-mail sent"),
         *((r.at, f"replay requested: {r.reason}") for r in entry.replay_log),
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -12,6 +13,14 @@ from core.pipeline.ledger import ALL_STATUSES, LedgerEntry, Status
 
 PAGE_SIZE = 50
 TIE_SLACK = 10  # entries sharing the last shown one's update time, read again
+
+
+def page_number(params: Mapping[str, str], name: str = "page") -> int:
+    """A page number from the query string: 0 for anything that is not a whole number >= 0."""
+    try:
+        return max(int(params.get(name, "0") or 0), 0)
+    except ValueError:
+        return 0
 
 
 @dataclass(frozen=True)
@@ -34,10 +43,7 @@ class Filters:
         after = params.get("after", "")
         if after and "|" not in after:
             after = ""
-        try:
-            page = max(int(params.get("page", "0") or 0), 0) if after else 0
-        except ValueError:
-            page = 0
+        page = page_number(params) if after else 0
         return cls(status, params.get("key", "").strip(), since, after, page)
 
     def query(self, **changes: object) -> dict[str, str]:

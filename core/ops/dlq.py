@@ -53,11 +53,15 @@ class DeadLetter:
     body: str
     attributes: dict[str, str]
     message_attributes: dict[str, Any]
+    # The source queue's maxReceiveCount, when known: a moved message keeps its receive count
+    # and every peek adds one, so past this many the receives were looks, not attempts.
+    max_receives: int | None = None
 
     @property
     def receive_count(self) -> int:
-        """Receives before this peek (the peek itself counts one on SQS)."""
-        return max(int(self.attributes.get("ApproximateReceiveCount", "1")) - 1, 0)
+        """Receives by the consumer: our peeks (this one and earlier ones) not counted."""
+        seen = max(int(self.attributes.get("ApproximateReceiveCount", "1")) - 1, 0)
+        return seen if self.max_receives is None else min(seen, self.max_receives)
 
     @property
     def sent_at(self) -> str | None:
@@ -98,6 +102,14 @@ class DeadLetter:
         except ValueError:
             return []
         return [FileMention(notice.file_id, notice.bucket, notice.key, None)]
+
+
+def _whole(raw: Any) -> int | None:
+    """A redrive policy's maxReceiveCount (a number or a string), None when unreadable."""
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        return None
 
 
 def _epoch_ms(raw: str | None) -> str | None:
@@ -148,8 +160,10 @@ class DeadLetterQueue:
         dlq_url: str,
         probe_sqs: Any | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        max_receives: int | None = None,
     ) -> None:
         self._sqs = sqs
+        self.max_receives = max_receives
         self._probe = probe_sqs or sqs
         self.source_url = source_url
         self.url = dlq_url
@@ -168,9 +182,11 @@ class DeadLetterQueue:
         policy = attrs.get("RedrivePolicy")
         if not policy:
             raise DlqError(f"queue {source_url} has no dead-letter queue")
-        arn = json.loads(policy)["deadLetterTargetArn"]
+        redrive = json.loads(policy)
+        arn = redrive["deadLetterTargetArn"]
         _, _, _, _, account, name = arn.split(":", 5)
         dlq_url = sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+        kwargs.setdefault("max_receives", _whole(redrive.get("maxReceiveCount")))
         return cls(sqs, source_url=source_url, dlq_url=dlq_url, **kwargs)
 
     def _arn(self, url: str) -> str:
@@ -211,6 +227,7 @@ class DeadLetterQueue:
                 body=m.get("Body", ""),
                 attributes=dict(m.get("Attributes", {})),
                 message_attributes=dict(m.get("MessageAttributes", {})),
+                max_receives=self.max_receives,
             )
             for m in got.get("Messages", [])
         ]
@@ -377,8 +394,10 @@ class DeadLetterQueue:
                 if not batch:
                     break
                 if cannot_succeed is not None:
+                    # Asked once a message: the question may cost a call (does the object exist?).
                     doomed = [m for m in batch if cannot_succeed(m)]
-                    batch = [m for m in batch if not cannot_succeed(m)]
+                    doomed_ids = {m.message_id for m in doomed}
+                    batch = [m for m in batch if m.message_id not in doomed_ids]
                     if purge_unredrivable and doomed:
                         self._delete(doomed)
                         result.purged += [m.message_id for m in doomed]
@@ -527,6 +546,36 @@ def why_unredrivable(
     if not any(object_exists(f) for f in letter.files()):
         return "its object is gone from the bucket"
     return None
+
+
+class Unredrivable:
+    """``why_unredrivable`` for the letters of one queue, each object looked up once.
+
+    Only a clear "not there" (``object_exists`` says False) makes a letter hopeless. An error
+    while looking does not: S3 answers 403, not 404, for a missing key to a caller without
+    ``s3:ListBucket``, and a throttled look proves nothing either; such a letter stays
+    redrivable.
+    """
+
+    def __init__(self, queue: str, object_exists: Callable[[FileMention], bool]) -> None:
+        self.queue = queue
+        self._object_exists = object_exists
+        self._seen: dict[tuple[str, str], bool] = {}
+
+    def _exists(self, mention: FileMention) -> bool:
+        where = (mention.bucket, mention.key)
+        if where not in self._seen:
+            try:
+                self._seen[where] = self._object_exists(mention)
+            except (ClientError, BotoCoreError):
+                self._seen[where] = True
+        return self._seen[where]
+
+    def reason(self, letter: DeadLetter) -> str | None:
+        return why_unredrivable(letter, self.queue, self._exists)
+
+    def __call__(self, letter: DeadLetter) -> bool:
+        return self.reason(letter) is not None
 
 
 def _error_text(exc: Exception) -> str:

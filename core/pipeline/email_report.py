@@ -565,8 +565,9 @@ def _badge(status: str) -> str:
     style = _STATUS_STYLE.get(status, "background:#e5e7eb;color:#111827")
     label = html.escape(STATUS_LABEL.get(status, status))
     return (
+        # nowrap: in a narrow summary column the pill otherwise breaks into two half-pills.
         f"<span style='{style};padding:2px 8px;border-radius:10px;font-size:12px;"
-        f"font-weight:600'>{label}</span>"
+        f"font-weight:600;white-space:nowrap'>{label}</span>"
     )
 
 

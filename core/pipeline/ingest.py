@@ -311,17 +311,28 @@ class ChunkSpill:
         try:
             self._add(chunk)
         except OSError as exc:
-            if exc.errno == errno.ENOSPC:
+            # With what this file had written when the disk filled past the budget, the file is
+            # too big: a verdict. Within it, something else fills /tmp (a killed run's leftovers):
+            # an infrastructure failure, retried (in another environment, if need be).
+            partial = self._dir / self._next_valid_name()
+            written = self.used_bytes + (partial.stat().st_size if partial.exists() else 0)
+            if exc.errno == errno.ENOSPC and self._over(written):
                 raise ScratchFull(
                     self._too_big(f"and the disk filled up ({exc.strerror})")
                 ) from None
             raise
-        if self._budget is not None and self.used_bytes > self._budget:
-            raise ScratchFull(self._too_big(f"past {human_bytes(self._budget)} of /tmp"))
+        if self._over(self.used_bytes):
+            raise ScratchFull(self._too_big(f"past {human_bytes(self._budget or 0)} of /tmp"))
+
+    def _over(self, used: int) -> bool:
+        return self._budget is not None and used > self._budget
+
+    def _next_valid_name(self) -> str:
+        return f"valid-{len(self._valid):06d}.arrow"
 
     def _add(self, chunk: ChunkLike) -> None:
         if chunk.valid.height:
-            path = self._dir / f"valid-{len(self._valid):06d}.arrow"
+            path = self._dir / self._next_valid_name()
             chunk.valid.write_ipc(path, compression=SPILL_COMPRESSION)
             self._valid.append(path)
             self._valid_rows.append(chunk.valid.height)

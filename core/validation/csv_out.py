@@ -70,12 +70,12 @@ class _ChunkedCsv:
         # polars quotes an empty string to tell it from a missing field; a person reading
         # the file needs no such distinction, so both are written as an empty cell.
         blanked = frame.select(
-            pl.when(pl.col(c) != "").then(neutralise_formula(pl.col(c))).alias(c)
+            pl.when(pl.col(c) != "").then(pl.col(c)).alias(c)
             if frame.schema[c] == pl.String
             else pl.col(c)
             for c in self.columns
         )  # fmt: skip
-        blanked.write_csv(self._stream, include_header=False)
+        neutralise_formulas(blanked).write_csv(self._stream, include_header=False)
         self.rows += frame.height
 
 

@@ -101,7 +101,7 @@ def test_upload_outcome_rows_and_redrive_in_a_browser(
         driver.find_element(By.CSS_SELECTOR, "#upload-form button[type=submit]").click()
         _wait(driver, ec.presence_of_element_located((By.ID, "all-final")))
         status = driver.find_element(By.CSS_SELECTOR, "#uploads .status").text
-        assert status == "PARTIAL"
+        assert status == "partly accepted"
         _shoot(driver, "upload")
 
         # Its page: the rejected rows, read from the rejects CSV in the bucket.

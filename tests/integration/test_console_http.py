@@ -62,7 +62,7 @@ def test_upload_follow_file_rows_and_download(
             return text if "all-final" in text else None
 
         rows = wait_for(final_rows)
-        assert "PARTIAL" in rows
+        assert ">partly accepted</span>" in rows
         link = re.search(r'<a href="(/file\?id=[^"]+)">incoming/test_data1.csv</a>', rows)
         assert link is not None
 

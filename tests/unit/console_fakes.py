@@ -16,6 +16,7 @@ from core.ops.replay import Replayer
 from core.ops.upload import Uploaded
 from core.pipeline.ledger import ALL_STATUSES, LedgerEntry, ReplayRecord, Status
 from tests.unit.test_dlq import DLQ, SOURCE, FakeSqs
+from tests.unit.test_replay import FakeQueue
 
 B = "orders-bucket"
 T0 = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
@@ -131,15 +132,6 @@ class FakeBucket:
 
     def current(self, prefix: str) -> list[StoredObject]:
         return [o for k in sorted(self.objects) if (o := self.head(k)) and k.startswith(prefix)]
-
-
-@dataclass
-class FakeQueue:
-    sent: list[str] = field(default_factory=list)
-
-    def send(self, bodies: list[tuple[str, dict[str, str]]]) -> list[str]:
-        self.sent.extend(b for b, _ in bodies)
-        return []
 
 
 @dataclass

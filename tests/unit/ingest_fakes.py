@@ -13,6 +13,7 @@ from typing import IO, Any
 
 from botocore.exceptions import ClientError
 
+from core.aws.settings import Settings
 from core.pipeline.events import FileRef, iso_ms
 from core.pipeline.ledger import (
     Checkpoint,
@@ -27,6 +28,16 @@ from core.pipeline.ledger import (
     restarted,
 )
 from core.pipeline.notice import FileNotice
+
+# The ingest tests' deployment: queues by URL, a 60 s function.
+SETTINGS = Settings(
+    bucket="b",
+    orders_table="orders",
+    files_table="files",
+    notify_queue_url="http://queue/notify",
+    ingest_queue_url="http://queue/ingest",
+    function_timeout_s=60,
+)
 
 
 class FakeClock:
@@ -232,6 +243,23 @@ class FakeObjects:
 
     def put(self, ref: FileRef, key: str, path: Path) -> None:
         self.rejects[key] = path.read_bytes()
+
+
+class FakeSqs:
+    """SQS as a handler's retry sees it: each ChangeMessageVisibility recorded; ``refuse`` makes
+    SQS refuse it (a receipt handle gone stale)."""
+
+    def __init__(self, refuse: bool = False) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.refuse = refuse
+
+    def change_message_visibility(self, **kw: Any) -> None:
+        if self.refuse:
+            raise ClientError(
+                {"Error": {"Code": "ReceiptHandleIsInvalid", "Message": "gone"}},
+                "ChangeMessageVisibility",
+            )
+        self.calls.append(kw)
 
 
 @dataclass

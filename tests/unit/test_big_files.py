@@ -7,6 +7,7 @@ attempt's deadline runs on that clock, so how many attempts a file takes is know
 from __future__ import annotations
 
 import csv
+import errno
 import functools
 import io
 import threading
@@ -31,22 +32,23 @@ from core.pipeline.ingest import (
     OutOfRuns,
     OutOfTime,
     Pacer,
+    ScratchFull,
     handle_record,
     rejects_key_for,
 )
 from core.pipeline.ledger import Decision, LeaseLost, Status
 from core.pipeline.orders_store import OrdersWriter
 from core.validation.engine import validate
-from tests.unit.ingest_fakes import FakeClock, FakeDynamo, FakeNotices, FakeObjects, InMemoryLedger
-
-SETTINGS = Settings(
-    bucket="b",
-    orders_table="orders",
-    files_table="files",
-    notify_queue_url="http://queue/notify",
-    ingest_queue_url="http://queue/ingest",
-    function_timeout_s=60,
+from tests.unit.ingest_fakes import (
+    SETTINGS,
+    FakeClock,
+    FakeDynamo,
+    FakeNotices,
+    FakeObjects,
+    FakeSqs,
+    InMemoryLedger,
 )
+
 ITEM_S = 0.001  # simulated seconds DynamoDB takes per stored item
 FUNCTION_S = 1.5  # each attempt's time: 0.5 s margin, so about 1,000 items an attempt
 
@@ -340,14 +342,7 @@ def test_a_file_left_little_time_by_the_files_before_it_pauses_instead_of_failin
 def test_handle_record_sends_a_paused_message_back_at_once(pipe: Pipeline) -> None:
     ref = pipe.upload("incoming/big.csv", body_of(3000, 0))
 
-    class Sqs:
-        def __init__(self) -> None:
-            self.calls: list[dict[str, Any]] = []
-
-        def change_message_visibility(self, **kw: Any) -> None:
-            self.calls.append(kw)
-
-    sqs = Sqs()
+    sqs = FakeSqs()
     with pytest.raises(FilePaused):
         handle_record(pipe.service, event_body([ref]), "r-1", sqs, 1, deadline=pipe.deadline())
     assert sqs.calls == [
@@ -451,6 +446,39 @@ def test_a_file_whose_spill_does_not_fit_tmp_is_rejected_clearly(tmp_path: Path)
     assert entry is not None
     assert "does not fit in this deployment's temporary storage" in (entry.error or "")
     assert pipe.items_sent() == 0
+
+
+class _DiskFullAfter:
+    """A valid frame whose spill writes ``written`` bytes, then finds the disk full."""
+
+    height = 10
+
+    def __init__(self, written: int) -> None:
+        self.written = written
+
+    def write_ipc(self, path: Path, **_: Any) -> None:
+        path.write_bytes(b"x" * self.written)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize(
+    ("budget", "written", "verdict"),
+    [(1024 * 1024, 1024, False), (10_000, 20_000, True)],
+    ids=["something-else-filled-tmp", "the-file-passed-its-budget"],
+)
+def test_a_full_disk_is_the_files_fault_only_past_its_budget(
+    tmp_path: Path, budget: int, written: int, verdict: bool
+) -> None:
+    spill = ChunkSpill(tmp_path, budget=budget, base=500)
+
+    class Chunk:
+        valid: Any = _DiskFullAfter(written)
+        rejects = pl.DataFrame()
+
+    with pytest.raises((OSError, ScratchFull), match="No space left") as raised:
+        spill.add(Chunk())
+    # ScratchFull rejects the file for good; any other error fails the attempt, to be retried.
+    assert isinstance(raised.value, ScratchFull) is verdict
 
 
 # ---- the pacer ----------------------------------------------------------------------------

@@ -58,3 +58,25 @@ def test_no_variable_leaves_the_explicit_endpoint(clean_env: pytest.MonkeyPatch)
     assert Clients(endpoint_url="http://127.0.0.1:3").dynamodb.meta.endpoint_url == (
         "http://127.0.0.1:3"
     )
+
+
+def test_the_glue_closure_imports_with_a_botocore_older_than_service_endpoints() -> None:
+    # A Glue Python shell job runs its preloaded boto3/botocore, which may predate per-service
+    # endpoint variables (botocore 1.31); the reconcile job must still import.
+    import pathlib
+    import subprocess
+    import sys
+
+    old_botocore = (
+        "import boto3, botocore.handlers, botocore.utils as u\n"  # botocore's own use first
+        "names = ('CLIENT_NAME_TO_HYPHENIZED_SERVICE_ID_OVERRIDES', 'SERVICE_NAME_ALIASES')\n"
+        "for n in names: delattr(u, n)\n"
+        "import handlers.reconcile_job\n"
+        "from core.aws.clients import endpoint_variable\n"
+        "assert endpoint_variable('sqs') == 'AWS_ENDPOINT_URL_SQS'\n"
+    )
+    root = pathlib.Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", old_botocore], cwd=root, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr

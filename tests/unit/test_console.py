@@ -12,6 +12,7 @@ from markupsafe import escape
 from starlette.testclient import TestClient
 
 from core.console.app import build_app
+from core.console.files import page_number
 from core.console.security import NotLoopback, Secrets, check_bind_host
 from core.ops.alerts import Alert
 from core.ops.event_messages import ObjectVersion, s3_event_body
@@ -120,6 +121,14 @@ def test_only_loopback_binds_unless_asked() -> None:
 # ---- Files ---------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("raw", "page"), [("3", 3), ("0", 0), ("", 0), ("-2", 0), ("x", 0), ("1.5", 0)]
+)
+def test_a_page_number_is_a_whole_number_from_zero_or_zero(raw: str, page: int) -> None:
+    assert page_number({"rpage": raw}, "rpage") == page
+    assert page_number({}) == 0
+
+
 def _keys_in(html: str) -> list[str]:
     return re.findall(r'<td class="key"><a href="/file\?id=[^"]+">([^<]+)</a>', html)
 
@@ -143,7 +152,9 @@ def test_files_newest_first_with_filters_and_pages(fakes: Fakes) -> None:
     assert "older →" in client.get("/files").text
     assert rejected == ["incoming/bad.csv"]
     assert by_key == ["incoming/f07.csv"]
-    assert "missing_required ×2" in client.get("/files?status=REJECTED").text
+    filtered = client.get("/files?status=REJECTED").text
+    assert "missing_required ×2" in filtered
+    assert '<option value="REJECTED" selected>rejected</option>' in filtered  # word, not code
 
 
 def _older(html: str) -> str:
@@ -263,7 +274,8 @@ def test_file_page_shows_outcome_reasons_rejects_and_timeline(fakes: Fakes) -> N
     entry = _partial(fakes)
     client = client_for(fakes)
     page = client.get("/file", params={"id": entry.file_id}).text
-    assert "PARTIAL" in page
+    # The badge says the word every command and the email use; the code stays in its title.
+    assert '<span class="status s-partial" title="PARTIAL">partly accepted</span>' in page
     assert "179" in page
     assert "121" in page
     assert re.search(r"<th>bad_amount</th><td><meter min=\"0\" max=\"120\" value=\"120\">", page)
@@ -271,7 +283,7 @@ def test_file_page_shows_outcome_reasons_rejects_and_timeline(fakes: Fakes) -> N
     assert rows[:2] == ["2", "3"]
     assert len(rows) == 50
     assert "rows 1–50 of 121" in page
-    assert "finished: PARTIAL" in page
+    assert "finished: partly accepted" in page
     assert "e-mail sent" in page
 
     last = client.get("/file", params={"id": entry.file_id, "rpage": 2}).text
@@ -377,7 +389,7 @@ def test_upload_puts_files_under_incoming_and_follows_them(fakes: Fakes) -> None
     )
     assert answer.status_code == 200
     assert sorted(fakes.bucket.objects) == ["incoming/shop-7/a.csv", "incoming/shop-7/b.csv"]
-    assert "PARTIAL" in answer.text
+    assert ">partly accepted</span>" in answer.text
     assert "Every upload has its outcome" in answer.text
     assert 'hx-trigger="every 1s"' not in answer.text  # all final: no more polling
 
@@ -391,7 +403,7 @@ def test_upload_while_waiting_polls(fakes: Fakes) -> None:
         files=[("files", ("a.csv", b"id\n1\n"))],
         headers={"origin": ORIGIN},
     )
-    assert "WAITING" in answer.text
+    assert ">waiting</span>" in answer.text
     assert 'hx-trigger="every 1s"' in answer.text
 
 
@@ -558,3 +570,19 @@ def test_the_command_refuses_a_non_loopback_address_in_one_line() -> None:
     assert answer.exit_code == 2
     assert "binds loopback only" in answer.output
     assert "Traceback" not in answer.output
+
+
+def test_file_page_says_what_its_version_is_and_names_other_versions_in_words(
+    fakes: Fakes,
+) -> None:
+    # Without an S3 version id the ledger keys a file by its ETag; say so, as the email does.
+    old = fakes.ledger.add("incoming/o.csv", Status.PARTIAL, 1, version="etag:abc123")
+    new = fakes.ledger.add("incoming/o.csv", Status.SUCCEEDED, 2)
+    client = client_for(fakes)
+    page = client.get("/file", params={"id": old.file_id}).text
+    assert "ETag abc123, no S3 version id" in page
+    assert "etag:abc123" not in page
+    newer = client.get("/file", params={"id": new.file_id}).text
+    assert '<dd class="mono">version v2</dd>' in newer
+    other = newer.split("Other versions of this key", 1)[1]
+    assert '<span class="status s-partial" title="PARTIAL">partly accepted</span>' in other

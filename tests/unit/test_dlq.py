@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
-from core.ops.dlq import DeadLetterQueue, DlqError, reached_dlq_estimate
+from core.ops.dlq import DeadLetter, DeadLetterQueue, DlqError, reached_dlq_estimate
 from core.ops.event_messages import ObjectVersion, s3_event_body
 
 SOURCE = "https://sqs/1/ingest"
@@ -73,6 +74,7 @@ class FakeSqs:
                     "Attributes": {
                         "ApproximateReceiveCount": str(m.receives),
                         "SentTimestamp": "1764072000000",
+                        "ApproximateFirstReceiveTimestamp": "1764072001000",
                     },
                     "MessageAttributes": m.attributes,
                 }
@@ -217,6 +219,27 @@ def test_copy_redrive_never_deletes_what_it_could_not_send() -> None:
     assert all(not m.hidden for m in sqs.queues[DLQ])
 
 
+@pytest.mark.parametrize("purge", [False, True])
+def test_redrive_leaves_or_purges_what_can_never_succeed_asking_once_a_pass(purge: bool) -> None:
+    sqs = FakeSqs(native=True)  # a message that must stay takes the copy path on AWS too
+    for n in range(4):
+        sqs.put(DLQ, body(f"incoming/f{n}.csv"))
+    doomed = sqs.put(DLQ, "not an S3 event")
+    asked: Counter[str] = Counter()
+
+    def cannot_succeed(letter: DeadLetter) -> bool:  # may cost a HeadObject: ask sparingly
+        asked[letter.message_id] += 1
+        return letter.body == doomed.body
+
+    result = dlq(sqs).redrive(cannot_succeed=cannot_succeed, purge_unredrivable=purge)
+    assert (result.method, result.moved, result.failed) == ("copy", 4, 0)
+    assert len(sqs.queues[SOURCE]) == 4
+    assert (result.purged, result.left) == (([doomed.id], []) if purge else ([], [doomed.id]))
+    assert [m.body for m in sqs.queues[DLQ]] == ([] if purge else [doomed.body])
+    assert all(not m.hidden for m in sqs.queues[DLQ])
+    assert set(asked.values()) == {2}  # once while peeking, once while moving
+
+
 def test_redrive_max_moves_at_most_n() -> None:
     sqs = FakeSqs()
     for n in range(15):
@@ -281,6 +304,31 @@ def test_reached_dlq_is_the_last_failure() -> None:
     )
 
 
+def test_looking_at_a_dead_letter_changes_neither_its_receives_nor_its_arrival() -> None:
+    # A moved message keeps its receive count (5 here) and every peek adds one; capped at the
+    # source's maxReceiveCount, the count and the arrival estimate stay what they were.
+    sqs = FakeSqs()
+    sqs.put(DLQ, body("incoming/a.csv")).receives = 5
+    queue = DeadLetterQueue(sqs, source_url=SOURCE, dlq_url=DLQ, max_receives=5)
+    looks = [queue.peek()[0] for _ in range(3)]
+    assert [letter.receive_count for letter in looks] == [5, 5, 5]
+    estimates = {reached_dlq_estimate(letter, None, 12) for letter in looks}
+    assert estimates == {"2025-11-25T12:00:49.000Z"}  # first receive + 4 visibility timeouts
+    assert dlq(sqs).peek()[0].receive_count == 8  # without the cap, each look counted
+
+
+def test_for_source_reads_max_receives_from_the_redrive_policy() -> None:
+    class PolicySqs:
+        def get_queue_attributes(self, **_: Any) -> dict[str, Any]:
+            policy = {"deadLetterTargetArn": "arn:aws:sqs:us-east-1:1:dlq", "maxReceiveCount": "5"}
+            return {"Attributes": {"RedrivePolicy": json.dumps(policy)}}
+
+        def get_queue_url(self, **_: Any) -> dict[str, Any]:
+            return {"QueueUrl": DLQ}
+
+    assert DeadLetterQueue.for_source(PolicySqs(), SOURCE).max_receives == 5
+
+
 def test_redrive_ids_moves_only_the_chosen_and_releases_the_rest() -> None:
     sqs = FakeSqs()
     letters = [sqs.put(DLQ, body(f"k{n}")) for n in range(25)]
@@ -320,3 +368,26 @@ def test_why_unredrivable() -> None:
     assert why_unredrivable(letter(body("k")), "notify", lambda f: False) == (
         "not a file notice: notify cannot read it"
     )
+
+
+def test_unredrivable_looks_each_object_up_once_and_treats_an_error_as_there() -> None:
+    from core.ops.dlq import FileMention, Unredrivable
+
+    looked: Counter[str] = Counter()
+
+    def exists(mention: FileMention) -> bool:
+        looked[mention.key] += 1
+        if mention.key == "incoming/denied.csv":  # S3's 403 for a missing key without ListBucket
+            raise ClientError({"Error": {"Code": "403", "Message": "Forbidden"}}, "HeadObject")
+        return mention.key != "incoming/gone.csv"
+
+    hopeless = Unredrivable("ingest", exists)
+    gone, denied, fine = (
+        DeadLetter(f"m{n}", "h", body(f"incoming/{name}.csv"), {}, {})
+        for n, name in enumerate(["gone", "denied", "fine"])
+    )
+    for _ in range(3):
+        assert hopeless.reason(gone) == "its object is gone from the bucket"
+        assert not hopeless(denied)
+        assert not hopeless(fine)
+    assert looked == {"incoming/gone.csv": 1, "incoming/denied.csv": 1, "incoming/fine.csv": 1}

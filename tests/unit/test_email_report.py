@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -389,6 +390,14 @@ def test_the_cells_a_row_was_rejected_for_are_tinted() -> None:
     assert "<td bgcolor='#fee2e2'>abc</td>" in html
     assert "<td bgcolor='#fee2e2'>O1</td>" not in html
     assert "<td>O1</td>" in html
+
+
+def test_an_outcome_badge_never_breaks_over_two_lines() -> None:
+    n = notice(invalid=1, rejects=False)
+    _, html = bodies(parse(compose([n], MemoryStore(), sender="s@x.test", recipients=["r"]).data))
+    badges = re.findall(r"<span style='([^']*)'>Partly accepted</span>", html)
+    assert len(badges) == 2  # the summary row and the file's heading
+    assert all("white-space:nowrap" in style for style in badges)
 
 
 def test_files_are_listed_worst_first() -> None:

@@ -14,16 +14,16 @@ from core.pipeline.ingest import FileBusy, IngestService, handle_record, rejects
 from core.pipeline.ledger import Decision, LeaseLost, Status
 from core.pipeline.orders_store import OrdersWriter
 from core.validation.engine import validate
-from tests.unit.ingest_fakes import FakeClock, FakeDynamo, FakeNotices, FakeObjects, InMemoryLedger
-
-SETTINGS = Settings(
-    bucket="b",
-    orders_table="orders",
-    files_table="files",
-    notify_queue_url="http://queue/notify",
-    ingest_queue_url="http://queue/ingest",
-    function_timeout_s=60,
+from tests.unit.ingest_fakes import (
+    SETTINGS,
+    FakeClock,
+    FakeDynamo,
+    FakeNotices,
+    FakeObjects,
+    FakeSqs,
+    InMemoryLedger,
 )
+
 CLEAN = b"Ord1,C1,19/04/23,Pending,1999\nOrd2,C2,11/05/23,Completed,10.50\n"
 MIXED = b"Ord1,C1,19/04/23,Pending,1999\nOrd2,,11/05/23,Completed,10\n,C3,01/01/23,End,5\n"
 
@@ -191,14 +191,7 @@ def test_handle_record_defers_a_busy_message(pipe: Pipeline) -> None:
     ref = pipe.upload("incoming/clean.csv", CLEAN)
     pipe.ledger.claim(ref, 600)
 
-    class Sqs:
-        def __init__(self) -> None:
-            self.calls: list[dict[str, Any]] = []
-
-        def change_message_visibility(self, **kw: Any) -> None:
-            self.calls.append(kw)
-
-    sqs = Sqs()
+    sqs = FakeSqs()
     with pytest.raises(FileBusy):
         handle_record(pipe.service, event_body([ref]), "receipt-1", sqs, receive_count=3)
     assert sqs.calls == [

@@ -28,25 +28,18 @@ from core.pipeline.notify import BatchReport
 from core.pipeline.orders_store import OrdersWriter
 from core.pipeline.retry import backoff_s, retry_after
 from core.validation.engine import validate
-from tests.unit.ingest_fakes import FakeClock, FakeDynamo, FakeNotices, FakeObjects, InMemoryLedger
+from tests.unit.ingest_fakes import (
+    FakeClock,
+    FakeDynamo,
+    FakeNotices,
+    FakeObjects,
+    FakeSqs,
+    InMemoryLedger,
+)
 
 INGEST_URL = "http://queue/ingest"
 NOTIFY_URL = "http://queue/notify"
 CLEAN = b"Order_Id,Customer_Id,Order_Date,Order_Status,Order_Total\nO1,C1,19/04/23,Pending,19\n"
-
-
-class FakeSqs:
-    def __init__(self, refuse: bool = False) -> None:
-        self.calls: list[dict[str, Any]] = []
-        self.refuse = refuse
-
-    def change_message_visibility(self, **kw: Any) -> None:
-        if self.refuse:
-            raise ClientError(
-                {"Error": {"Code": "ReceiptHandleIsInvalid", "Message": "gone"}},
-                "ChangeMessageVisibility",
-            )
-        self.calls.append(kw)
 
 
 # ---- the schedule ---------------------------------------------------------------------------
@@ -235,7 +228,7 @@ def test_notify_backs_off_only_the_failed_messages(
     sqs = FakeSqs()
 
     class Notifier:
-        def handle(self, messages: Any, time_left: Any = None) -> BatchReport:
+        def handle(self, messages: Any) -> BatchReport:
             return BatchReport(failed={"n1": "SES throttled"}, files_notified=1, emails_sent=1)
 
     clients = type("Clients", (), {"sqs": sqs})()
