@@ -629,6 +629,12 @@ RESOURCE_OF_SETTING = {
 DEFAULT_RESOURCE = {"s3": "OrdersBucket", "ses": "SenderIdentity", "cloudwatch": "*"}
 
 
+def _from_sender(statement: dict[str, Any]) -> bool:
+    """The statement allows sending only as the stack's sender (``ses:FromAddress``)."""
+    equals = statement.get("Condition", {}).get("StringEquals", {})
+    return bool(equals.get("ses:FromAddress") == {"Ref": "SenderAddress"})
+
+
 def statement_resources(statement: dict[str, Any]) -> set[str]:
     """The logical ids a statement's resources name (``*`` stays ``*``)."""
     out = set()
@@ -642,6 +648,8 @@ def statement_resources(statement: dict[str, Any]) -> set[str]:
             names = {n for n in RES if "${" + n + "}" in text or "${" + n + "." in text}
             if "${SenderAddress}" in text and ":identity/" in text:
                 names.add("SenderIdentity")
+            if text.endswith(":identity/*") and _from_sender(statement):
+                names.add("SenderIdentity")  # any identity, this sender only (sandbox recipients)
             if "${AWS::StackName}" in text and ":stack/" in text:
                 names.add("ThisStack")
             assert names, text
@@ -873,3 +881,16 @@ def test_each_function_reports_under_its_handlers_service_name() -> None:
         fn = function_by_handler(f"{handler.__name__}.handler")
         assert fn["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"] == service
         assert sub_name(fn["FunctionName"], "e") == service.replace("orderpipe-", "orderpipe-e-")
+
+
+def test_notify_sends_only_as_the_sender_but_to_any_verified_recipient() -> None:
+    (send,) = [
+        s for s in role_statements("NotifyRole") if "ses:SendRawEmail" in as_list(s["Action"])
+    ]
+    # In the SES sandbox a send is also authorised against each recipient's identity (denied on
+    # identity/<recipient> otherwise; moto checks neither): the resource is every identity ...
+    assert send["Resource"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:identity/*"
+    }
+    # ... and the condition holds the From address to the stack's sender.
+    assert send["Condition"] == {"StringEquals": {"ses:FromAddress": {"Ref": "SenderAddress"}}}
