@@ -45,12 +45,7 @@ class RejectsObjects:
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
         except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("NoSuchKey", "404", "NotFound"):
-                raise NoRejectsError(
-                    f"no rejects for {source_key}: s3://{self.bucket}/{key} does not exist"
-                    " (nothing rejected, or removed after the retention period)"
-                ) from None
-            raise
+            raise self._not_there(exc, source_key, key) from None
         written = 0
         for chunk in _chunks(body):
             out.write(chunk)
@@ -63,13 +58,31 @@ class RejectsObjects:
         try:
             self.client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("NoSuchKey", "404", "NotFound"):
-                raise NoRejectsError(
-                    f"no rejects for {source_key}: s3://{self.bucket}/{key} does not exist"
-                ) from None
-            raise
+            raise self._not_there(exc, source_key, key) from None
         url, expires_at = presign_get(self.client, self.bucket, key, expires_s)
         return RejectsLink(url, expires_at)
+
+    def _not_there(self, exc: ClientError, source_key: str, key: str) -> Exception:
+        """What a failed read of ``key`` means for a person: no rejects, or ``exc`` itself.
+
+        S3 answers 403, not 404, for a missing key to a caller who may not list the bucket
+        there (the Viewer and Operator policies list incoming/ and reports/ only), so on AWS a
+        file with nothing rejected usually shows as AccessDenied.
+        """
+        where = f"s3://{self.bucket}/{key}"
+        code = exc.response.get("Error", {}).get("Code")
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return NoRejectsError(
+                f"no rejects for {source_key}: {where} does not exist"
+                " (nothing rejected, or removed after the retention period)"
+            )
+        if code in ("AccessDenied", "403", "Forbidden"):
+            return NoRejectsError(
+                f"no rejects for {source_key} that you may read: {where} does not exist"
+                " (nothing rejected, or removed after the retention period), or your"
+                " credentials may not read it"
+            )
+        return exc
 
 
 def _chunks(body: Any) -> Iterator[bytes]:

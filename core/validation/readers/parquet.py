@@ -23,7 +23,7 @@ _SIGNIFICANT_DIGITS = 15
 def iter_parquet(
     loaded: Loaded, columns: Sequence[str], limits: Limits, chunk_rows: int
 ) -> Iterator[pl.DataFrame]:
-    source = loaded.path if loaded.path is not None else bytes(loaded.buf[:])
+    source = loaded.data_or_path()
     try:
         scan = pl.scan_parquet(source)
         schema = scan.collect_schema()

@@ -61,7 +61,7 @@ def iter_xlsx(
     chunk_rows: int,
     seen: HeaderSeen | None = None,
 ) -> Iterator[pl.DataFrame]:
-    source = loaded.path if loaded.path is not None else bytes(loaded.buf[:])
+    source = loaded.data_or_path()
     _check_workbook(source, limits)
     try:
         book = (
