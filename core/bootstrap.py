@@ -104,6 +104,7 @@ def notifier(settings: Settings, clients: Clients) -> Notifier:
         outbox_dir=settings.outbox_dir,
         lease_s=lease_for(settings),
         schema=default_schema(),
+        stack_name=settings.stack_name,
     )
 
 

@@ -30,6 +30,9 @@ ENV_OUTBOX_DIR = "ORDERPIPE_OUTBOX_DIR"
 # Seconds a failed message waits before its 2nd, 3rd, ... receive (comma-separated). Not set on
 # AWS (the default is the production schedule); the local stack sets a scaled one.
 ENV_RETRY_SCHEDULE = "ORDERPIPE_RETRY_SCHEDULE"
+# The CloudFormation stack's name, so an email's commands say `--stack NAME`; unset locally,
+# where the commands find the running local stack by themselves.
+ENV_STACK_NAME = "ORDERPIPE_STACK_NAME"
 
 # Every variable a deployed function may carry; the template test compares against this.
 ALL_ENV_VARS = (
@@ -46,6 +49,7 @@ ALL_ENV_VARS = (
     ENV_MAX_FILE_BYTES,
     ENV_MAX_ROWS,
     ENV_TMP_MB,
+    ENV_STACK_NAME,
 )
 
 INCOMING_PREFIX = "incoming/"
@@ -130,6 +134,7 @@ class Settings:
     tmp_mb: int = DEFAULT_TMP_MB  # the function's /tmp (EphemeralStorage), for its spill
     outbox_dir: str = ""
     retry_schedule_s: tuple[int, ...] = DEFAULT_RETRY_SCHEDULE_S
+    stack_name: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -151,6 +156,7 @@ class Settings:
             tmp_mb=_int(env, ENV_TMP_MB, DEFAULT_TMP_MB),
             outbox_dir=env.get(ENV_OUTBOX_DIR, ""),
             retry_schedule_s=_schedule(env, ENV_RETRY_SCHEDULE, DEFAULT_RETRY_SCHEDULE_S),
+            stack_name=env.get(ENV_STACK_NAME, ""),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -172,6 +178,8 @@ class Settings:
         }
         if self.outbox_dir:
             env[ENV_OUTBOX_DIR] = self.outbox_dir
+        if self.stack_name:
+            env[ENV_STACK_NAME] = self.stack_name
         if self.retry_schedule_s != DEFAULT_RETRY_SCHEDULE_S:
             env[ENV_RETRY_SCHEDULE] = ",".join(str(s) for s in self.retry_schedule_s)
         return env

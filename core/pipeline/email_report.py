@@ -101,6 +101,7 @@ class Rejects:
     content: bytes | None = None
     link: Link | None = None
     source_key: str = ""  # the uploaded object's key, for the fetch-later command
+    stack_name: str = ""  # the command's --stack; empty on the local stack, found by itself
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ def compose(
     max_bytes: int = DEFAULT_MAX_BYTES,
     now: datetime | None = None,
     schema: Schema | None = None,
+    stack_name: str = "",
 ) -> Composed:
     """Build the batch's email; past ``max_bytes`` the largest CSVs become links."""
     if not notices:
@@ -137,7 +139,9 @@ def compose(
     now = now or datetime.now(UTC)
     # Worst first: files rejected whole, then by rejected rows.
     ordered = sorted(notices, key=lambda n: (n.status != "REJECTED", -n.invalid, n.key))
-    sections = [Section(n, _rejects_of(n, store, name)) for n, name in _filenames(ordered)]
+    sections = [
+        Section(n, _rejects_of(n, store, name, stack_name)) for n, name in _filenames(ordered)
+    ]
     present = [s.rejects for s in sections if s.rejects is not None and s.rejects.size is not None]
     # Link the largest CSVs until the rest fit, so as many files as possible keep their
     # attachment. Estimated from sizes first (nothing downloaded), then verified below.
@@ -334,11 +338,20 @@ def _build(
     return message
 
 
-def _rejects_of(notice: FileNotice, store: RejectsStore, filename: str) -> Rejects | None:
+def _rejects_of(
+    notice: FileNotice, store: RejectsStore, filename: str, stack_name: str
+) -> Rejects | None:
     if not notice.rejects_key:
         return None
     size = store.size(notice.bucket, notice.rejects_key)
-    return Rejects(notice.bucket, notice.rejects_key, filename, size, source_key=notice.key)
+    return Rejects(
+        notice.bucket,
+        notice.rejects_key,
+        filename,
+        size,
+        source_key=notice.key,
+        stack_name=stack_name,
+    )
 
 
 def _attachment_cost(rejects: Rejects) -> int:
@@ -438,9 +451,12 @@ def _when(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def fetch_command(source_key: str) -> str:
-    """The command that fetches a file's rejects CSV at any time, quoted for a shell."""
-    return f"orderpipe rejects {_shell_word(source_key)} --stack <stack>"
+def fetch_command(source_key: str, stack_name: str = "") -> str:
+    """The command that fetches a file's rejects CSV at any time, quoted for a shell.
+
+    Without a stack name (the local stack) the command finds the running stack by itself."""
+    stack = f" --stack {_shell_word(stack_name)}" if stack_name else ""
+    return f"orderpipe rejects {_shell_word(source_key)}{stack}"
 
 
 def _shell_word(text: str) -> str:
@@ -458,7 +474,7 @@ def _stored_lines(rejects: Rejects) -> list[str]:
         return []
     return [
         f"Stored as s3://{rejects.bucket}/{visible(rejects.key)}; any time later:",
-        f"  {fetch_command(rejects.source_key or rejects.key)}",
+        f"  {fetch_command(rejects.source_key or rejects.key, rejects.stack_name)}",
     ]
 
 
@@ -605,10 +621,11 @@ def _html_stored(rejects: Rejects) -> str:
     if rejects.size is None:
         return ""
     e = html.escape
+    command = fetch_command(rejects.source_key or rejects.key, rejects.stack_name)
     return (
         f"<p style='font-size:12px;color:#6b7280;margin:4px 0'>Stored as "
         f"<code>s3://{e(rejects.bucket)}/{e(visible(rejects.key))}</code>; any time later: "
-        f"<code>{e(fetch_command(rejects.source_key or rejects.key))}</code></p>"
+        f"<code>{e(command)}</code></p>"
     )
 
 

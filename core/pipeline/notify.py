@@ -129,6 +129,7 @@ class Notifier:
         lease_s: int = MIN_LEASE_S,
         max_bytes: int = DEFAULT_MAX_BYTES,
         schema: Schema | None = None,
+        stack_name: str = "",
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.ledger, self.store, self.mailer = ledger, store, mailer
@@ -136,6 +137,7 @@ class Notifier:
         self.outbox_dir = outbox_dir
         self.lease_s, self.max_bytes = lease_s, max_bytes
         self.schema = schema
+        self.stack_name = stack_name
         self.clock = clock
 
     def handle(self, messages: Sequence[QueueMessage]) -> BatchReport:
@@ -220,6 +222,7 @@ class Notifier:
             recipients=self.recipients,
             max_bytes=self.max_bytes,
             schema=self.schema,
+            stack_name=self.stack_name,
         )
 
     def _after_send(

@@ -400,6 +400,18 @@ def test_an_outcome_badge_never_breaks_over_two_lines() -> None:
     assert all("white-space:nowrap" in style for style in badges)
 
 
+def test_the_fetch_later_command_names_the_stack_the_email_came_from() -> None:
+    csv_bytes = rejects_csv([(7, "A-7", "x", "total_not_number")])
+    store = MemoryStore({"rejects/incoming/orders-jan.csv.csv": csv_bytes})
+    command = "orderpipe rejects incoming/orders-jan.csv"
+    for stack, expected in (("prod-orders", f"{command} --stack prod-orders"), ("", command)):
+        data = compose([notice()], store, sender="s@x.test", recipients=["r"], stack_name=stack)
+        text, html = bodies(parse(data.data))
+        assert f"  {expected}\r\n" in text
+        assert f"<code>{expected}</code>" in html
+        assert "<stack>" not in text + html
+
+
 def test_files_are_listed_worst_first() -> None:
     notices = [
         notice("incoming/few.csv", invalid=1),

@@ -165,7 +165,7 @@ def test_without_a_known_expiry_the_email_promises_no_date_but_says_how_to_fetch
     assert "valid until" not in body
     assert "valid for a short time only" in body
     assert f"s3://{BUCKET}/{rejects_key_for('incoming/big orders (ü).csv')}" in body
-    command = "orderpipe rejects 'incoming/big orders (ü).csv' --stack <stack>"
+    command = "orderpipe rejects 'incoming/big orders (ü).csv'"  # no stack name: local
     assert command in body  # the text part
     assert html.escape(command) in body  # the HTML part
 

@@ -31,6 +31,7 @@ from core.aws.settings import (
     ENV_ORDERS_TABLE,
     ENV_RECIPIENTS,
     ENV_SENDER,
+    ENV_STACK_NAME,
     ENV_TMP_MB,
     ENV_WRITE_THREADS,
     INCOMING_PREFIX,
@@ -130,6 +131,7 @@ NOTIFY_ENV = {
     ENV_RECIPIENTS,
     ENV_FUNCTION_TIMEOUT,
     ENV_NOTIFY_QUEUE_URL,
+    ENV_STACK_NAME,
 }
 
 
@@ -145,6 +147,15 @@ def test_function_env_names_are_the_settings_constants() -> None:
     assert set(notify) == NOTIFY_ENV
     # Only the reconcile job (through its arguments) publishes alerts.
     assert set(ingest) | set(notify) | {ENV_ALERTS_TOPIC_ARN} == set(ALL_ENV_VARS)
+
+
+def test_notify_knows_its_stack_name_for_the_emails_commands() -> None:
+    notify = orderpipe_env(function_by_handler("handlers.notify.handler"))
+    assert notify[ENV_STACK_NAME] == {"Ref": "AWS::StackName"}
+    settings = Settings.from_env({ENV_STACK_NAME: "prod-orders"})
+    assert settings.stack_name == "prod-orders"
+    assert Settings.from_env(settings.to_env()).stack_name == "prod-orders"
+    assert ENV_STACK_NAME not in Settings().to_env()  # the local stack sets none
 
 
 def test_function_timeout_setting_is_the_functions_own_timeout() -> None:
