@@ -147,7 +147,8 @@ def memory_table(larges: list[dict[str, Any]]) -> list[str]:
     if len(runs) < 2:
         return []
     out = [
-        "Worker memory across large-file runs (the engine reads 256,000-row chunks; a bounded",
+        "Worker memory across large-file runs (the engine reads 32,000-row chunks, 256,000 before",
+        "commit 5a765d9; a bounded",
         "worker's peak stops growing with the file once a file is larger than one chunk).",
         "The orders writer column says how the run's code built DynamoDB items: for a whole",
         "chunk at once (before commit d9df488), or per 100-row slice on the writer threads.",

@@ -12,6 +12,9 @@ produced, so a 5 GB file never has to fit in memory:
 A file can still be rejected after some chunks were delivered (a row limit reached, a corrupt
 block further down); callers that store rows must treat the returned status as final. No AWS
 here: the Lambda hands in an S3 body, the CLI a path.
+
+``on_chunk`` runs on the calling thread, in file order; the next chunk is read and prepared on
+a second thread meanwhile, which ends before ``validate`` returns.
 """
 
 from __future__ import annotations
