@@ -11,14 +11,12 @@ from aws_lambda_powertools.utilities.batch import (
     EventType,
     process_partial_response,
 )
-from aws_lambda_powertools.utilities.data_classes import SQSEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from core import bootstrap
 from core.aws.settings import Settings
 from core.aws.stack import NOTIFY_SERVICE
-from core.pipeline.notify import messages_from_event
-from core.pipeline.retry import retry_failed
+from core.pipeline.notify import back_off_failed, messages_from_event
 
 logger = Logger(service=NOTIFY_SERVICE)
 tracer = Tracer(service=NOTIFY_SERVICE)
@@ -37,16 +35,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     notifier = bootstrap.notifier(settings, clients)
     with tracer.provider.in_subsegment("notify"):
         report = notifier.handle(messages_from_event(event))
-    for record in SQSEvent(event).records:
-        if record.message_id in report.failed:
-            count = int(record.attributes.approximate_receive_count or 1)
-            retry_failed(
-                clients.sqs,
-                settings.notify_queue_url,
-                record.receipt_handle,
-                count,
-                settings.retry_schedule_s,
-            )
+    back_off_failed(event, report, clients.sqs, settings)
     logger.info("notify batch done", extra={"report": report.summary()})
     metrics.add_metric("EmailsSent", MetricUnit.Count, report.emails_sent)
     metrics.add_metric("FilesNotified", MetricUnit.Count, report.files_notified)

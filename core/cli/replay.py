@@ -94,8 +94,9 @@ def command(
         finally:
             if bar is not None:
                 bar.stop()
-    _print(items, dry_run=dry_run, as_json=as_json)
     missing = [i.key for i in items if i.why == NO_SUCH_OBJECT]
+    if as_json or len(missing) < len(items):  # only missing keys: the error line says it all
+        _print(items, dry_run=dry_run, as_json=as_json)
     if missing and not as_json:
         click.echo(f"Error: not in the bucket: {', '.join(missing)}", err=True)
     if missing or any(i.action == "replay" and not i.done and not dry_run for i in items):

@@ -33,6 +33,7 @@ from core.pipeline.email_report import (
     compose,
 )
 from core.pipeline.notice import FileNotice
+from core.pipeline.retry import retry_failed
 from core.validation.schema import Schema
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,23 @@ class QueueMessage:
 def messages_from_event(event: Mapping[str, Any]) -> list[QueueMessage]:
     """The SQS records of a Lambda event, as (message id, body) pairs."""
     return [QueueMessage(r["messageId"], r["body"]) for r in event.get("Records", [])]
+
+
+def back_off_failed(
+    event: Mapping[str, Any], report: BatchReport, sqs: Any, settings: Settings
+) -> None:
+    """Each message the batch failed comes back after its backoff by receive count
+    (core/pipeline/retry.py), not after the queue's whole visibility timeout."""
+    for record in event.get("Records", []):
+        if record["messageId"] in report.failed:
+            count = int(record.get("attributes", {}).get("ApproximateReceiveCount") or 1)
+            retry_failed(
+                sqs,
+                settings.notify_queue_url,
+                record["receiptHandle"],
+                count,
+                settings.retry_schedule_s,
+            )
 
 
 class NotifyFailedError(Exception):

@@ -141,10 +141,6 @@ class Schema:
     def column_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns)
 
-    @property
-    def required_names(self) -> tuple[str, ...]:
-        return tuple(c.name for c in self.columns if c.required)
-
     def reason_codes(self) -> tuple[str, ...]:
         """Every code a row can carry, in report order (field count first)."""
         return (FIELD_COUNT_CODE, *(c.code(r) for c in self.columns for r in c.rules()))

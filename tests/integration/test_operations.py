@@ -539,6 +539,7 @@ def test_expected_errors_are_one_line_and_non_zero(stack, tmp_path) -> None:
     gone = run_cli(stack, tmp_path, "replay", "nope.csv")
     assert gone.exit_code == 1
     assert gone.stderr == "Error: not in the bucket: incoming/nope.csv\n"
+    assert gone.stdout == ""  # no table of one skipped row, no "0 file(s) re-enqueued"
 
     nothing = run_cli(stack, tmp_path, "replay")
     assert nothing.exit_code == 2
