@@ -52,6 +52,7 @@ from core.validation.rules import (
 from core.validation.schema import UNIQUE, Schema, default_schema
 
 DEFAULT_CHUNK_ROWS = 32_000
+SCATTERED_BATCH_ROWS = 128_000  # rows judged at once while the ids come in random order
 _DISTINCT_SAMPLE = 4096  # rows that tell whether a column repeats its values
 # A chunk is already bounded: the in-memory engine runs a plan's expressions side by side and
 # keeps each column in one piece; the streaming engine would cut them into morsels again.
@@ -122,11 +123,28 @@ def validate_chunks(
     """Judge already-read chunks (``line``, the schema columns as text, ``field_count_ok``)."""
     judge = ChunkJudge(schema)
     with _Ahead(chunks, judge.prepare) as prepared:
-        for frame in prepared:
+        for frame in _batched(prepared, judge):
             result = judge.judge_prepared(frame)
             if on_chunk is not None:
                 on_chunk(result)
     return judge.outcome(name)
+
+
+def _batched(frames: Iterable[pl.DataFrame], judge: ChunkJudge) -> Iterator[pl.DataFrame]:
+    """Prepared chunks one by one; while the ids are scattered (in random order, when the id
+    check costs about the same per chunk whatever its size), several at once, up to
+    ``SCATTERED_BATCH_ROWS`` rows: such files get the CPU of large chunks and their memory."""
+    batch: list[pl.DataFrame] = []
+    rows = 0
+    for frame in frames:
+        batch.append(frame)
+        rows += frame.height
+        if judge.scattered and rows < SCATTERED_BATCH_ROWS:
+            continue
+        yield batch[0] if len(batch) == 1 else pl.concat(batch, rechunk=True)
+        batch, rows = [], 0
+    if batch:
+        yield batch[0] if len(batch) == 1 else pl.concat(batch, rechunk=True)
 
 
 class _Ahead(Generic[T, U]):
@@ -277,6 +295,9 @@ class SeenValues:
 
     def __init__(self) -> None:
         self._runs: list[_Run] = []  # largest first
+        # The last chunk's ids mostly fell within earlier runs' ranges (ids in random order):
+        # then every id is searched in every run, a cost per chunk, whatever its size.
+        self.scattered = False
 
     def repeats(self, values: pl.Series) -> pl.Series:
         """Flag each value that appeared before it in the file; then remember the chunk."""
@@ -332,6 +353,7 @@ class SeenValues:
         if distinct.is_empty():
             return met
         low, high = distinct[0], distinct[-1]
+        searched = 0
         for run in self._runs:
             if run.high < low or run.low > high:
                 continue
@@ -344,12 +366,14 @@ class SeenValues:
             if end <= start:
                 continue
             candidates = distinct.slice(start, end - start)
+            searched += end - start
             at = run.values.search_sorted(candidates, side="left").clip(upper_bound=len(run) - 1)
             hit = run.values.gather(at) == candidates
             if not hit.any():
                 continue
             lines = run.lines.gather(at.filter(hit)).cast(pl.Int64)
             met = met.scatter(hit.arg_true() + start, lines)
+        self.scattered = 2 * searched > len(distinct)
         return met
 
     def _remember(self, values: pl.Series, lines: pl.Series) -> None:
@@ -411,6 +435,11 @@ class ChunkJudge:
         return frame.with_columns(
             [derive(frame.get_column(value_col(name))) for name, derive in self._derived.items()]
         )
+
+    @property
+    def scattered(self) -> bool:
+        """A unique column's ids came in random order in the last chunk judged."""
+        return any(seen.scattered for seen in self._seen.values())
 
     def _share_untrimmed(self, frame: pl.DataFrame) -> pl.DataFrame:
         """A column that trimming left as it was (the usual case) keeps one copy of its text:

@@ -465,3 +465,32 @@ def test_leaving_early_stops_the_reading_thread_and_closes_the_source() -> None:
         consume()
     assert closed.is_set()
     assert threading.active_count() == before
+
+
+def test_ids_in_random_order_are_judged_in_larger_batches_with_the_same_outcome(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import random
+
+    from core.validation import engine
+
+    ids = [f"R{n:05d}" for n in range(3000)]
+    random.Random(5).shuffle(ids)
+    ids[2500] = ids[10]  # a repeat far from its first line
+    lines = [f"{i},C1,1/1/23,Pending,1" for i in ids]
+    _, whole = run_split(lines, 3000)
+    monkeypatch.setattr(engine, "SCATTERED_BATCH_ROWS", 1000)
+    outcome, batched = run_split(lines, 100)
+    assert max(c.valid.height + c.rejects.height for c in batched) >= 1000  # batches grew
+    assert len(batched) < 30
+    assert pl.concat([c.valid for c in batched]).equals(whole[0].valid)
+    assert pl.concat([c.rejects for c in batched]).equals(whole[0].rejects)
+    assert whole[0].rejects["reasons"].to_list() == ["Order_Id.unique (first on line 12)"]
+    assert (outcome.rows, outcome.invalid) == (3000, 1)  # type: ignore[attr-defined]
+
+
+def test_growing_ids_stay_in_small_chunks() -> None:
+    lines = [f"G{n:05d},C1,1/1/23,Pending,1" for n in range(3000)]
+    lines[2500] = lines[10]
+    _, chunks = run_split(lines, 100)
+    assert len(chunks) == 30
