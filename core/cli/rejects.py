@@ -12,12 +12,17 @@ from datetime import UTC
 from pathlib import Path, PurePosixPath
 
 import click
+from botocore.exceptions import BotoCoreError, ClientError
 
+from core import bootstrap
 from core.aws.settings import INCOMING_PREFIX
 from core.aws.signing import SIGV4_MAX_EXPIRY_S
 from core.cli.aws_errors import aws_errors
-from core.cli.context import resolve_target, stack_options
+from core.cli.context import Target, resolve_target, stack_options
 from core.ops.rejects import NoRejectsError, RejectsObjects
+from core.pipeline.ledger import FINISHED, Status
+from core.validation.verdict import word
+from core.validation.visible import visible
 
 
 @click.command("rejects")
@@ -72,7 +77,36 @@ def command(
             finally:
                 partial.unlink(missing_ok=True)
         except NoRejectsError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(_why_none(target, source) or str(exc)) from None
         except OSError as exc:
             raise click.ClickException(f"cannot write {out_path}: {exc.strerror}") from None
     click.echo(f"{size:,} bytes written to {path}")
+
+
+def _why_none(target: Target, source: str) -> str | None:
+    """Why ``source`` has no rejects CSV, from the ledger; None when it cannot tell (no rights
+    to read the ledger, or a partly accepted file whose CSV expired): the S3 answer stands."""
+    try:
+        entries = bootstrap.ledger(target.settings, target.clients).for_key(
+            target.settings.bucket, source
+        )
+    except (ClientError, BotoCoreError):
+        return None
+    shown = visible(source)
+    if not entries:
+        return (
+            f"no rejects for {shown}: no upload with that key in the ledger ({target.where});"
+            " `orderpipe status` lists the keys"
+        )
+    newest = entries[0]
+    if newest.status == Status.SUCCEEDED:
+        return f"no rejects for {shown}: it was accepted, every row valid"
+    if newest.status == Status.REJECTED:
+        why = visible(newest.error) or "the file was refused"
+        return f"no rejects for {shown}: it was rejected whole, so no row was judged ({why})"
+    if newest.status == Status.FAILED:
+        why = visible(newest.error or newest.last_error) or "see `orderpipe dlq list`"
+        return f"no rejects for {shown}: it failed before it was judged ({why})"
+    if newest.status not in FINISHED:
+        return f"no rejects for {shown} yet: it is {word(newest.status)} (`orderpipe status`)"
+    return None

@@ -9,9 +9,12 @@ from urllib.request import urlopen
 import pytest
 from click.testing import CliRunner
 
+from core import bootstrap
 from core.cli import cli
 from core.local.local_state import ENV_STATE_DIR
+from core.pipeline.events import FileRef
 from core.pipeline.ingest import rejects_key_for
+from core.pipeline.ledger import FileOutcome, Status
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +59,35 @@ def test_a_file_without_rejects_is_one_line(env_stack: Any, tmp_path: Path) -> N
     out = tmp_path / "none.csv"
     result = CliRunner().invoke(cli, ["rejects", "clean.csv", "--out", str(out)])
     assert result.exit_code == 1
-    assert "no rejects for incoming/clean.csv" in result.output
+    # The ledger has never seen it: say so rather than blame the retention period.
+    assert result.output.startswith(
+        "Error: no rejects for incoming/clean.csv: no upload with that key in the ledger"
+    )
     assert "Traceback" not in result.output
     assert not out.exists()
     assert list(tmp_path.glob("*.part")) == []
+
+
+@pytest.mark.parametrize(
+    ("outcome", "says"),
+    [
+        (
+            FileOutcome(Status.SUCCEEDED, rows=3, valid=3, written=3),
+            "it was accepted, every row valid",
+        ),
+        (
+            FileOutcome(Status.REJECTED, error="the file is empty"),
+            "it was rejected whole, so no row was judged (the file is empty)",
+        ),
+    ],
+)
+def test_a_file_with_nothing_to_fetch_says_what_became_of_it(
+    env_stack: Any, outcome: FileOutcome, says: str
+) -> None:
+    key = f"incoming/{outcome.status.value.lower()}.csv"
+    ledger = bootstrap.ledger(env_stack.settings, env_stack.clients)
+    ref = FileRef(env_stack.names.bucket, key, "", "e1", 10, "2026-12-04T10:00:00.000Z")
+    ledger.finish(ledger.claim(ref, lease_s=60), outcome)
+    result = CliRunner().invoke(cli, ["rejects", key, "--out", "-"])
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: no rejects for {key}: {says}\n"
