@@ -30,6 +30,7 @@ from core.local.local_state import state_dir
 from core.ops.upload import FileResult, plan, wait_for_outcomes
 from core.pipeline.ingest import rejects_key_for
 from core.pipeline.ledger import DynamoLedger, Status
+from core.validation.verdict import refused_whole
 from core.validation.visible import visible
 
 FIXTURES = Path(core.__file__).resolve().parent.parent / "fixtures"
@@ -107,7 +108,9 @@ def _run(clients: Clients, settings: Settings, files: list[Path], outbox: Path) 
     _say(f"uploading {len(files)} files to s3://{settings.bucket}/incoming/ …")
     uploads = [uploader.put(path, key) for path, key in plan(files)]
     results = wait_for_outcomes(ledger, uploads, OUTCOME_TIMEOUT_S)
-    emit_outcomes(results)
+    # The demo's stack is gone once it ends, so `status KEY` cannot show a file whole; the
+    # email can: it names every file that was not accepted, with its full reason.
+    emit_outcomes(results, in_full="Each file in full: the email listed below")
     console = table_console()
     orders = count_items(clients.dynamodb, settings.orders_table)
     console.print(f"orders stored: [bold]{orders:,}[/] in DynamoDB table {settings.orders_table}")
@@ -115,7 +118,11 @@ def _run(clients: Clients, settings: Settings, files: list[Path], outbox: Path) 
     rejects = sorted(
         f"s3://{settings.bucket}/{rejects_key_for(r.upload.key)}"
         for r in results
-        if r.entry is not None and r.entry.status == Status.PARTIAL
+        # Every file with rejected rows has its CSV, PARTIAL or REJECTED because none was valid.
+        if r.entry is not None
+        and r.entry.invalid
+        and r.entry.status in (Status.PARTIAL, Status.REJECTED)
+        and not refused_whole(r.entry.status, r.entry.error)
     )
     if rejects:
         console.print("rejected rows as CSV:")

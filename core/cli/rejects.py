@@ -21,7 +21,7 @@ from core.cli.aws_errors import aws_errors
 from core.cli.context import Target, resolve_target, stack_options
 from core.ops.rejects import NoRejectsError, RejectsObjects
 from core.pipeline.ledger import FINISHED, Status
-from core.validation.verdict import word
+from core.validation.verdict import refused_whole, word
 from core.validation.visible import visible
 
 
@@ -101,7 +101,7 @@ def _why_none(target: Target, source: str) -> str | None:
     newest = entries[0]
     if newest.status == Status.SUCCEEDED:
         return f"no rejects for {shown}: it was accepted, every row valid"
-    if newest.status == Status.REJECTED:
+    if refused_whole(newest.status, newest.error):
         why = visible(newest.error) or "the file was refused"
         return f"no rejects for {shown}: it was rejected whole, so no row was judged ({why})"
     if newest.status == Status.FAILED:

@@ -29,7 +29,7 @@ from core.cli.tables import (
 )
 from core.ops.event_messages import s3_version
 from core.pipeline.ledger import ALL_STATUSES, DynamoLedger, LedgerEntry, Status
-from core.validation.verdict import verdict_code, word
+from core.validation.verdict import refused_whole, verdict_code, word
 from core.validation.visible import visible
 
 
@@ -75,7 +75,7 @@ def command(
     elif entries:
         emit_ledger(entries)
         if stdout_is_terminal():
-            click.echo("One file in full: orderpipe status KEY")
+            click.echo(IN_FULL)
     if entries:
         return
     if empty:
@@ -184,7 +184,7 @@ def ledger_rows(entries: list[LedgerEntry], terminal: bool) -> list[list[str | T
     rows: list[list[str | Text]] = []
     for entry in entries:
         processing = entry.status == Status.PROCESSING
-        whole = entry.status == Status.REJECTED  # refused as a file: no row was counted
+        whole = refused_whole(entry.status, entry.error)  # refused as a file: no row counted
         if processing:
             detail = _progress_text(entry)
             count = getattr(entry, "rows_judged", 0) or 0
@@ -211,6 +211,7 @@ def ledger_rows(entries: list[LedgerEntry], terminal: bool) -> list[list[str | T
     return rows
 
 
+IN_FULL = "One file in full: orderpipe status KEY"  # after a table whose cells were cut
 LEDGER_TITLE = f"Ledger, newest first (keys under {INCOMING_PREFIX})"
 
 

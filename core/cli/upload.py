@@ -18,12 +18,14 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.text import Text
 
 from core import bootstrap
+from core.aws.settings import INCOMING_PREFIX
 from core.cli.aws_errors import aws_errors
 from core.cli.context import json_option, resolve_target, stack_options
-from core.cli.status import rows_per_second
+from core.cli.status import IN_FULL, rows_per_second
 from core.cli.tables import (
     Column,
     emit_table,
+    note,
     one_line,
     reasons_text,
     stdout_is_terminal,
@@ -40,7 +42,7 @@ from core.ops.upload import (
     wait_for_outcomes,
 )
 from core.pipeline.ledger import LedgerEntry
-from core.validation.verdict import verdict_code, word
+from core.validation.verdict import refused_whole, verdict_code, word
 
 PROGRESS_FILES = 4  # a bar for this many files or more...
 PROGRESS_BYTES = 8 * MIB  # ...or this much data
@@ -222,16 +224,25 @@ OUTCOME_COLUMNS = (
 )
 
 
-def emit_outcomes(results: list[FileResult], title: str = "Outcomes") -> None:
+OUTCOMES_TITLE = f"Outcomes (keys under {INCOMING_PREFIX})"
+
+
+def emit_outcomes(
+    results: list[FileResult], title: str = OUTCOMES_TITLE, in_full: str = IN_FULL
+) -> None:
+    """The files' outcomes: a table that fits the terminal, keys without ``incoming/`` and
+    errors cut to one line, then ``in_full``, where to read one whole; in a pipe, full
+    tab-separated rows and nothing else."""
+    terminal = stdout_is_terminal()
     rows: list[list[str | Text]] = []
     for result in results:
         data = result.to_json_dict()
         detail = data["error"] or reasons_text(data["reasons"])
         # Refused as a file, no row was counted: a blank, not 0, for people (a pipe keeps 0).
-        whole = data["status"] == "REJECTED" and stdout_is_terminal()
+        whole = refused_whole(data["status"], data["error"]) and terminal
         rows.append(
             [
-                data["key"],
+                data["key"].removeprefix(INCOMING_PREFIX) if terminal else data["key"],
                 styled_status(data["status"]),
                 "" if whole else _num(data["rows"]),
                 "" if whole else _num(data["invalid"]),
@@ -240,6 +251,7 @@ def emit_outcomes(results: list[FileResult], title: str = "Outcomes") -> None:
             ]
         )
     emit_table(title, OUTCOME_COLUMNS, rows)
+    note(in_full)
 
 
 def _num(value: int | None) -> str:

@@ -172,7 +172,9 @@ def _print_outcome(outcome: Outcome, schema: Schema) -> None:
         click.echo()
         return
     counts = f"{outcome.rows:,} {'row' if outcome.rows == 1 else 'rows'}"
-    if outcome.invalid:
+    if outcome.invalid and not outcome.valid:
+        counts = f"{outcome.invalid:,} of {counts} rejected, no valid row: nothing would be stored"
+    elif outcome.invalid:
         counts = f"{outcome.invalid:,} of {counts} rejected, {outcome.valid:,} valid"
     else:
         counts = f"all {counts} valid"

@@ -34,7 +34,7 @@ from core.validation.schema import (
     Column,
     Schema,
 )
-from core.validation.verdict import word
+from core.validation.verdict import refused_whole, word
 from core.validation.visible import visible, visible_line
 
 # SES v1 (send_raw_email) refuses a message over 10 MB; SES adds its own headers (DKIM,
@@ -191,9 +191,11 @@ def subject_for(notices: Sequence[FileNotice]) -> str:
     if len(notices) == 1:
         n = notices[0]
         name = visible_line(_basename(n.key), SUBJECT_KEY_CHARS)
-        if n.status == "REJECTED":
+        if refused_whole(n.status, n.error):
             return f"orderpipe: {name} {word(n.status)} - nothing stored"
         rejected = f"{n.invalid:,} of {n.rows:,} {_plural(n.rows, 'row')} rejected"
+        if not n.valid:  # every row failed: rejected, though each row has its reasons
+            rejected = f"nothing stored, {rejected}"
         return f"orderpipe: {name} {word(n.status)} - {rejected}"
     rows = sum(n.invalid for n in notices)
     outcomes = []
@@ -417,9 +419,14 @@ def _cut(value: str | None, limit: int) -> str:
 
 
 def _headline(notice: FileNotice) -> str:
-    if notice.status == "REJECTED":
+    if refused_whole(notice.status, notice.error):
         why = visible(notice.error) or "the file could not be accepted"
         return f"The whole file was rejected and no orders were stored: {why}"
+    if not notice.valid:
+        return (
+            f"No row was valid, so no orders were stored: {notice.invalid:,} of "
+            f"{notice.rows:,} {_plural(notice.rows, 'row')} rejected."
+        )
     return (
         f"{notice.valid:,} of {notice.rows:,} {_plural(notice.rows, 'row')} stored; "
         f"{notice.invalid:,} rejected."
@@ -595,7 +602,7 @@ def _html_summary(sections: Sequence[Section]) -> str:
     rows = []
     for index, s in enumerate(sections, 1):
         n = s.notice
-        whole = n.status == "REJECTED"  # no row was counted: the file itself was refused
+        whole = refused_whole(n.status, n.error)  # no row was counted: the file was refused
         rows.append(
             f"<tr>{_TD}<a href='#f{index}'>{e(visible(n.key))}</a></td>"
             f"{_TD}{_badge(n.status)}</td>"

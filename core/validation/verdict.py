@@ -29,7 +29,7 @@ WORDS: Final[dict[str, str]] = {
 MEANINGS: Final[dict[str, str]] = {
     SUCCEEDED: "every row valid; all of them stored",
     PARTIAL: "some rows rejected; the valid ones stored",
-    REJECTED: "the whole file refused; nothing stored",
+    REJECTED: "nothing stored: the file refused, or every row rejected",
 }
 
 
@@ -53,11 +53,26 @@ class Judged(Protocol):
     @property
     def status(self) -> str: ...
     @property
+    def valid(self) -> int: ...
+    @property
     def invalid(self) -> int: ...
 
 
 def verdict_of(outcome: Judged) -> str:
-    """SUCCEEDED, PARTIAL or REJECTED: what the pipeline records for this outcome."""
+    """SUCCEEDED, PARTIAL or REJECTED: what the pipeline records for this outcome.
+
+    A file whose rows were all rejected is REJECTED, not PARTIAL: nothing of it was stored,
+    which is what a person reads "rejected" to mean. It keeps its counts and rejected rows.
+    """
     if outcome.status != ACCEPTED:
         return REJECTED
-    return PARTIAL if outcome.invalid else SUCCEEDED
+    if not outcome.invalid:
+        return SUCCEEDED
+    return PARTIAL if outcome.valid else REJECTED
+
+
+def refused_whole(status: str, error: str | None) -> bool:
+    """True for a file refused as a file (unreadable, too big, not orders): no row was judged.
+
+    A REJECTED file whose every row failed has no file-level error; it has rejected rows."""
+    return str(status).upper() == REJECTED and bool(error)

@@ -327,6 +327,60 @@ def test_an_upload_through_ingest_ends_in_one_email_naming_its_bad_lines(
     assert "Customer_Id.required  - Customer_Id is empty" in body
 
 
+def test_a_file_whose_every_row_fails_is_recorded_and_emailed_as_rejected_with_its_rows(
+    notify_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S3 -> ingest -> ledger REJECTED (nothing stored) -> one email listing each bad line."""
+    stack = notify_env
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
+    import handlers.ingest as ingest
+
+    bootstrap.forget_warm_clients()
+    key = f"incoming/none-valid-{uuid.uuid4().hex[:6]}.csv"
+    body = (
+        "Order_Id,Customer_Id,Order_Date,Order_Status,Order_Total\n"
+        "NV1,,01/02/23,Pending,10\n"
+        "NV2,C2,01/02/23,Lost,11\n"
+        "NV3,C3,31/02/23,Pending,12\n"
+    )
+    stack.clients.s3.put_object(Bucket=stack.names.bucket, Key=key, Body=body.encode())
+    s3_events = stack.clients.sqs.receive_message(
+        QueueUrl=stack.settings.ingest_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+    )["Messages"]
+    answer = ingest.handler(
+        {"Records": [_record(m) for m in s3_events]},
+        LambdaContext("orderpipe-ingest", "us-east-1", 60),
+    )
+    bootstrap.forget_warm_clients()
+    assert answer["batchItemFailures"] == []
+
+    (entry,) = bootstrap.ledger(stack.settings, stack.clients).for_key(stack.names.bucket, key)
+    assert (entry.status, entry.rows, entry.valid, entry.invalid) == ("REJECTED", 3, 0, 3)
+    assert entry.error is None  # rejected for its rows, not refused as a file
+    orders = stack.clients.dynamodb.scan(TableName=stack.names.orders_table)["Items"]
+    assert not [o for o in orders if o["Order_Id"]["S"].startswith("NV")]
+
+    notices = _drain(stack)
+    assert [(n.key, n.status) for n in notices] == [(key, "REJECTED")]
+    assert invoke(through_queue(stack, notices)) == []
+    (sent,) = sent_to(stack)
+    message = parse(sent["raw_data"])
+    name = key.removeprefix("incoming/")
+    assert (
+        message["Subject"] == f"orderpipe: {name} rejected - nothing stored, 3 of 3 rows rejected"
+    )
+    files = {p.get_filename(): p.get_content() for p in message.iter_attachments()}
+    (attached,) = files.values()
+    rows = list(csv.DictReader(io.StringIO(attached)))
+    assert [(r["line"], r["Order_Id"]) for r in rows] == [("2", "NV1"), ("3", "NV2"), ("4", "NV3")]
+    text = message.get_body(("plain",))
+    assert text is not None
+    content = text.get_content()
+    assert "No row was valid, so no orders were stored: 3 of 3 rows rejected." in content
+    assert "[Rejected]" in content
+    assert "Order_Status.allowed" in content
+
+
 def _record(m: dict[str, Any]) -> dict[str, Any]:
     return {
         "messageId": m["MessageId"],

@@ -75,3 +75,16 @@ def test_upload_wait_in_a_pipe_prints_plain_progress_lines_only_for_slow_files(c
     assert lines[0].startswith("incoming/a.csv: processing: 50,000 rows judged, 20,000 written, ")
     assert lines[0].endswith(" rows/s")
     assert err.file.getvalue() == ""  # no bar, no escape codes in a pipe
+
+
+def test_a_file_rejected_for_its_rows_shows_its_counts_and_one_refused_whole_does_not() -> None:
+    from core.cli.status import ledger_rows
+
+    none_valid = entry(status=Status.REJECTED, rows=3, valid=0, invalid=3,
+                       reasons={"Order_Id.required": 3})  # fmt: skip
+    refused = entry(object_key="incoming/c.csv", status=Status.REJECTED, error="not orders")
+    rows = ledger_rows([none_valid, refused], terminal=True)
+    assert [(r[1], r[3], r[4], r[5]) for r in rows] == [
+        ("a.csv", "3", "3", "Order_Id.required ×3"),
+        ("c.csv", "", "", "not orders"),
+    ]

@@ -141,7 +141,7 @@ def test_human_output_at_80_columns_keeps_every_reason_and_whole_values(
     path = write(tmp_path, "wide.csv", HEADER + rows + "Ord9, C2 ,,Pending,x\n")
     result = invoke(str(path), columns=80)
     out = result.stdout
-    assert "partly accepted, 4 of 4 rows rejected" in out
+    assert "rejected, 4 of 4 rows rejected, no valid row: nothing would be stored" in out
     assert "…" not in out
     assert all(len(line) <= 80 for line in out.splitlines()[1:]), out  # [0]: the long tmp path
     for code in ("Order_Status.allowed", "Order_Total.format", "Order_Date.required"):
@@ -221,3 +221,23 @@ def test_help() -> None:
     assert result.exit_code == 0
     assert "--schema" in result.output
     assert "--out" in result.output
+
+
+def test_a_file_with_rows_but_none_valid_is_rejected_with_its_rows_kept(tmp_path: Path) -> None:
+    path = write(tmp_path, "none.csv", HEADER + "O1,C1,1/1/23,Nope,1\nO2,C2,,Pending,2\n")
+    some = write(tmp_path, "some.csv", HEADER + "O1,C1,1/1/23,Nope,1\nO2,C2,1/1/23,Pending,2\n")
+    result = invoke("--json", "--out", str(tmp_path / "out"), str(path), str(some))
+    assert result.exit_code == 1
+    none_valid, partly = json_lines(result)
+    assert none_valid["outcome"] == "REJECTED"
+    assert (none_valid["rows"], none_valid["valid"], none_valid["invalid"]) == (2, 0, 2)
+    assert "error" not in none_valid  # rejected for its rows, not refused as a file
+    assert partly["outcome"] == "PARTIAL"
+    rejects = (tmp_path / "out" / "none.csv.rejects.csv").read_text().splitlines()
+    assert len(rejects) == 3  # header and both rows, each with its line and reasons
+    human = invoke(str(path)).stdout
+    assert "none.csv: rejected, 2 of 2 rows rejected, no valid row: nothing would be stored" in (
+        human
+    )
+    assert "line 2:" in human
+    assert "line 3:" in human

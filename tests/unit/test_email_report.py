@@ -488,3 +488,32 @@ def test_a_file_rejected_whole_is_not_summarised_as_zero_rows_and_times_read_pla
     assert "<td class='n' align='right'>the file</td><td>see why below</td>" in html
     assert "Finished: 2026-11-25 09:29:59 UTC" in text
     assert "finished 2026-11-25 09:29:59 UTC" in html
+
+
+def test_a_file_whose_every_row_failed_is_rejected_yet_lists_its_rows_and_attaches_them() -> None:
+    none_valid = notice("incoming/all-bad.csv", status="REJECTED", rows=2, invalid=2)
+    store = MemoryStore(
+        {
+            "rejects/incoming/all-bad.csv.csv": rejects_csv(
+                [(7, "A-7", "12,50", "total_not_number"), (42, "A-42", "", "date_invalid")]
+            )
+        }
+    )
+    composed = compose([none_valid], store, sender="s@x.test", recipients=["r@x.test"], now=NOW)
+    message = parse(composed.data)
+    assert message["Subject"] == (
+        "orderpipe: all-bad.csv rejected - nothing stored, 2 of 2 rows rejected"
+    )
+    text, html = bodies(message)
+    for body in (text, html):
+        assert "No row was valid, so no orders were stored: 2 of 2 rows rejected." in body
+        assert "whole file" not in body  # refused for its rows, not as a file
+        assert "total_not_number" in body
+        assert "A-42" in body
+    assert "all-bad.csv  [Rejected]" in text
+    assert "  7     A-7" in text  # its rows, by line
+    assert ">42</td>" in html
+    assert "the file</td>" not in html  # the summary counts its rows
+    assert "<td class='n' align='right'>2</td><td class='n' align='right'>0</td>" in html
+    assert list(attachments(message)) == ["all-bad-rejects.csv"]
+    assert composed.attached == ["rejects/incoming/all-bad.csv.csv"]

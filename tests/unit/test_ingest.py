@@ -93,6 +93,29 @@ def test_partial_file_stores_rejects_csv_and_one_notice(pipe: Pipeline) -> None:
     assert notice.reasons == pipe.ledger.get(ref.file_id).reasons  # type: ignore[union-attr]
 
 
+def test_a_file_whose_every_row_fails_is_rejected_with_its_rows_reported(
+    pipe: Pipeline,
+) -> None:
+    head = b"Order_Id,Customer_Id,Order_Date,Order_Status,Order_Total\n"
+    ref = pipe.upload("incoming/none.csv", head + b"Ord1,,19/04/23,Pending,1\nO2,C2,1/5/23,End,2\n")
+    result = pipe.service.ingest(ref)
+    assert result.status == Status.REJECTED  # nothing stored: not "partly accepted"
+    assert (result.rows, result.valid, result.invalid) == (2, 0, 2)
+    assert pipe.ddb.items == {}
+    entry = pipe.ledger.get(ref.file_id)
+    assert entry is not None
+    assert (entry.status, entry.error) == (Status.REJECTED, None)  # no file-level reason
+    (notice,) = pipe.notices.sent
+    assert (notice.status, notice.rows, notice.valid, notice.invalid) == ("REJECTED", 2, 0, 2)
+    assert notice.error is None
+    assert [(s.line, s.reasons) for s in notice.sample] == [
+        (2, ["Customer_Id.required"]),
+        (3, ["Order_Status.allowed"]),
+    ]
+    assert notice.rejects_key == "rejects/none.csv"
+    assert len(pipe.objects.rejects["rejects/none.csv"].decode().splitlines()) == 3
+
+
 def test_rejected_file_stores_no_orders_and_explains_why(pipe: Pipeline) -> None:
     ref = pipe.upload("incoming/empty.csv", b"")
     result = pipe.service.ingest(ref)

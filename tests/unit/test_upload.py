@@ -213,3 +213,72 @@ def test_waiting_gives_up_at_the_deadline_with_the_last_state() -> None:
     results = wait_for_outcomes(ledger, [UPLOAD], 0.05, poll_s=0.01)  # type: ignore[arg-type]
     assert results[0].status == "PROCESSING"
     assert results[0].seconds is None
+
+
+NOT_ORDERS = (
+    "this does not look like an order file: expected Order_Id, Customer_Id, Order_Date, "
+    "Order_Status, Order_Total; found name, email, city"
+)
+
+
+def _outcomes() -> list[FileResult]:
+    def result(key: str, entry: LedgerEntry) -> FileResult:
+        return FileResult(Uploaded(Path(key), "bkt", key, "", "abc", 3, sent_at=0.0), entry, 1.5)
+
+    bad_rows = _entry(Status.PARTIAL, rows=7, valid=2, invalid=5,
+                      reasons={"Order_Id.required": 3, "Order_Date.format": 2})  # fmt: skip
+    none_valid = _entry(Status.REJECTED, rows=3, valid=0, invalid=3,
+                        reasons={"Order_Id.required": 3})  # fmt: skip
+    return [
+        result("incoming/demo/orders_bad_rows.csv", bad_rows),
+        result("incoming/demo/customers.csv", _entry(Status.REJECTED, error=NOT_ORDERS)),
+        result("incoming/demo/none_valid.csv", none_valid),
+    ]
+
+
+def _as_terminal(monkeypatch: pytest.MonkeyPatch, columns: int) -> None:
+    import core.cli.tables as tables
+    import core.cli.upload as upload_cli
+
+    monkeypatch.setenv("COLUMNS", str(columns))
+    monkeypatch.setattr(tables, "stdout_is_terminal", lambda: True)
+    monkeypatch.setattr(upload_cli, "stdout_is_terminal", lambda: True)
+
+
+def test_outcomes_at_80_columns_drop_incoming_and_say_where_the_rest_is(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from core.cli.upload import emit_outcomes
+
+    _as_terminal(monkeypatch, 80)
+    emit_outcomes(_outcomes())
+    lines = [line.rstrip() for line in capsys.readouterr().out.splitlines()]
+    assert lines[0] == "Outcomes (keys under incoming/)"
+    assert all(len(line) <= 80 for line in lines), lines
+    assert len(lines) == 6  # title, header, three rows on one line each, the hint
+    body = "\n".join(lines[2:5])
+    assert "incoming/" not in body
+    assert "demo/orders_bad_rows.csv" in body  # the key whole once its prefix is gone
+    customers = next(line for line in lines if "demo/customers.csv" in line)
+    assert "this does not look like a" in customers  # the reason starts, readable
+    assert customers.endswith("…")  # cut, and the next line says where to read it whole
+    none_valid = next(line for line in lines if "none_valid.csv" in line)
+    assert "rejected" in none_valid
+    assert " 3 " in none_valid  # its rows count: it was judged row by row
+    assert lines[-1] == "One file in full: orderpipe status KEY"
+
+
+def test_outcomes_in_a_pipe_are_full_tab_separated_rows_without_a_hint(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from core.cli.tables import reasons_text
+    from core.cli.upload import emit_outcomes
+
+    monkeypatch.setenv("COLUMNS", "80")
+    emit_outcomes(_outcomes())
+    assert capsys.readouterr().out.splitlines() == [
+        "incoming/demo/orders_bad_rows.csv\tPARTIAL\t7\t5\t"
+        f"{reasons_text({'Order_Id.required': 3, 'Order_Date.format': 2})}\t1.5",
+        f"incoming/demo/customers.csv\tREJECTED\t0\t0\t{NOT_ORDERS}\t1.5",
+        "incoming/demo/none_valid.csv\tREJECTED\t3\t3\tOrder_Id.required ×3\t1.5",
+    ]
