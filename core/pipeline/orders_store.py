@@ -20,6 +20,7 @@ object keys writing the same brand-new Order_Id in the same instant) is in docs/
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
@@ -27,7 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Any
+from typing import Any, NamedTuple
 
 import polars as pl
 from botocore.exceptions import ClientError
@@ -41,6 +42,9 @@ from core.pipeline.events import FileRef
 BATCH_WRITE_MAX = 25
 BATCH_GET_MAX = 100
 TASK_MAX_ROWS = 800
+# On an order that replaced another file's: that file's id. A later attempt of the same version
+# finds it there and counts the take again, so a take is never lost to a crash before its record.
+TAKEN_FROM = "taken_from"
 NUMBER_COLUMNS = frozenset({"Order_Total"})  # stored as DynamoDB Numbers, exact decimal text
 MAX_ATTEMPTS = 8
 BACKOFF_BASE_S = 0.05
@@ -48,6 +52,15 @@ BACKOFF_CAP_S = 5.0
 
 # A BatchWriteItem request: {"PutRequest": {"Item": ...}} as a dict, or as JSON text.
 Request = dict[str, Any] | EncodedRequest
+
+
+class Held(NamedTuple):
+    """What the orders table holds for one key: its upload's rank and file, and the file it
+    was taken from (``TAKEN_FROM``), if any."""
+
+    rank: str
+    source: str
+    taken_from: str
 
 
 class WriteThrottled(RuntimeError):
@@ -215,30 +228,39 @@ class OrdersWriter:
         stats = WriteStats()
         stored = self._stored_ranks(keys, stats)
         plain: list[Request] = []
-        conditional: list[Request] = []
+        conditional: list[tuple[dict[str, Any], str]] = []
         for key, request in zip(keys, requests, strict=True):
             have = stored.get(key)
-            if have is None or have[1] == source_id:
+            if have is None:
                 plain.append(request)
-            elif have[0] < rank:
-                conditional.append(request)
+            elif have.source == source_id:
+                if have.taken_from:
+                    # Taken by an earlier attempt of this version, which may have died before
+                    # recording it: count it again (records only rise) and keep the mark.
+                    stats.taken[have.taken_from] = stats.taken.get(have.taken_from, 0) + 1
+                    item = {**_put_item(request), TAKEN_FROM: {"S": have.taken_from}}
+                    plain.append({"PutRequest": {"Item": item}})
+                else:
+                    plain.append(request)
+            elif have.rank < rank:
+                conditional.append((_put_item(request), have.source))
             else:
                 stats.superseded += 1
         for start in range(0, len(plain), BATCH_WRITE_MAX):
             self._batch_write(plain[start : start + BATCH_WRITE_MAX], stats)
-        for request in conditional:
-            self._conditional_put(_put_item(request), rank, stats)
+        for item, holder in conditional:
+            self._conditional_put(item, holder, rank, stats)
         return stats
 
     def _backoff(self, what: str) -> Backoff:
         return Backoff(what, sleep=self._sleep, rand=self._rand)
 
-    def _stored_ranks(self, keys: Sequence[str], stats: WriteStats) -> dict[str, tuple[str, str]]:
-        found: dict[str, tuple[str, str]] = {}
+    def _stored_ranks(self, keys: Sequence[str], stats: WriteStats) -> dict[str, Held]:
+        found: dict[str, Held] = {}
         request: dict[str, Any] = {
             self._table: {
                 "Keys": [{ORDERS_KEY: {"S": k}} for k in keys],
-                "ProjectionExpression": "#k, source_rank, source_file_id",
+                "ProjectionExpression": f"#k, source_rank, source_file_id, {TAKEN_FROM}",
                 "ExpressionAttributeNames": {"#k": ORDERS_KEY},
                 "ConsistentRead": True,
             }
@@ -248,9 +270,10 @@ class OrdersWriter:
             stats.get_calls += 1
             reply = self._ddb.batch_get_item(RequestItems=request)
             for item in reply.get("Responses", {}).get(self._table, []):
-                found[item[ORDERS_KEY]["S"]] = (
+                found[item[ORDERS_KEY]["S"]] = Held(
                     item.get("source_rank", {}).get("S", ""),
                     item.get("source_file_id", {}).get("S", ""),
+                    item.get(TAKEN_FROM, {}).get("S", ""),
                 )
             request = reply.get("UnprocessedKeys") or {}
             if request:
@@ -271,30 +294,45 @@ class OrdersWriter:
                 stats.retries += 1
                 backoff.wait(len(pending))
 
-    def _conditional_put(self, item: dict[str, Any], rank: str, stats: WriteStats) -> None:
+    def _conditional_put(
+        self, item: dict[str, Any], holder: str, rank: str, stats: WriteStats
+    ) -> None:
+        """Replace an older file's order; mark it with the file it was taken from."""
         stats.conditional_puts += 1
+        own = item["source_file_id"]
         try:
-            reply = self._ddb.put_item(
-                TableName=self._table,
-                Item=item,
-                ConditionExpression=(
-                    "attribute_not_exists(#k) OR source_rank < :rank OR source_file_id = :src"
-                ),
-                ExpressionAttributeNames={"#k": ORDERS_KEY},
-                ExpressionAttributeValues={":rank": {"S": rank}, ":src": item["source_file_id"]},
-                # The item it replaced: whose order this write took (exact, even when another
-                # older upload wrote it between our read and our put).
-                ReturnValues="ALL_OLD",
-            )
+            reply = self._put(item, holder, rank, own, old=True)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
                 raise
             stats.superseded += 1  # a newer upload wrote it between our read and our put
             return
         stats.written += 1
+        # The item it replaced says whose order this was (exact, even when another older
+        # upload wrote it between our read and our put).
         older = reply.get("Attributes", {}).get("source_file_id", {}).get("S")
-        if older and older != item["source_file_id"]["S"]:
-            stats.taken[older] = stats.taken.get(older, 0) + 1
+        if not older or older == own["S"]:
+            return
+        stats.taken[older] = stats.taken.get(older, 0) + 1
+        if older != holder:  # that race: mark the order with the file it really came from
+            with contextlib.suppress(ClientError):  # a newer upload took it since: its mark
+                self._put(item, older, rank, own, old=False)
+
+    def _put(
+        self, item: dict[str, Any], holder: str, rank: str, own: dict[str, str], *, old: bool
+    ) -> dict[str, Any]:
+        extra = {"ReturnValues": "ALL_OLD"} if old else {}
+        reply: dict[str, Any] = self._ddb.put_item(
+            TableName=self._table,
+            Item={**item, TAKEN_FROM: {"S": holder}},
+            ConditionExpression=(
+                "attribute_not_exists(#k) OR source_rank < :rank OR source_file_id = :src"
+            ),
+            ExpressionAttributeNames={"#k": ORDERS_KEY},
+            ExpressionAttributeValues={":rank": {"S": rank}, ":src": own},
+            **extra,
+        )
+        return reply
 
 
 def task_rows(rows: int, threads: int) -> int:

@@ -230,6 +230,27 @@ def test_a_retried_newer_upload_records_its_takes_once(pipe: Pipeline) -> None:
     assert pipe.ledger.get(v1.file_id).taken == {v2.file_id: 6}  # type: ignore[union-attr]
 
 
+def test_takes_of_an_attempt_that_died_mid_write_are_counted_by_the_next(pipe: Pipeline) -> None:
+    v1 = pipe.upload("incoming/orders_v1.csv", SIX)
+    pipe.service.ingest(v1)
+    v2 = _later(pipe.upload("incoming/orders_v2.csv", SIX), 30)
+    puts: list[str] = []
+
+    def die_on_the_third(key: str) -> None:
+        puts.append(key)
+        if len(puts) == 3:
+            raise ClientError({"Error": {"Code": "InternalServerError", "Message": "x"}}, "PutItem")
+
+    pipe.ddb.before_put = die_on_the_third
+    with pytest.raises(ClientError):
+        pipe.service.ingest(v2)  # two orders taken, neither recorded
+    assert pipe.ledger.get(v1.file_id).taken == {}  # type: ignore[union-attr]
+    pipe.ddb.before_put = None
+    pipe.clock.advance(30)
+    assert pipe.service.ingest(v2).written == 6
+    assert pipe.ledger.get(v1.file_id).taken == {v2.file_id: 6}  # type: ignore[union-attr]
+
+
 def test_an_attempt_taken_over_records_nothing(pipe: Pipeline) -> None:
     ref = pipe.upload("incoming/clean.csv", CLEAN)
 

@@ -151,7 +151,15 @@ def test_orders_taken_from_older_files_are_counted_per_older_file(encode: bool) 
     assert stats.taken == {v1.file_id: 2, v2.file_id: 1}
     assert stats.written == 4
     again = write_all(_writer(ddb, encode=encode), [_frame(["O1", "O2", "O4", "O5"])], newer, NOW)
-    assert again.taken == {}  # its own orders now: a rerun takes nothing from anyone
+    # Its own orders now, each marked with the file it was taken from: a rerun (an attempt
+    # after a crash) counts the same takes again, no more.
+    assert again.taken == stats.taken
+    assert again.conditional_puts == 0
+    assert {k: ddb.items[k].get("taken_from", {}).get("S") for k in ("O1", "O4", "O5")} == {
+        "O1": v1.file_id,
+        "O4": v2.file_id,
+        "O5": None,
+    }
 
 
 @BOTH_ENCODINGS
@@ -165,6 +173,8 @@ def test_a_take_counts_against_the_file_actually_replaced(encode: bool) -> None:
     newer = _ref("v1", time="2026-05-01T11:30:00.000Z", key="incoming/orders_v2.csv")
     stats = write_all(_writer(ddb, encode=encode), [_frame(["O1"])], newer, NOW)
     assert stats.taken == {between.file_id: 1}
+    assert ddb.items["O1"]["taken_from"] == {"S": between.file_id}
+    assert ddb.items["O1"]["source_file_id"] == {"S": newer.file_id}
 
 
 @BOTH_ENCODINGS
