@@ -66,6 +66,8 @@ class LedgerRecord:
     replay_log: list[dict[str, Any]] = field(default_factory=list)
     # Orders this version stored; None on entries written before ingest recorded it.
     written: int | None = None
+    # Of ``written``, orders newer uploads took over since (ingest records them per taker).
+    taken: int = 0
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -103,6 +105,7 @@ class LedgerRecord:
             replays=number("replays"),
             replay_log=list(item.get("replay_log") or []),
             written=number("written") if "written" in item else None,
+            taken=_taken(item.get("taken")),
             raw=item,
         )
 
@@ -116,6 +119,19 @@ class LedgerRecord:
             size=self.size,
             event_time=self.event_time or self.received_at,
         )
+
+
+def _taken(value: Any) -> int:
+    """The sum of a ``taken`` map (taker file id → orders); 0 when absent or malformed."""
+    if not isinstance(value, dict):
+        return 0
+    total = 0
+    for n in value.values():
+        try:
+            total += int(n)
+        except (TypeError, ValueError):
+            continue
+    return total
 
 
 class LedgerReader:

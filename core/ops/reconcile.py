@@ -7,8 +7,9 @@ this compares what sits under incoming/ with the ledger:
   event never arrived → re-enqueued in the shape S3 sends;
 - a PROCESSING entry whose lease ran out (the function timeout passed): stuck → re-enqueued;
   ingest's claim takes an expired lease over;
-- a SUCCEEDED or PARTIAL current version whose valid count differs from the orders stored
-  from it (orders table ``source-index``): drift → reported;
+- a SUCCEEDED or PARTIAL current version whose orders written, less those newer uploads took
+  over since (``taken``), differ from the orders stored from it (orders table
+  ``source-index``): drift → reported;
 - FAILED entries → listed.
 
 It writes a JSON report under reports/, puts metrics, and publishes a summary to the alerts
@@ -253,8 +254,9 @@ class Reconciler:
         for n, (obj, entry) in enumerate(finished):
             count = stored[n]  # (zip(strict=) needs 3.10; the job runs 3.9)
             # Valid rows a newer upload already held were never stored by this version, so
-            # the orders it wrote are the expectation, not its valid count.
-            expected = entry.valid if entry.written is None else entry.written
+            # the orders it wrote are the expectation, not its valid count; orders a newer
+            # upload took over later are recorded on the entry (``taken``) and held there now.
+            expected = entry.valid if entry.written is None else entry.written - entry.taken
             if count != expected:
                 report.add(
                     Finding(
@@ -264,7 +266,9 @@ class Reconciler:
                         {
                             "status": entry.status,
                             "valid": entry.valid,
-                            "written": expected,
+                            "written": entry.valid if entry.written is None else entry.written,
+                            "taken": entry.taken,
+                            "expected": expected,
                             "stored": count,
                             "finished_at": entry.finished_at,
                         },

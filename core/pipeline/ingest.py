@@ -668,9 +668,12 @@ class IngestService:
         cursor = spill.cursor(skip=start.done)
         throttle = Throttle(PROGRESS_EVERY_S, self.monotonic)
         submitted = 0
+        takes = TakenRecorder(self.ledger, ref.file_id, start.taken)
 
         def checkpoint() -> None:
             stats = session.stats
+            # Recorded before the checkpoint that counts them: a crash in between loses none.
+            takes.record(_merged(start.taken, stats.taken))
             self.ledger.progress(
                 claim,
                 rows_judged=outcome.rows,
@@ -680,6 +683,7 @@ class IngestService:
                     valid=outcome.valid,
                     superseded=start.superseded + stats.superseded,
                     stamp=start.stamp,
+                    taken=_merged(start.taken, stats.taken),
                 ),
             )
 
@@ -713,9 +717,12 @@ class IngestService:
             session.abort()
             raise
         stats = session.close()
+        taken = _merged(start.taken, stats.taken)
+        takes.record(taken)  # before the rejects, the notice and the outcome, any of which may fail
         return WriteStats(
             written=start.written + stats.written,
             superseded=start.superseded + stats.superseded,
+            taken=taken,
             batch_calls=stats.batch_calls,
             get_calls=stats.get_calls,
             conditional_puts=stats.conditional_puts,
@@ -769,7 +776,9 @@ class IngestService:
             and point.done <= outcome.valid
             and point.stamp
         ):
-            return _Start(point.done, claim.entry.rows_written, point.superseded, point.stamp)
+            return _Start(
+                point.done, claim.entry.rows_written, point.superseded, point.stamp, point.taken
+            )
         # A redelivery writes byte-identical items (ingested_at = when the version was first
         # received); only a replay stamps its own time.
         stamp = claim.entry.received_at
@@ -853,6 +862,32 @@ class _Start:
     written: int
     superseded: int
     stamp: str
+    taken: dict[str, int] = field(default_factory=dict)
+
+
+class TakenRecorder:
+    """Tells the ledger, per older file, how many of its orders this file took over so far.
+
+    Counts only rise within a run, and ``record_taken`` keeps the highest figure, so calling
+    again (a retry, a resumed run counting from its checkpoint) never counts an order twice.
+    """
+
+    def __init__(self, ledger: Ledger, taker_id: str, recorded: Mapping[str, int]) -> None:
+        self._ledger, self._taker = ledger, taker_id
+        self._recorded = dict(recorded)  # a checkpoint's takes were recorded before it
+
+    def record(self, taken: Mapping[str, int]) -> None:
+        for older, orders in sorted(taken.items()):
+            if orders > self._recorded.get(older, 0):
+                self._ledger.record_taken(older, self._taker, orders)
+                self._recorded[older] = orders
+
+
+def _merged(first: Mapping[str, int], second: Mapping[str, int]) -> dict[str, int]:
+    merged = dict(first)
+    for key, n in second.items():
+        merged[key] = merged.get(key, 0) + n
+    return merged
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,7 @@ class Checkpoint:
     valid: int  # valid rows that validation found: a resume checks it finds the same
     superseded: int = 0  # of ``done``, rows not stored because a newer upload holds the order
     stamp: str = ""  # the ``ingested_at`` every row of this run carries
+    taken: dict[str, int] = field(default_factory=dict)  # of ``done``: older file id → orders
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,9 @@ class LedgerEntry:
     reasons: dict[str, int] = field(default_factory=dict)
     written: int = 0  # orders this version stored (the rest of ``valid`` lost to newer files)
     superseded: int = 0  # valid rows not stored because a newer upload holds the order
+    # Orders of ``written`` newer uploads took over later: taker file id → orders (set by the
+    # takers through ``record_taken``, never by this file's own writes).
+    taken: dict[str, int] = field(default_factory=dict)
     # Live progress while PROCESSING (kept at the end): rows validated so far, orders stored.
     rows_judged: int = 0
     rows_written: int = 0
@@ -184,6 +188,7 @@ class Ledger(Protocol):
         checkpoint: Checkpoint | None = None,
     ) -> None: ...
     def pause(self, claim: Claim, lease_s: int) -> None: ...
+    def record_taken(self, older_id: str, taker_id: str, orders: int) -> None: ...
     def get(self, file_id: str) -> LedgerEntry | None: ...
 
 
@@ -193,7 +198,7 @@ def _parse(iso: str) -> datetime:
 
 def restarted(entry: LedgerEntry) -> LedgerEntry:
     """``entry`` with its progress cleared, as a replay's claim leaves it."""
-    return replace(entry, rows_judged=0, rows_written=0, pauses=0, checkpoint=None)
+    return replace(entry, rows_judged=0, rows_written=0, pauses=0, checkpoint=None, taken={})
 
 
 def fresh_entry(ref: FileRef, now: datetime, lease_s: int, token: str) -> LedgerEntry:
@@ -233,6 +238,7 @@ def _to_item(entry: LedgerEntry) -> dict[str, Any]:
     plain["expires_at"] = int((_parse(entry.updated_at) + RETENTION).timestamp())
     if not entry.replay_log:
         del plain["replay_log"]
+    del plain["taken"]  # the takers' attribute: only ``record_taken`` writes it
     # Unset attributes are left out, not null: conditions test them with attribute_exists.
     return {name: _SERIALIZER.serialize(v) for name, v in plain.items() if v is not None}
 
@@ -279,6 +285,7 @@ def from_item(item: Mapping[str, Any]) -> LedgerEntry:
         reasons={k: int(v) for k, v in (data.get("reasons") or {}).items()},
         written=number("written"),
         superseded=number("superseded"),
+        taken={str(k): int(v) for k, v in (data.get("taken") or {}).items()},
         rows_judged=number("rows_judged"),
         rows_written=number("rows_written"),
         checkpoint=Checkpoint(
@@ -286,6 +293,7 @@ def from_item(item: Mapping[str, Any]) -> LedgerEntry:
             valid=int(point.get("valid", 0)),
             superseded=int(point.get("superseded", 0)),
             stamp=str(point.get("stamp", "")),
+            taken={str(k): int(v) for k, v in (point.get("taken") or {}).items()},
         )
         if point
         else None,
@@ -418,9 +426,10 @@ class DynamoLedger:
             values[":replay"] = {"S": entry.replay_id}
         removes = ["paused_at"]
         if decision == Decision.REPLAY:
-            # A replay writes every row again: its progress starts from nothing.
+            # A replay writes every row again: its progress starts from nothing. Orders newer
+            # uploads took will count in its own ``superseded``, so their record goes too.
             update += ", rows_judged = :zero, rows_written = :zero, pauses = :zero"
-            removes.append("checkpoint")
+            removes.extend(["checkpoint", "taken"])
             values[":zero"] = {"N": "0"}
         update += " REMOVE " + ", ".join(removes)
         self._ddb.update_item(
@@ -660,6 +669,36 @@ class DynamoLedger:
                 ConditionExpression="claim_token = :token",
                 ExpressionAttributeValues={":l": {"N": str(lease)}, ":token": {"S": claim.token}},
             )
+
+    def record_taken(self, older_id: str, taker_id: str, orders: int) -> None:
+        """Record on an older file's entry that ``taker_id`` took ``orders`` of its orders over.
+
+        A map ``taken`` of taker file id → orders, set (never added to) and only ever raised:
+        a retry, a resumed run or a replay of the taker writes the same or a smaller figure, so
+        nothing is counted twice. Reconcile expects ``written`` less their sum under the older
+        file. An older file with no entry (expired) is left alone.
+        """
+        key = {FILES_KEY: {"S": older_id}}
+        try:
+            self._ddb.update_item(
+                TableName=self._table,
+                Key=key,
+                UpdateExpression="SET taken = if_not_exists(taken, :empty)",
+                ConditionExpression="attribute_exists(#k)",
+                ExpressionAttributeNames={"#k": FILES_KEY},
+                ExpressionAttributeValues={":empty": {"M": {}}},
+            )
+            self._ddb.update_item(
+                TableName=self._table,
+                Key=key,
+                UpdateExpression="SET taken.#t = :n",
+                ConditionExpression="attribute_not_exists(taken.#t) OR taken.#t < :n",
+                ExpressionAttributeNames={"#t": taker_id},
+                ExpressionAttributeValues={":n": {"N": str(orders)}},
+            )
+        except ClientError as exc:
+            if not _conditional_failed(exc):
+                raise
 
     def record_replay(self, file_id: str, reason: str) -> None:
         """Count a replay request on the entry (``orderpipe replay`` calls this)."""

@@ -25,7 +25,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any
 
@@ -58,6 +58,9 @@ class WriteThrottled(RuntimeError):
 class WriteStats:
     written: int = 0  # items put by BatchWriteItem or conditional PutItem
     superseded: int = 0  # rows skipped because a newer upload holds the order
+    # Orders this write took over from older uploads: older file id → how many. Reconcile
+    # expects them no longer under the older file (``ledger.record_taken``).
+    taken: dict[str, int] = field(default_factory=dict)
     batch_calls: int = 0
     get_calls: int = 0
     conditional_puts: int = 0
@@ -66,6 +69,8 @@ class WriteStats:
     def add(self, other: WriteStats) -> None:
         self.written += other.written
         self.superseded += other.superseded
+        for older, n in other.taken.items():
+            self.taken[older] = self.taken.get(older, 0) + n
         self.batch_calls += other.batch_calls
         self.get_calls += other.get_calls
         self.conditional_puts += other.conditional_puts
@@ -269,7 +274,7 @@ class OrdersWriter:
     def _conditional_put(self, item: dict[str, Any], rank: str, stats: WriteStats) -> None:
         stats.conditional_puts += 1
         try:
-            self._ddb.put_item(
+            reply = self._ddb.put_item(
                 TableName=self._table,
                 Item=item,
                 ConditionExpression=(
@@ -277,6 +282,9 @@ class OrdersWriter:
                 ),
                 ExpressionAttributeNames={"#k": ORDERS_KEY},
                 ExpressionAttributeValues={":rank": {"S": rank}, ":src": item["source_file_id"]},
+                # The item it replaced: whose order this write took (exact, even when another
+                # older upload wrote it between our read and our put).
+                ReturnValues="ALL_OLD",
             )
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
@@ -284,6 +292,9 @@ class OrdersWriter:
             stats.superseded += 1  # a newer upload wrote it between our read and our put
             return
         stats.written += 1
+        older = reply.get("Attributes", {}).get("source_file_id", {}).get("S")
+        if older and older != item["source_file_id"]["S"]:
+            stats.taken[older] = stats.taken.get(older, 0) + 1
 
 
 def task_rows(rows: int, threads: int) -> int:

@@ -219,6 +219,38 @@ def test_reconcile_finds_drift_between_ledger_and_orders(stack, tmp_path) -> Non
     assert (drift["key"], drift["valid"], drift["stored"]) == ("incoming/drift.csv", 3, 2)
 
 
+def test_orders_reuploaded_under_a_new_name_are_not_drift_but_a_loss_is(stack, tmp_path) -> None:
+    upload(stack, "incoming/orders_v1.csv", VALID + "A4,C4,2024-03-01,Pending,4.00\n")
+    drain(stack.clients, stack.settings, timeout_s=60)
+    upload(stack, "incoming/orders_v2.csv", VALID)  # the same orders A1-A3 under a new name
+    drain(stack.clients, stack.settings, timeout_s=60)
+    v1, v2 = ledger(stack, "incoming/orders_v1.csv"), ledger(stack, "incoming/orders_v2.csv")
+    assert v1["taken"]["M"] == {v2["file_id"]["S"]: {"N": "3"}}
+    held = {k: i["source_file_id"]["S"] for k, i in orders(stack).items()}
+    assert held == {
+        "A1": v2["file_id"]["S"],
+        "A2": v2["file_id"]["S"],
+        "A3": v2["file_id"]["S"],
+        "A4": v1["file_id"]["S"],
+    }
+
+    (report,) = json_lines(run_cli(stack, tmp_path, "reconcile", "--dry-run", "--json"))
+    assert report["counts"]["drift"] == 0, report["drift"]
+
+    # A real loss: A4, which no newer upload holds, disappears.
+    stack.clients.dynamodb.delete_item(
+        TableName=stack.names.orders_table, Key={"Order_Id": {"S": "A4"}}
+    )
+    (report,) = json_lines(run_cli(stack, tmp_path, "reconcile", "--dry-run", "--json"))
+    (drift,) = report["drift"]
+    assert (drift["key"], drift["written"], drift["taken"], drift["stored"]) == (
+        "incoming/orders_v1.csv",
+        4,
+        3,
+        0,
+    )
+
+
 def test_a_failed_reconcile_run_produces_an_alert(stack, tmp_path) -> None:
     broken = stack.settings.with_(files_table=stack.names.files_table + "-missing")
     schedule = ReconcileSchedule(stack.clients, broken, every_s=3600)

@@ -196,6 +196,15 @@ class InMemoryLedger:
             if key in self.locks and self.locks[key][1] == claim.token:
                 self.locks[key] = (self.locks[key][0], self.locks[key][1], lease)
 
+    def record_taken(self, older_id: str, taker_id: str, orders: int) -> None:
+        with self._mutex:
+            entry = self.items.get(older_id)
+            if entry is None:
+                return
+            taken = dict(entry.taken)
+            taken[taker_id] = max(taken.get(taker_id, 0), orders)
+            self.items[older_id] = replace(entry, taken=taken)
+
     def get(self, file_id: str) -> LedgerEntry | None:
         return self.items.get(file_id)
 
@@ -330,4 +339,6 @@ class FakeDynamo:
                 {"Error": {"Code": "ConditionalCheckFailedException", "Message": "no"}}, "PutItem"
             )
         self.items[key] = Item
+        if kwargs.get("ReturnValues") == "ALL_OLD" and stored is not None:
+            return {"Attributes": stored}
         return {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +192,42 @@ def test_notice_is_sent_before_the_outcome_and_a_crash_between_resends_it(pipe: 
     assert len(pipe.notices.sent) == 1
     assert pipe.ddb.items == written  # the re-write is byte-identical
     assert pipe.ledger.get(ref.file_id).attempts == 2  # type: ignore[union-attr]
+
+
+SIX = b"".join(f"Ord{i},C{i},19/04/23,Pending,{i}0\n".encode() for i in range(1, 7))
+
+
+def _later(ref: FileRef, minutes: int) -> FileRef:
+    return replace(ref, event_time=f"2026-05-01T11:{minutes:02d}:00.000Z")
+
+
+def test_a_newer_upload_records_the_orders_it_took_on_the_older_entry(pipe: Pipeline) -> None:
+    v1 = pipe.upload("incoming/orders_v1.csv", SIX)
+    assert pipe.service.ingest(v1).written == 6
+    v2 = _later(pipe.upload("incoming/orders_v2.csv", SIX[: SIX.index(b"Ord6")]), 30)
+    result = pipe.service.ingest(v2)
+    assert (result.written, result.superseded) == (5, 0)
+    older = pipe.ledger.get(v1.file_id)
+    assert (older.written, older.taken) == (6, {v2.file_id: 5})  # type: ignore[union-attr]
+    assert pipe.ledger.get(v2.file_id).taken == {}  # type: ignore[union-attr]
+    # The older upload's orders left under its name: 6 written, 5 taken, 1 stored.
+    assert sum(i["source_file_id"]["S"] == v1.file_id for i in pipe.ddb.items.values()) == 1
+
+
+def test_a_retried_newer_upload_records_its_takes_once(pipe: Pipeline) -> None:
+    v1 = pipe.upload("incoming/orders_v1.csv", SIX)
+    pipe.service.ingest(v1)
+    v2 = _later(pipe.upload("incoming/orders_v2.csv", SIX + b",C9,01/01/23,End,5\n"), 30)
+    pipe.notices.fail_with = ClientError(
+        {"Error": {"Code": "ServiceUnavailable", "Message": "try later"}}, "SendMessage"
+    )
+    with pytest.raises(ClientError):
+        pipe.service.ingest(v2)  # its orders are written; the notice (PARTIAL) fails
+    assert pipe.ledger.get(v1.file_id).taken == {v2.file_id: 6}  # type: ignore[union-attr]
+    pipe.notices.fail_with = None
+    pipe.clock.advance(30)
+    assert pipe.service.ingest(v2).decision == Decision.RETRY  # rewrites its own orders
+    assert pipe.ledger.get(v1.file_id).taken == {v2.file_id: 6}  # type: ignore[union-attr]
 
 
 def test_an_attempt_taken_over_records_nothing(pipe: Pipeline) -> None:

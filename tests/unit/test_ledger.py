@@ -230,7 +230,13 @@ def test_progress_is_recorded_while_processing_and_kept_at_the_end(env) -> None:
         None,
     )
     ledger.progress(claim, rows_judged=5000)
-    point = Checkpoint(done=1200, valid=4990, superseded=3, stamp="2026-05-01T12:00:00.000Z")
+    point = Checkpoint(
+        done=1200,
+        valid=4990,
+        superseded=3,
+        stamp="2026-05-01T12:00:00.000Z",
+        taken={"b/incoming/old.csv#v1": 2},
+    )
     ledger.progress(claim, rows_written=1197, checkpoint=point)
     entry = ledger.get(claim.entry.file_id)
     assert (entry.rows_judged, entry.rows_written, entry.checkpoint) == (5000, 1197, point)
@@ -356,3 +362,24 @@ def test_a_claim_and_an_outcome_whose_replies_were_lost_are_this_attempts_own(
     # The key lock is gone: a new version of the same key is claimed at once.
     nxt = clean.claim(_ref(bucket, version="v2"), LEASE)
     assert (nxt.decision, nxt.owned) == (Decision.NEW, True)
+
+
+def test_orders_taken_by_a_newer_file_are_recorded_once_per_taker(env) -> None:
+    ledger, _, bucket = env
+    older = ledger.claim(_ref(bucket, key="incoming/orders_v1.csv"), LEASE)
+    ledger.finish(older, FileOutcome(Status.SUCCEEDED, rows=6, valid=6, written=6))
+    older_id = older.entry.file_id
+    v2, v3 = f"{bucket}/incoming/orders_v2.csv#v1", f"{bucket}/incoming/orders_v3.csv#v1"
+    ledger.record_taken(older_id, v2, 4)
+    ledger.record_taken(older_id, v2, 4)  # a retry of the same record
+    ledger.record_taken(older_id, v2, 1)  # a resumed or replayed run that saw fewer
+    ledger.record_taken(older_id, v3, 1)
+    assert ledger.get(older_id).taken == {v2: 4, v3: 1}
+    # A replay of the older file writes again what it can: the orders newer files hold then
+    # count in its own ``superseded``, so the takers' record is cleared.
+    ref = _ref(bucket, key="incoming/orders_v1.csv", replay=Replay("r1", "x"))
+    replay = ledger.claim(ref, LEASE)
+    assert replay.decision == Decision.REPLAY
+    assert ledger.get(older_id).taken == {}
+    ledger.record_taken(f"{bucket}/incoming/gone.csv#v1", v2, 3)  # no entry: nothing made
+    assert ledger.get(f"{bucket}/incoming/gone.csv#v1") is None

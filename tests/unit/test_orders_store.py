@@ -141,6 +141,33 @@ def test_an_older_order_from_another_file_is_replaced_by_conditional_put(encode:
 
 
 @BOTH_ENCODINGS
+def test_orders_taken_from_older_files_are_counted_per_older_file(encode: bool) -> None:
+    ddb = FakeDynamo()
+    v1, v2 = _ref("v1", key="incoming/orders_v1.csv"), _ref("v1", key="incoming/orders_v2.csv")
+    write_all(_writer(ddb, encode=encode), [_frame(["O1", "O2", "O3"])], v1, NOW)
+    write_all(_writer(ddb, encode=encode), [_frame(["O4"])], v2, NOW)
+    newer = _ref("v1", time="2026-05-01T11:30:00.000Z", key="incoming/orders_v3.csv")
+    stats = write_all(_writer(ddb, encode=encode), [_frame(["O1", "O2", "O4", "O5"])], newer, NOW)
+    assert stats.taken == {v1.file_id: 2, v2.file_id: 1}
+    assert stats.written == 4
+    again = write_all(_writer(ddb, encode=encode), [_frame(["O1", "O2", "O4", "O5"])], newer, NOW)
+    assert again.taken == {}  # its own orders now: a rerun takes nothing from anyone
+
+
+@BOTH_ENCODINGS
+def test_a_take_counts_against_the_file_actually_replaced(encode: bool) -> None:
+    ddb = FakeDynamo()
+    v1 = _ref("v1", key="incoming/orders_v1.csv")
+    write_all(_writer(ddb, encode=encode), [_frame(["O1"])], v1, NOW)
+    between = _ref("v1", time="2026-05-01T11:10:00.000Z", key="incoming/orders_b.csv")
+    item = order_items(_frame(["O1"]), between, NOW)[0]
+    ddb.before_put = lambda key: ddb.items.__setitem__(key, item)  # lands after our read
+    newer = _ref("v1", time="2026-05-01T11:30:00.000Z", key="incoming/orders_v2.csv")
+    stats = write_all(_writer(ddb, encode=encode), [_frame(["O1"])], newer, NOW)
+    assert stats.taken == {between.file_id: 1}
+
+
+@BOTH_ENCODINGS
 def test_a_newer_write_landing_between_read_and_put_wins(encode: bool) -> None:
     ddb = FakeDynamo()
     write_all(_writer(ddb, encode=encode), [_frame(["O1"], total="10")], _ref("v1"), NOW)

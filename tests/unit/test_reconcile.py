@@ -209,6 +209,35 @@ def test_orders_a_newer_upload_already_held_are_not_drift() -> None:
     assert (finding["written"], finding["stored"]) == (5, 4)
 
 
+def test_orders_newer_uploads_took_over_later_are_not_drift() -> None:
+    w = World()
+    w.upload("incoming/orders_v1.csv", timedelta(minutes=30))
+    entry = w.ledger.add(
+        object_key="incoming/orders_v1.csv",
+        version="v1",
+        etag="e1",
+        size=10,
+        event_time="2026-11-25T11:00:00.000Z",
+        status="SUCCEEDED",
+        valid=6,
+        written=6,
+        # Two later uploads took four of its six orders over (ingest records them per taker).
+        taken={"bucket/incoming/orders_v2.csv#v1": 3, "bucket/incoming/orders_v3.csv#v1": 1},
+    )
+    w.orders.counts[entry.file_id] = 2
+    assert w.reconciler().run(ReconcileOptions(), now=NOW).counts["drift"] == 0
+    w.orders.counts[entry.file_id] = 1  # one more gone that no newer upload took: a loss
+    report = w.reconciler().run(ReconcileOptions(), now=NOW)
+    assert report.counts["drift"] == 1
+    (finding,) = report.to_json()["drift"]
+    assert (finding["written"], finding["taken"], finding["expected"], finding["stored"]) == (
+        6,
+        4,
+        2,
+        1,
+    )
+
+
 def test_rejected_file_has_no_orders_and_no_drift() -> None:
     w = World()
     w.upload("incoming/a.csv", timedelta(minutes=30))
