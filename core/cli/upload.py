@@ -132,7 +132,10 @@ class WaitProgress:
             transient=True,
             disable=not self.live,
         )
-        self.tasks = [self.bar.add_task(u.key, total=None, state="waiting") for u in uploads]
+        self.tasks = [  # a live bar is for people: keys as `status` shows them
+            self.bar.add_task(u.key.removeprefix(INCOMING_PREFIX), total=None, state="waiting")
+            for u in uploads
+        ]
         self.said: dict[int, tuple[str, float]] = {}
         self.started = time.monotonic()
 
@@ -170,6 +173,8 @@ class WaitProgress:
 def _progress_state(entry: LedgerEntry | None) -> tuple[str, int]:
     if entry is None:
         return word("PENDING"), 0
+    if entry.finished and refused_whole(str(entry.status), entry.error):
+        return word(str(entry.status)), 0  # refused as a file: it has no rows to count
     if entry.finished:
         return f"{word(str(entry.status))}, {entry.rows:,} rows", entry.rows
     judged = getattr(entry, "rows_judged", 0) or 0

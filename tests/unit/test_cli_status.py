@@ -88,3 +88,28 @@ def test_a_file_rejected_for_its_rows_shows_its_counts_and_one_refused_whole_doe
         ("a.csv", "3", "3", "Order_Id.required ×3"),
         ("c.csv", "", "", "not orders"),
     ]
+
+
+def test_upload_wait_live_bars_name_keys_as_status_does_and_count_only_judged_rows() -> None:
+    import io
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from core.cli.upload import WaitProgress
+    from core.ops.upload import Uploaded
+
+    uploads = [
+        Uploaded(Path(n), "b", f"incoming/{n}", "", "e1", 10, 0.0) for n in ("a.csv", "c.csv")
+    ]
+    err = Console(file=io.StringIO(), force_terminal=True, width=80, color_system=None)
+    progress = WaitProgress(err, uploads)
+    none_valid = entry(status=Status.REJECTED, rows=3, valid=0, invalid=3,
+                       finished_at="2026-12-04T10:00:03.000Z")  # fmt: skip
+    refused = entry(object_key="incoming/c.csv", status=Status.REJECTED, error="not orders",
+                    finished_at="2026-12-04T10:00:03.000Z")  # fmt: skip
+    progress.update(0, none_valid)
+    progress.update(1, refused)
+    tasks = progress.bar.tasks
+    assert [t.description for t in tasks] == ["a.csv", "c.csv"]
+    assert [t.fields["state"] for t in tasks] == ["rejected, 3 rows", "rejected"]
