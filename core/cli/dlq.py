@@ -30,8 +30,8 @@ from core.ops.dlq import (
     DeadLetterQueue,
     DlqError,
     FileMention,
+    Unredrivable,
     reached_dlq_estimate,
-    why_unredrivable,
 )
 from core.ops.ops_adapters import LedgerReader
 from core.pipeline.ledger import DynamoLedger, LedgerEntry
@@ -105,34 +105,25 @@ def _row(
     }
 
 
-class Hopeless:
+class Hopeless(Unredrivable):
     """Which dead letters can never succeed on their queue, and why (S3 looked up once)."""
 
     def __init__(self, s3: Any, queue: str) -> None:
-        self.s3 = s3
-        self.queue = queue
-        self._exists: dict[tuple[str, str], bool] = {}
+        super().__init__(queue, lambda mention: _object_exists(s3, mention))
 
-    def _object_exists(self, mention: FileMention) -> bool:
-        where = (mention.bucket, mention.key)
-        if where not in self._exists:
-            try:
-                self.s3.head_object(Bucket=mention.bucket, Key=mention.key)
-                self._exists[where] = True
-            except ClientError as exc:
-                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-                code = str(exc.response.get("Error", {}).get("Code", ""))
-                # Only "not there" is hopeless; any other error (access, throttling) is not.
-                self._exists[where] = not (
-                    status == 404 or code in ("404", "NoSuchKey", "NoSuchBucket")
-                )
-        return self._exists[where]
 
-    def reason(self, letter: DeadLetter) -> str | None:
-        return why_unredrivable(letter, self.queue, self._object_exists)
-
-    def __call__(self, letter: DeadLetter) -> bool:
-        return self.reason(letter) is not None
+def _object_exists(s3: Any, mention: FileMention) -> bool:
+    """False only when S3 says the object is not there; other errors raise (and so count as
+    there: a throttled or refused look proves nothing)."""
+    try:
+        s3.head_object(Bucket=mention.bucket, Key=mention.key)
+    except ClientError as exc:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if status == 404 or code in ("404", "NoSuchKey", "NoSuchBucket"):
+            return False
+        raise
+    return True
 
 
 def _why_without_error(letter: DeadLetter, entries: list[Any], queue: str) -> str:
