@@ -76,9 +76,8 @@ def set_auth(endpoint: str, free_requests: str) -> None:
 
 @pytest.fixture(scope="module")
 def moto_endpoint() -> Iterator[str]:
-    """An emulator process of this module's own. Switching moto's auth checks on and off leaves
-    objects whose state its whole-state dump (``/moto-api/data.json``, which other tests read)
-    can no longer serialise; the shared in-process server must not inherit them."""
+    """An emulator process of this module's own: switching moto's auth checks on and off, and
+    the IAM users it creates, stay out of the shared server every other test uses."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
