@@ -440,6 +440,10 @@ class Worker:
         started = time.monotonic()
         deadline = started + timeout_s
         report = DrainReport(idle=False, seconds=0.0)
+        # SQS's message counts are approximate (eventually consistent on AWS; the emulator reads
+        # its visible and in-flight counts at two instants, so a message turning visible between
+        # them is in neither): idle only when two readings a poll apart both say empty.
+        empty_readings = 0
         while True:
             worked = False
             for consumer in self.consumers:
@@ -447,7 +451,9 @@ class Worker:
                 if messages:
                     report.batches.append(consumer.process(messages))
                     worked = True
-            if not worked and all(c.pending() == 0 for c in self.consumers):
+            quiet = not worked and all(c.pending() == 0 for c in self.consumers)
+            empty_readings = empty_readings + 1 if quiet else 0
+            if empty_readings >= 2:
                 report.idle = True
                 break
             if time.monotonic() >= deadline:
