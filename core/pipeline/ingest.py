@@ -578,7 +578,7 @@ class IngestService:
         too_big = self._too_big(ref)
         if too_big is not None:
             return self._conclude(
-                ref, claim, beat, _Verdict(Status.REJECTED, error=too_big), spill=None
+                ref, claim, beat, FileOutcome(Status.REJECTED, error=too_big), spill=None
             )
         with tempfile.TemporaryDirectory(prefix="orderpipe-", dir=self.tmp_dir) as tmp:
             workdir = Path(tmp)
@@ -591,7 +591,7 @@ class IngestService:
                 with self.span("validate"):
                     outcome = self._validate(source, ref, claim, spill)
             except ScratchFull as exc:
-                verdict = _Verdict(Status.REJECTED, error=str(exc))
+                verdict = FileOutcome(Status.REJECTED, error=str(exc))
                 return self._conclude(ref, claim, beat, verdict, spill=None)
             finally:
                 spill.close()
@@ -599,7 +599,7 @@ class IngestService:
             beat.confirm()
             stats = WriteStats()
             if outcome.status == "rejected":
-                verdict = _Verdict(
+                verdict = FileOutcome(
                     Status.REJECTED,
                     rows=outcome.rows,
                     invalid=outcome.invalid,
@@ -609,7 +609,7 @@ class IngestService:
             else:
                 with self.span("write"):
                     stats = self._write(ref, claim, spill, beat, outcome=outcome, pacer=pacer)
-                verdict = _Verdict(
+                verdict = FileOutcome(
                     Status(verdict_of(outcome)),  # the one mapping (core/validation/verdict.py)
                     rows=outcome.rows,
                     valid=outcome.valid,
@@ -791,7 +791,7 @@ class IngestService:
         ref: FileRef,
         claim: Claim,
         beat: Heartbeat,
-        verdict: _Verdict,
+        verdict: FileOutcome,
         *,
         spill: ChunkSpill | None,
         stats: WriteStats | None = None,
@@ -816,7 +816,7 @@ class IngestService:
                         rows=verdict.rows,
                         valid=verdict.valid,
                         invalid=verdict.invalid,
-                        reasons=verdict.reasons,
+                        reasons=dict(verdict.reasons),
                         error=verdict.error,
                         rejects_key=rejects_key,
                         rejects_bytes=rejects_bytes,
@@ -828,13 +828,8 @@ class IngestService:
         beat.check()
         self.ledger.finish(
             claim,
-            FileOutcome(
-                status=verdict.status,
-                rows=verdict.rows,
-                valid=verdict.valid,
-                invalid=verdict.invalid,
-                reasons=verdict.reasons,
-                error=verdict.error,
+            replace(
+                verdict,
                 written=stats.written if stats else 0,
                 superseded=stats.superseded if stats else 0,
             ),
@@ -888,16 +883,6 @@ def _merged(first: Mapping[str, int], second: Mapping[str, int]) -> dict[str, in
     for key, n in second.items():
         merged[key] = merged.get(key, 0) + n
     return merged
-
-
-@dataclass(frozen=True)
-class _Verdict:
-    status: Status
-    rows: int = 0
-    valid: int = 0
-    invalid: int = 0
-    reasons: dict[str, int] = field(default_factory=dict)
-    error: str | None = None
 
 
 # ---- AWS adapters ----------------------------------------------------------------------------
